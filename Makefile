@@ -1,0 +1,73 @@
+# tally: every target sets up what it needs, idempotently; a second run reuses the setup.
+# Needs Java 17+, Python 3.10+, and Maven or sbt; the network only at setup (PyPI, Maven Central).
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+TOOLS       := .tools
+SBT_VERSION := $(shell sed -n 's/^sbt.version=//p' project/build.properties)
+SBT_LAUNCH  := $(TOOLS)/sbt-launch-$(SBT_VERSION).jar
+MVN_DEP     := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+DELTA_JARS  := $(TOOLS)/jars/.resolved
+JAR         := target/tally.jar
+SCALA_SRC   := $(shell find scala -name '*.scala' 2>/dev/null) build.sbt project/build.properties
+
+# sbt from PATH when there is one; otherwise the launcher JAR from Maven Central, told to use only the
+# repositories listed in project/repositories.
+ifeq ($(shell command -v sbt 2>/dev/null),)
+SBT_DEP := $(SBT_LAUNCH)
+SBT     := java -Xmx2g -Dsbt.repository.config=project/repositories -Dsbt.override.build.repos=true \
+           -Dsbt.boot.directory=$(TOOLS)/sbt-boot -Dsbt.global.base=$(TOOLS)/sbt-global \
+           -Dsbt.server.forcestart=false -Dsbt.log.noformat=true -Dsbt.supershell=false -Dsbt.batch=true \
+           -jar $(SBT_LAUNCH)
+else
+SBT_DEP :=
+SBT     := sbt -batch -Dsbt.supershell=false
+endif
+
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYSPARK_PYTHON := $(abspath $(PY))
+
+.PHONY: setup jar test test-scala test-python demo bench lint clean
+
+setup: $(VENV)/.installed $(DELTA_JARS) $(JAR)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SBT_LAUNCH):
+	mkdir -p $(TOOLS)
+	mvn -q $(MVN_DEP):copy -Dartifact=org.scala-sbt:sbt-launch:$(SBT_VERSION) -DoutputDirectory=$(TOOLS) -Dmdep.overWriteReleases=false
+
+$(DELTA_JARS): project/runtime-jars.xml
+	rm -rf $(TOOLS)/jars
+	mvn -q -f project/runtime-jars.xml package
+	touch $@
+
+jar: $(JAR)
+
+$(JAR): $(SCALA_SRC) $(SBT_DEP)
+	$(SBT) package < /dev/null
+
+test-scala: $(SBT_DEP)
+	$(SBT) test < /dev/null
+
+test-python: setup
+	$(PY) -m pytest tests -q
+
+test: setup test-scala test-python
+
+demo: setup
+	$(PY) -m tally.cli demo
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check python tests bench features
+
+clean:
+	rm -rf target project/target project/project $(VENV) $(TOOLS) warehouse spark-warehouse .pytest_cache

@@ -1,0 +1,32 @@
+"""The py4j crossing: the only module that touches `spark._jvm`.
+
+Python sends a versioned JSON spec and DataFrames; Scala returns DataFrames. Nothing else crosses.
+"""
+
+from __future__ import annotations
+
+from tally.errors import SetupError
+
+SPEC_VERSION = 1
+
+
+def _bridge(spark):
+    try:
+        bridge = spark._jvm.tally.bridge.Bridge
+        jar_version = bridge.specVersion()
+    except Exception as exc:  # py4j raises a bare Py4JError when the class is not on the classpath
+        raise SetupError(
+            "the tally JAR is not on this Spark session's classpath",
+            hint="start the session with tally.session(), or pass target/tally.jar in spark.jars",
+        ) from exc
+    if jar_version != SPEC_VERSION:
+        raise SetupError(
+            f"the tally JAR reads spec version {jar_version}, this Python package writes {SPEC_VERSION}",
+            hint="rebuild the JAR with `make jar` so both sides come from the same checkout",
+        )
+    return bridge
+
+
+def register(spark) -> None:
+    """Register the `tally_*` SQL functions in the session."""
+    _bridge(spark).register(spark._jsparkSession)

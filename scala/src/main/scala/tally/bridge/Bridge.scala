@@ -1,0 +1,14 @@
+package tally.bridge
+
+import org.apache.spark.sql.SparkSession
+
+/** The one py4j entry point. Python calls these static methods through `spark._jvm.tally.bridge.Bridge`. */
+object Bridge {
+  /** Version of the JSON spec this JAR reads; Python refuses a JAR whose version differs from its own. */
+  val SpecVersion: Int = 1
+
+  def specVersion(): Int = SpecVersion
+
+  /** Registers the `tally_*` SQL functions in the session. Called by `tally.session()`. */
+  def register(spark: SparkSession): Unit = tally.spark.Functions.register(spark)
+}

@@ -1,0 +1,16 @@
+package tally
+
+import java.nio.file.{Files, Path, Paths}
+import scala.jdk.CollectionConverters._
+
+/** The house rule that keeps kernels reusable outside Spark: agg/ and window/ import nothing from Spark. */
+class PuritySuite extends munit.FunSuite {
+  private val root = Paths.get("scala/src/main/scala/tally")
+
+  for (pkg <- Seq("agg", "window")) test(s"$pkg/ does not import Spark") {
+    val dir = root.resolve(pkg)
+    val files = if (Files.isDirectory(dir)) Files.walk(dir).iterator.asScala.filter(_.toString.endsWith(".scala")).toList else Nil
+    val offenders = files.filter((p: Path) => new String(Files.readAllBytes(p), "UTF-8").contains("org.apache.spark"))
+    assertEquals(offenders.map(_.toString), Nil, "Spark belongs in tally/spark/, not in the pure kernels")
+  }
+}
