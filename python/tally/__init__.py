@@ -1,5 +1,6 @@
 """tally: batch features for payments ML, computed by Scala kernels on Spark and stored in Delta."""
 
+from tally.definitions import Aggregation, Entity, FeatureView, Source, Window
 from tally.errors import (
     DataError,
     DefinitionError,
@@ -10,10 +11,17 @@ from tally.errors import (
     UsageError,
 )
 from tally.spark import session
+from tally.training import training_set
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Aggregation",
+    "Entity",
+    "FeatureView",
+    "Source",
+    "Window",
+    "training_set",
     "DataError",
     "DefinitionError",
     "RegistryError",

@@ -30,3 +30,12 @@ def _bridge(spark):
 def register(spark) -> None:
     """Register the `tally_*` SQL functions in the session."""
     _bridge(spark).register(spark._jsparkSession)
+
+
+def temporal(spark, spine, events, view, spine_time: str, *, partitions: int | None = None):
+    """Cross once: the spine plus `{view}__{feature}` columns from the Scala sweep."""
+    from pyspark.sql import DataFrame
+
+    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, f"{view.name}__", n)
+    return DataFrame(jdf, spark)

@@ -1,6 +1,6 @@
 package tally.bridge
 
-import org.apache.spark.sql.SparkSession
+import org.apache.spark.sql.{DataFrame, SparkSession}
 
 /** The one py4j entry point. Python calls these static methods through `spark._jvm.tally.bridge.Bridge`. */
 object Bridge {
@@ -11,4 +11,8 @@ object Bridge {
 
   /** Registers the `tally_*` SQL functions in the session. Called by `tally.session()`. */
   def register(spark: SparkSession): Unit = tally.spark.Functions.register(spark)
+
+  /** Temporal features of one view for every spine row: the spine's columns plus `prefix + feature` columns. */
+  def temporal(spine: DataFrame, source: DataFrame, specJson: String, spineTime: String, prefix: String, partitions: Int): DataFrame =
+    tally.spark.TemporalJob.run(spine, source, Spec.parse(specJson), spineTime, prefix, partitions)
 }

@@ -1,0 +1,319 @@
+"""What data scientists declare: Entity, Source, Window, Aggregation, FeatureView.
+
+Frozen, keyword-friendly dataclasses, validated when built (raising `DefinitionError` naming the view and the
+field), knowing nothing of Spark. A view turns into the versioned JSON spec that crosses to Scala, and its
+fingerprint is a hash of that canonical spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tally.errors import DefinitionError
+
+SPEC_VERSION = 1
+
+_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000,
+             "w": 7 * 86_400_000_000}
+_DURATION = re.compile(r"^\s*(\d+)\s*(us|ms|s|m|h|d|w)\s*$")
+
+# function -> (needs a column, default parameters). Mirrors tally.agg.Aggregators on the Scala side.
+FUNCTIONS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "count": (False, {}),
+    "sum": (True, {}),
+    "mean": (True, {}),
+    "min": (True, {}),
+    "max": (True, {}),
+    "variance": (True, {}),
+    "variance_pop": (True, {}),
+    "stddev": (True, {}),
+    "stddev_pop": (True, {}),
+    "first": (True, {}),
+    "last": (True, {}),
+    "last_k": (True, {"k": 5}),
+    "time_since_last": (False, {}),
+    "approx_distinct": (True, {"lg_k": 12}),
+    "approx_percentile": (True, {"quantiles": [0.5], "k": 200}),
+    "top_k": (True, {"k": 5}),
+    "decayed_sum": (True, {"half_life": "1d"}),
+    "decayed_count": (False, {"half_life": "1d"}),
+}
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def parse_duration(text: str, *, where: str) -> int:
+    """'90s', '5m', '24h', '7d', '2w' -> microseconds."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise DefinitionError(
+            f"{where}: '{text}' is not a duration",
+            hint="write a whole number and a unit: us, ms, s, m, h, d or w (for example '30m', '24h', '7d')",
+        )
+    return int(match.group(1)) * _UNITS_US[match.group(2)]
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DefinitionError(f"{what} name {name!r} is not valid",
+                              hint="use lower-case letters, digits and underscores, starting with a letter")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A payment entity (card, customer, merchant, issuer) identified by one or more key columns."""
+
+    name: str
+    keys: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "entity")
+        keys = (self.keys,) if isinstance(self.keys, str) else tuple(self.keys)
+        if not keys:
+            raise DefinitionError(f"entity '{self.name}': keys must name at least one column")
+        object.__setattr__(self, "keys", keys)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where events come from: a path (parquet, delta, csv, json), a table, or a callable returning a DataFrame.
+
+    `timestamp` is the event time; `available_at` (optional) is when the row became known — a fraud label is
+    known when the dispute is filed, not at the charge. `columns` derives columns with Spark SQL expressions,
+    `filter` keeps rows with a Spark SQL predicate, `timezone` reads naive timestamps in that zone (default
+    UTC), `id` names an event id column that must be unique.
+    """
+
+    name: str
+    timestamp: str
+    path: str | None = None
+    format: str = "parquet"
+    table: str | None = None
+    dataframe: Callable[..., Any] | None = field(default=None, compare=False)
+    available_at: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    filter: str | None = None
+    timezone: str | None = None
+    id: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "source")
+        given = [x for x in (self.path, self.table, self.dataframe) if x is not None]
+        if len(given) != 1:
+            raise DefinitionError(f"source '{self.name}': give exactly one of path=, table= or dataframe=")
+        if self.format not in ("parquet", "delta", "csv", "json", "orc"):
+            raise DefinitionError(f"source '{self.name}': unknown format '{self.format}'",
+                                  hint="use parquet, delta, csv, json or orc")
+        object.__setattr__(self, "columns", dict(self.columns))
+
+    def spec(self) -> dict:
+        return {
+            "name": self.name, "timestamp": self.timestamp, "available_at": self.available_at,
+            "path": self.path, "format": self.format, "table": self.table,
+            "dataframe": getattr(self.dataframe, "__qualname__", None) if self.dataframe else None,
+            "columns": dict(sorted(self.columns.items())), "filter": self.filter, "timezone": self.timezone,
+            "id": self.id,
+        }
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window: `length` ('24h'; None = lifetime), `delay` ('7d': end the window 7 days before the
+    query), `closed` ('left', the leakage-safe default, excludes events at the window's end; 'right' includes
+    them, such as the query's own row)."""
+
+    length: str | None
+    delay: str | None = None
+    closed: str = "left"
+
+    def __post_init__(self) -> None:
+        where = f"window {self.label if self.closed in ('left', 'right') else self.length!r}"
+        if self.length is not None and self.length_us <= 0:
+            raise DefinitionError(f"{where}: length must be positive")
+        if self.delay is not None:
+            if str(self.delay).strip().startswith("-"):
+                raise DefinitionError(f"{where}: delay '{self.delay}' is negative",
+                                      hint="a delay moves the window into the past; write it as a positive duration")
+            parse_duration(self.delay, where=where)
+        if self.closed not in ("left", "right"):
+            raise DefinitionError(f"{where}: closed must be 'left' or 'right', got {self.closed!r}")
+
+    @property
+    def length_us(self) -> int | None:
+        return None if self.length is None else parse_duration(self.length, where=f"window {self.length!r}")
+
+    @property
+    def delay_us(self) -> int:
+        return 0 if self.delay is None else parse_duration(self.delay, where=f"delay {self.delay!r}")
+
+    @property
+    def label(self) -> str:
+        text = "lifetime" if self.length is None else str(self.length).strip()
+        if self.delay_us:
+            text += f"_delay_{str(self.delay).strip()}"
+        return text
+
+    def spec(self) -> dict:
+        return {"length_us": self.length_us, "delay_us": self.delay_us, "closed": self.closed}
+
+    @staticmethod
+    def of(value: Window | str | None) -> Window:
+        return value if isinstance(value, Window) else Window(value)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One output column of a view: an aggregation over one window."""
+
+    name: str
+    function: str
+    column: str | None
+    window: Window
+    params: Mapping[str, Any]
+    default: Any
+    description: str
+
+    def spec(self) -> dict:
+        return {"name": self.name, "function": self.function, "column": self.column, "window": self.window.spec(),
+                "params": dict(sorted(self.params.items())), "default": self.default}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """`function` of `column` over each of `windows`; one feature per window.
+
+    Names default to `{function}_{column}_{window}` (`count_24h`, `sum_amount_7d`); `name=` overrides (with
+    several windows the window label is appended). `default=` replaces an empty window's null. Parameters of
+    sketches and decays go in `params` (`k`, `quantiles`, `lg_k`, `half_life`).
+    """
+
+    function: str
+    column: str | None = None
+    windows: Sequence[Window | str | None] = (None,)
+    name: str | None = None
+    default: Any = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.function not in FUNCTIONS:
+            raise DefinitionError(f"unknown aggregation function '{self.function}'",
+                                  hint=f"use one of: {', '.join(FUNCTIONS)}")
+        needs_column, defaults = FUNCTIONS[self.function]
+        if needs_column and not self.column:
+            raise DefinitionError(f"aggregation '{self.function}' needs a column", hint=f"pass column=... to '{self.function}'")
+        if self.function == "time_since_last" and self.column:
+            raise DefinitionError("aggregation 'time_since_last' takes no column (it measures event time)")
+        windows = (self.windows,) if isinstance(self.windows, (str, Window)) or self.windows is None else self.windows
+        object.__setattr__(self, "windows", tuple(Window.of(w) for w in windows))
+        if not self.windows:
+            raise DefinitionError(f"aggregation '{self.name or self.function}': windows must not be empty")
+        unknown = set(self.params) - set(defaults)
+        if unknown:
+            raise DefinitionError(f"aggregation '{self.function}': unknown parameter(s) {sorted(unknown)}",
+                                  hint=f"'{self.function}' takes: {sorted(defaults) or 'no parameters'}")
+        object.__setattr__(self, "params", {**defaults, **dict(self.params)})
+
+    def features(self) -> list[Feature]:
+        params = dict(self.params)
+        if "half_life" in params:
+            params["half_life_us"] = parse_duration(params.pop("half_life"), where=f"{self.function} half_life")
+        out = []
+        for window in self.windows:
+            if self.name and len(self.windows) == 1:
+                name = self.name
+            elif self.name:
+                name = f"{self.name}_{window.label}"
+            else:
+                name = "_".join(x for x in (self.function, self.column, window.label) if x)
+            out.append(Feature(name, self.function, self.column, window, params, self.default, self.description))
+        return out
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Features of one entity from one source, versioned. Change a definition -> bump `version`."""
+
+    name: str
+    entity: Entity
+    source: Source
+    aggregations: Sequence[Aggregation]
+    version: int = 1
+    ttl: str | None = None
+    accuracy: str = "temporal"
+    description: str = ""
+    owner: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "view")
+        if "__" in self.name:
+            raise DefinitionError(f"view '{self.name}': names may not contain '__' (it separates view and feature)")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
+            raise DefinitionError(f"view '{self.name}': version must be a positive integer, got {self.version!r}")
+        if self.accuracy not in ("temporal", "snapshot"):
+            raise DefinitionError(f"view '{self.name}': accuracy must be 'temporal' or 'snapshot', got {self.accuracy!r}")
+        if not self.aggregations:
+            raise DefinitionError(f"view '{self.name}': aggregations must not be empty")
+        object.__setattr__(self, "aggregations", tuple(self.aggregations))
+        object.__setattr__(self, "tags", dict(self.tags))
+        if self.ttl is not None:
+            parse_duration(self.ttl, where=f"view '{self.name}': ttl")
+        seen: dict[str, str] = {}
+        for feature in self.features:
+            _check_name(feature.name, f"view '{self.name}': feature")
+            if feature.name in seen:
+                raise DefinitionError(f"view '{self.name}': two features are named '{feature.name}'",
+                                      hint="give one of them name=...")
+            if feature.name in self.entity.keys:
+                raise DefinitionError(f"view '{self.name}': feature '{feature.name}' clashes with a key column")
+            seen[feature.name] = feature.function
+
+    @property
+    def features(self) -> list[Feature]:
+        return [f for agg in self.aggregations for f in agg.features()]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        from tally.errors import UsageError
+
+        raise UsageError(f"view '{self.name}' has no feature '{name}'",
+                         hint=f"its features: {', '.join(f.name for f in self.features)}")
+
+    @property
+    def ttl_us(self) -> int | None:
+        return None if self.ttl is None else parse_duration(self.ttl, where=f"view '{self.name}': ttl")
+
+    @property
+    def value_columns(self) -> list[str]:
+        return sorted({f.column for f in self.features if f.column})
+
+    def spec(self) -> dict:
+        """The versioned, canonical JSON-able spec that crosses to Scala and is fingerprinted."""
+        return {
+            "spec_version": SPEC_VERSION,
+            "view": self.name,
+            "version": self.version,
+            "entity": {"name": self.entity.name, "keys": list(self.entity.keys)},
+            "source": self.source.spec(),
+            "ttl_us": self.ttl_us,
+            "accuracy": self.accuracy,
+            "features": [f.spec() for f in self.features],
+        }
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of what determines the values: the spec minus descriptive fields."""
+        return hashlib.sha256(self.spec_json().encode()).hexdigest()[:16]
