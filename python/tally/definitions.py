@@ -134,7 +134,7 @@ class Window:
     closed: str = "left"
 
     def __post_init__(self) -> None:
-        where = f"window {self.label if self.closed in ('left', 'right') else self.length!r}"
+        where = f"window {self.length!r}" + (f" with delay {self.delay!r}" if self.delay is not None else "")
         if self.length is not None and self.length_us <= 0:
             raise DefinitionError(f"{where}: length must be positive")
         if self.delay is not None:

@@ -128,7 +128,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     def moveTo(t: Long): Unit =
       if (!withAvailability) {
         while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { add(nextEnter); nextEnter += 1 }
-        while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
+        if (!window.lifetime) while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
       } else {
         while (pendingScan < buffer.end) {
           pending.push(math.max(buffer.ts(pendingScan) + window.delay, buffer.avail(pendingScan)), pendingScan)
@@ -137,9 +137,9 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
         while (!pending.isEmpty && window.entered(pending.minKey, t)) {
           val idx = pending.minIndex; pending.pop()
           // An event whose exit passed before its label arrived never enters.
-          if (idx >= nextExit && !window.exited(buffer.ts(idx), t)) { setIn(idx, in = true); add(idx) }
+          if (window.lifetime || (idx >= nextExit && !window.exited(buffer.ts(idx), t))) { setIn(idx, in = true); add(idx) }
         }
-        while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
+        if (!window.lifetime) while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
           if (inAt(nextExit)) { setIn(nextExit, in = false); drop(nextExit) }
           nextExit += 1
         }
