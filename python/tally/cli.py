@@ -5,34 +5,266 @@ Errors are mapped to exit codes in one place (`main`): 0 ok, 1 data or validatio
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import sys
 
 import click
 
-from tally.errors import TallyError
+from tally import config as config_module
+from tally.errors import TallyError, UsageError
+
+
+class Context:
+    """What every command shares: the resolved config, the repository and (lazily) one Spark session."""
+
+    def __init__(self, **flags):
+        self.config = config_module.load(**flags)
+        self._spark = None
+        self._repo = None
+
+    @property
+    def repo(self):
+        from tally import registry
+
+        if self._repo is None:
+            self._repo = registry.load(self.config.repo)
+        return self._repo
+
+    @property
+    def spark(self):
+        if self._spark is None:
+            import tally as tl
+
+            self._spark = tl.session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse)
+        return self._spark
+
+    def close(self) -> None:
+        if self._spark is not None:
+            self._spark.stop()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _date(_ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a date (YYYY-MM-DD)", param=param) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """tally: payments features on Spark, stored in Delta, joined point-in-time."""
+@click.option("--warehouse", help="Warehouse root (default ./warehouse; env TALLY_WAREHOUSE).")
+@click.option("--repo", help="Feature repository folder (default ./features; env TALLY_REPO).")
+@click.option("--master", help="Spark master (default local[*]; env TALLY_MASTER).")
+@click.pass_context
+def cli(ctx, warehouse, repo, master) -> None:
+    """tally: payments features on Spark, stored in Delta, joined point-in-time.
+
+    \b
+    Examples:
+      tally plan
+      tally backfill card_velocity --start 2026-01-01 --end 2026-03-31
+      tally training-set --spine spine.parquet --timestamp created --features card_velocity --out train
+    """
+    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@cli.command("config")
+@pass_ctx
+def config_cmd(c: Context) -> None:
+    """Print the resolved configuration and where each value came from.
+
+    \b
+    Example:
+      TALLY_WAREHOUSE=/data/wh tally config
+    """
+    cfg = c.config
+    for key in ("warehouse", "repo", "master"):
+        click.echo(f"{key:10} = {getattr(cfg, key):40} ({cfg.origins[key]})")
+    for key, value in sorted(cfg.redacted_conf().items()):
+        name = key if key.startswith("spark.") else f"spark.{key}"
+        click.echo(f"{name} = {value} ({cfg.origins.get(name, 'config')})")
+
+
+@cli.command("list")
+@pass_ctx
+def list_cmd(c: Context) -> None:
+    """List the feature views of the repository.
+
+    \b
+    Example:
+      tally --repo features list
+    """
+    for view in sorted(c.repo.views.values(), key=lambda v: v.name):
+        click.echo(f"{view.name:28} v{view.version:<3} {view.entity.name:10} {len(view.features):3} features  "
+                   f"{view.description}")
 
 
 @cli.command()
-@click.option("--warehouse", default="warehouse", show_default=True, help="Warehouse root the demo writes to.")
-def demo(warehouse: str) -> None:
+@click.argument("view")
+@pass_ctx
+def describe(c: Context, view: str) -> None:
+    """Show a view: features, windows, semantics, versions, table path, backfilled range.
+
+    \b
+    Example:
+      tally describe card_velocity
+    """
+    from tally import store
+
+    v = c.repo.view(view)
+    click.echo(f"{v.name} v{v.version} — {v.description}")
+    click.echo(f"  entity {v.entity.name} keys {', '.join(v.entity.keys)}; source {v.source.name} "
+               f"(time {v.source.timestamp}, available_at {v.source.available_at or '-'}); ttl {v.ttl or '-'}; "
+               f"accuracy {v.accuracy}; owner {v.owner or '-'}; fingerprint {v.fingerprint}")
+    for f in v.features:
+        w = f.window
+        click.echo(f"  {f.name:36} {f.function}({f.column or '*'}) window {w.length or 'lifetime'} "
+                   f"delay {w.delay or '0'} closed={w.closed}  {f.description}")
+    versions = store.stored_versions(c.config.warehouse, v.name)
+    for version, fingerprint in sorted(versions.items()):
+        path = store.table_path(c.config.warehouse, v.name, version)
+        days = sorted(set(store.backfilled_days(path)))
+        span = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "nothing backfilled"
+        click.echo(f"  v{version}: {path}  {span}  fingerprint {fingerprint}")
+    if not versions:
+        click.echo(f"  no table yet at {store.table_path(c.config.warehouse, v.name, v.version)}")
+
+
+@cli.command()
+@pass_ctx
+def plan(c: Context) -> None:
+    """Compare the repository with the warehouse: new views, new versions, unchanged, changed specs.
+
+    Exits 1 when a definition changed under a version that was already backfilled.
+
+    \b
+    Example:
+      tally plan
+    """
+    from tally import registry, store
+
+    items = [registry.plan_view(v, store.stored_versions(c.config.warehouse, v.name))
+             for v in sorted(c.repo.views.values(), key=lambda v: v.name)]
+    for item in items:
+        click.echo(item.describe())
+    for item in items:
+        registry.require_unchanged(item)
+
+
+@cli.command()
+@click.argument("views", nargs=-1, required=True)
+@click.option("--start", required=True, callback=_date, help="First day (YYYY-MM-DD).")
+@click.option("--end", required=True, callback=_date, help="Last day, inclusive (YYYY-MM-DD).")
+@click.option("--step-days", default=7, show_default=True, type=click.IntRange(min=1), help="Days per commit.")
+@click.option("--resume", is_flag=True, help="Skip chunks already committed with the same fingerprint.")
+@click.option("--dry-run", is_flag=True, help="Print the chunks and source ranges; compute nothing.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@pass_ctx
+def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -> None:
+    """Backfill daily snapshots of VIEWS for days START..END, one Delta commit per chunk.
+
+    \b
+    Examples:
+      tally backfill card_velocity --start 2026-01-01 --end 2026-03-31 --step-days 7
+      tally backfill card_velocity merchant_risk --start 2026-01-01 --end 2026-01-31 --resume
+      tally backfill card_velocity --start 2026-01-01 --end 2026-01-31 --dry-run
+    """
+    from tally import registry, store
+
+    targets = [c.repo.view(name) for name in views]
+    for v in targets:
+        registry.require_unchanged(registry.plan_view(v, store.stored_versions(c.config.warehouse, v.name)))
+    for v in targets:
+        plan_chunks = store.chunks(start, end, step_days)
+        if dry_run:
+            click.echo(f"{v.name} v{v.version} -> {store.table_path(c.config.warehouse, v.name, v.version)}")
+            for chunk in plan_chunks:
+                lo, hi = store.source_range(v, chunk)
+                click.echo(f"  chunk {chunk}: reads {v.source.name} {v.source.timestamp} in "
+                           f"[{lo or 'beginning'}, {hi}]")
+            continue
+        show = not quiet and sys.stderr.isatty()
+        with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,
+                               hidden=not show) as bar:
+            results = store.backfill(c.spark, v, start, end, warehouse=c.config.warehouse, step_days=step_days,
+                                     resume=resume, on_chunk=lambda *_: bar.update(1))
+        for r in results:
+            extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
+            if not quiet:
+                click.echo(f"{v.name} v{v.version} {r['chunk']}: {r['status']}{extra}")
+
+
+@cli.command()
+@click.argument("view")
+@click.option("--version", "version", type=int, help="View version (default: the repository's).")
+@pass_ctx
+def history(c: Context, view: str, version: int | None) -> None:
+    """List the Delta versions of a view's table with tally's commit metadata.
+
+    \b
+    Example:
+      tally history card_velocity
+    """
+    from tally import store
+
+    v = c.repo.view(view)
+    path = store.table_path(c.config.warehouse, v.name, version or v.version)
+    entries = store.commits(path)
+    if not entries:
+        raise UsageError(f"view '{v.name}' v{version or v.version} has no table at {path}",
+                         hint=f"run `tally backfill {v.name} --start ... --end ...` first")
+    for e in entries:
+        meta = e["tally"] or {}
+        rng = "..".join(meta.get("range", [])) or "-"
+        click.echo(f"{e['version']:>4}  {e['timestamp']:%Y-%m-%d %H:%M:%S}  {e['operation']:8} days {rng:24} "
+                   f"fingerprint {meta.get('fingerprint', '-')}  tally {meta.get('tally_version', '-')}")
+
+
+@cli.command()
+@click.option("--charges", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--start", default="2026-01-01", show_default=True, callback=_date)
+@click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/.")
+@click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet", "delta"]))
+@pass_ctx
+def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
+    """Generate synthetic payments (charges, disputes, refunds), deterministic by seed.
+
+    \b
+    Example:
+      tally datagen --charges 1000000 --days 90 --seed 7 --out data
+    """
+    from tally import datagen as gen
+
+    counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt)
+    for name, n in counts.items():
+        click.echo(f"{name}: {n} rows -> {out}/{name}")
+
+
+@cli.command()
+@click.option("--warehouse", "demo_warehouse", default=None, help="Warehouse root the demo writes to.")
+@pass_ctx
+def demo(c: Context, demo_warehouse) -> None:
     """Run the end-to-end demo on the embedded Spark session.
 
     \b
     Example:
-      tally demo --warehouse ./warehouse
+      tally demo
     """
     from tally import demo as demo_module
 
-    demo_module.run(warehouse=warehouse, echo=click.echo)
+    demo_module.run(warehouse=demo_warehouse or c.config.warehouse, echo=click.echo)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group and maps tally errors to exit codes."""
+    """Entry point: runs the click group and maps errors to exit codes (0 ok, 1 data, 2 usage)."""
     try:
         cli.main(args=argv, standalone_mode=False)
     except TallyError as err:
@@ -44,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as err:
         err.show()
         return 2
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
     return 0
 
 

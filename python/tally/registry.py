@@ -1,0 +1,125 @@
+"""A feature repository: every Entity, Source and FeatureView defined in the Python files under a folder.
+
+Loading checks names; `check_columns` checks each aggregation's column against its source's schema; `plan`
+compares each view with what the warehouse holds: new view, new version, unchanged, or spec changed under an
+existing version (refused: bump the version).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tally.definitions import Entity, FeatureView, Source
+from tally.errors import DataError, RegistryError, SpecChangedError, UsageError
+
+
+@dataclass(frozen=True)
+class Repository:
+    path: Path
+    entities: dict[str, Entity]
+    sources: dict[str, Source]
+    views: dict[str, FeatureView]
+
+    def view(self, name: str) -> FeatureView:
+        if name not in self.views:
+            raise UsageError(f"unknown feature view '{name}' in {self.path}",
+                             hint=f"known views: {', '.join(sorted(self.views)) or 'none'}")
+        return self.views[name]
+
+
+def load(path: str | Path = "features") -> Repository:
+    """Import every `*.py` under `path` and collect the definitions it declares."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"feature repository {root} does not exist", hint="pass --repo PATH or set repo in tally.toml")
+    found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}}
+    for file in sorted(root.rglob("*.py")):
+        module = _import(file, root)
+        for value in vars(module).values():
+            kind = type(value)
+            if kind not in found:
+                continue
+            seen = found[kind].get(value.name)
+            if seen is not None and seen[0] != value:
+                raise RegistryError(f"two {kind.__name__}s are named '{value.name}': in {seen[1]} and {file}",
+                                    hint="names are unique within a repository; rename one")
+            found[kind][value.name] = (value, str(file))
+    views = {name: v for name, (v, _) in found[FeatureView].items()}
+    for v in views.values():  # views may use entities and sources defined inline: collect those too
+        found[Entity].setdefault(v.entity.name, (v.entity, "inline"))
+        found[Source].setdefault(v.source.name, (v.source, "inline"))
+    return Repository(root, {n: e for n, (e, _) in found[Entity].items()},
+                      {n: s for n, (s, _) in found[Source].items()}, views)
+
+
+def _import(file: Path, root: Path):
+    name = "tally_repo." + ".".join(file.relative_to(root).with_suffix("").parts)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        from tally.errors import TallyError
+
+        if isinstance(exc, TallyError):
+            raise RegistryError(f"{file}: {exc.message}", hint=exc.hint) from exc
+        raise RegistryError(f"{file} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def check_columns(view: FeatureView, schema) -> None:
+    """Every column a view needs exists in its source's schema (a pyspark StructType)."""
+    names = set(schema.fieldNames())
+    needed = {"timestamp": view.source.timestamp, "available_at": view.source.available_at}
+    needed.update({f"key": k for k in view.entity.keys})
+    for what, col in needed.items():
+        if col and col not in names:
+            raise DataError(f"view '{view.name}': source '{view.source.name}' has no {what} column '{col}'",
+                            hint=f"its columns: {', '.join(sorted(names))}")
+    for f in view.features:
+        if f.column and f.column not in names:
+            raise DataError(f"view '{view.name}', feature '{f.name}': source '{view.source.name}' has no column "
+                            f"'{f.column}'", hint=f"its columns: {', '.join(sorted(names))}")
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    view: str
+    version: int
+    status: str  # new_view | new_version | unchanged | spec_changed
+    fingerprint: str
+    stored_fingerprint: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "spec_changed"
+
+    def describe(self) -> str:
+        return {
+            "new_view": f"+ {self.view} v{self.version}: new view",
+            "new_version": f"+ {self.view} v{self.version}: new version (older versions stay readable)",
+            "unchanged": f"= {self.view} v{self.version}: unchanged",
+            "spec_changed": (f"! {self.view} v{self.version}: definition changed since it was backfilled "
+                             f"({self.stored_fingerprint} -> {self.fingerprint}); bump the version"),
+        }[self.status]
+
+
+def plan_view(view: FeatureView, stored: dict[int, str | None]) -> PlanItem:
+    """`stored` maps each version present in the warehouse to the fingerprint it was written with."""
+    if view.version in stored:
+        old = stored[view.version]
+        status = "unchanged" if old in (None, view.fingerprint) else "spec_changed"
+        return PlanItem(view.name, view.version, status, view.fingerprint, old)
+    return PlanItem(view.name, view.version, "new_version" if stored else "new_view", view.fingerprint, None)
+
+
+def require_unchanged(item: PlanItem) -> None:
+    if item.status == "spec_changed":
+        raise SpecChangedError(
+            f"view '{item.view}' version {item.version} was backfilled with a different definition "
+            f"(fingerprint {item.stored_fingerprint}, now {item.fingerprint})",
+            hint=f"bump version= of '{item.view}' to {item.version + 1}; version {item.version} stays readable")

@@ -1,0 +1,257 @@
+"""Delta feature tables: layout, backfills, history, time travel.
+
+One table per view version at `<warehouse>/features/<view>/v<version>`, partitioned by `ds`. A row of day D holds
+an entity's features as of the end of D (`snapshot_ts` = D+1 00:00 UTC, computed by the sweep engine at that
+instant), for entities with an event within the view's horizon (its ttl, else its longest window).
+
+A backfill of [start, end] writes each chunk of days as one atomic Delta commit that replaces exactly its `ds`
+range and carries tally's commit metadata (view, version, fingerprint, range, tally version). Rerunning
+replaces; a failure leaves every earlier commit intact; `resume` skips chunks already committed with the same
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tally import kernels, registry, sources
+from tally.definitions import FeatureView
+from tally.errors import ConcurrentWriteError, DataError, UsageError
+
+DAY_US = 86_400_000_000
+
+
+def table_path(warehouse: str | Path, view: str, version: int) -> Path:
+    return Path(warehouse).resolve() / "features" / view / f"v{version}"
+
+
+def stored_versions(warehouse: str | Path, view: str) -> dict[int, str | None]:
+    """Versions of `view` present in the warehouse, each with the fingerprint of its latest tally commit."""
+    root = Path(warehouse).resolve() / "features" / view
+    out: dict[int, str | None] = {}
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name.startswith("v") and child.name[1:].isdigit() and (child / "_delta_log").is_dir():
+                metas = [c["tally"] for c in commits(child) if c.get("tally")]
+                out[int(child.name[1:])] = metas[-1]["fingerprint"] if metas else None
+    return out
+
+
+def commits(path: str | Path) -> list[dict]:
+    """The table's commits, oldest first, from the Delta log: version, timestamp, operation, tally metadata.
+
+    Reads `_delta_log/*.json` (Delta's documented protocol) so that plan, describe, history and resume need no
+    Spark job.
+    """
+    log = Path(path) / "_delta_log"
+    out = []
+    for file in sorted(log.glob("*.json")) if log.is_dir() else []:
+        info = None
+        with open(file) as fh:
+            for line in fh:
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    info = action["commitInfo"]
+                    break
+        if info is None:
+            continue
+        meta = info.get("userMetadata")
+        try:
+            tally_meta = json.loads(meta).get("tally") if meta else None
+        except (ValueError, AttributeError):
+            tally_meta = None
+        rows = (info.get("operationMetrics") or {}).get("numOutputRows")
+        out.append({"version": int(file.stem),
+                    "timestamp": dt.datetime.fromtimestamp(info.get("timestamp", 0) / 1000, dt.timezone.utc),
+                    "operation": info.get("operation"), "rows": None if rows is None else int(rows),
+                    "tally": tally_meta})
+    return out
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: dt.date
+    end: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __str__(self) -> str:
+        return f"{self.start}..{self.end}"
+
+
+def chunks(start: dt.date, end: dt.date, step_days: int) -> list[Chunk]:
+    if end < start:
+        raise UsageError(f"backfill range is empty: --end {end} is before --start {start}")
+    if step_days < 1:
+        raise UsageError(f"--step-days must be at least 1, got {step_days}")
+    out, day = [], start
+    while day <= end:
+        last = min(end, day + dt.timedelta(days=step_days - 1))
+        out.append(Chunk(day, last))
+        day = last + dt.timedelta(days=1)
+    return out
+
+
+def _extent_us(view: FeatureView) -> int | None:
+    """How far before a query the view's windows reach; None when a lifetime window reaches all history."""
+    reach = []
+    for f in view.features:
+        if f.window.length_us is None:
+            return None
+        reach.append(f.window.length_us + f.window.delay_us)
+    if view.ttl_us is not None:
+        reach.append(view.ttl_us)
+    return max(reach)
+
+
+def _horizon_us(view: FeatureView) -> int | None:
+    """An entity gets a snapshot row on day D if it had an event within this long before D+1 00:00."""
+    return view.ttl_us if view.ttl_us is not None else _extent_us(view)
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day)
+
+
+def source_range(view: FeatureView, chunk: Chunk) -> tuple[dt.datetime | None, dt.datetime]:
+    """The event-time range a chunk reads: [first query - extent, last query] (None: from the beginning)."""
+    first_query = _midnight(chunk.start + dt.timedelta(days=1))
+    last_query = _midnight(chunk.end + dt.timedelta(days=1))
+    extent = _extent_us(view)
+    return (None if extent is None else first_query - dt.timedelta(microseconds=extent)), last_query
+
+
+def snapshot_frame(spark, view: FeatureView, chunk: Chunk, events):
+    """One row per entity per day of `chunk`: keys, ds, snapshot_ts and the view's features at snapshot_ts."""
+    from pyspark.sql import functions as F
+
+    keys = list(view.entity.keys)
+    ts = F.col(view.source.timestamp)
+    horizon = _horizon_us(view)
+    first = F.greatest(F.to_date(ts), F.lit(chunk.start))
+    last_day = F.lit(chunk.end) if horizon is None else F.least(
+        F.date_sub(F.to_date(F.timestamp_micros(F.unix_micros(ts) + F.lit(horizon))), 1), F.lit(chunk.end))
+    latest = events.groupBy(*keys, F.to_date(ts).alias("_d")).agg(F.max(ts).alias(view.source.timestamp))
+    spine = (latest.select(*keys, first.alias("_first"), last_day.alias("_last"))
+             .where(F.col("_first") <= F.col("_last"))
+             .select(*keys, F.explode(F.sequence("_first", "_last")).alias("ds"))
+             .distinct()
+             .withColumn("snapshot_ts", F.to_timestamp(F.date_add("ds", 1))))
+    out = kernels.temporal(spark, spine, events, view, "snapshot_ts")
+    prefix = f"{view.name}__"
+    return out.select(*keys, "ds", "snapshot_ts",
+                      *[F.col(f"`{prefix}{f.name}`").alias(f.name) for f in view.features],
+                      F.current_timestamp().alias("_computed_at"))
+
+
+def read_source(spark, view: FeatureView, lo: dt.datetime | None, hi: dt.datetime):
+    """The view's source limited to [lo, hi] on its timestamp, so Spark prunes partitions and row groups."""
+    from pyspark.sql import functions as F
+
+    df = sources.read(spark, view.source)
+    registry.check_columns(view, df.schema)
+    ts = F.col(view.source.timestamp)
+    cond = ts <= F.lit(hi)
+    if lo is not None:
+        cond = cond & (ts >= F.lit(lo))
+    return df.where(cond)
+
+
+def _check_schema(spark, path: Path, df, view: FeatureView) -> None:
+    if not (path / "_delta_log").is_dir():
+        return
+    existing = spark.read.format("delta").load(str(path)).schema
+    want = {f.name: f.dataType for f in df.schema.fields}
+    have = {f.name: f.dataType for f in existing.fields}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()), key=str)
+        raise DataError(f"view '{view.name}': the Delta table at {path} has a schema tally did not write for this view "
+                        f"(differs in {', '.join(str(n) for n, _ in diff[:5])})",
+                        hint="move that table away, or bump the view's version to write a fresh table")
+
+
+def backfill(
+    spark,
+    view: FeatureView,
+    start: dt.date,
+    end: dt.date,
+    *,
+    warehouse: str | Path,
+    step_days: int = 7,
+    resume: bool = False,
+    on_chunk: Callable[[Chunk, str], None] | None = None,
+) -> list[dict]:
+    """Backfill days [start, end] of `view`; returns one record per chunk (chunk, status, rows, delta version)."""
+    from tally import __version__
+
+    path = table_path(warehouse, view.name, view.version)
+    registry.require_unchanged(registry.plan_view(view, stored_versions(warehouse, view.name)))
+    done = set()
+    if resume:
+        done = {tuple(c["tally"]["range"]) for c in commits(path)
+                if c.get("tally") and c["tally"].get("fingerprint") == view.fingerprint}
+    results = []
+    for chunk in chunks(start, end, step_days):
+        if (str(chunk.start), str(chunk.end)) in done:
+            results.append({"chunk": str(chunk), "status": "skipped"})
+            if on_chunk:
+                on_chunk(chunk, "skipped")
+            continue
+        lo, hi = source_range(view, chunk)
+        frame = snapshot_frame(spark, view, chunk, read_source(spark, view, lo, hi))
+        _check_schema(spark, path, frame, view)
+        meta = {"tally": {"view": view.name, "version": view.version, "fingerprint": view.fingerprint,
+                          "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__}}
+        writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
+                  .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
+                  .option("userMetadata", json.dumps(meta, sort_keys=True)))
+        try:
+            writer.save(str(path))
+        except Exception as exc:
+            if _is_conflict(exc):
+                raise ConcurrentWriteError(
+                    f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
+                    hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
+            raise
+        last = commits(path)[-1]
+        results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"]})
+        if on_chunk:
+            on_chunk(chunk, "written")
+    return results
+
+
+def _is_conflict(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return any(word in text for word in ("ConcurrentAppend", "ConcurrentDelete", "ConcurrentWrite", "ProtocolChanged",
+                                         "MetadataChanged", "ConcurrentTransaction", "FileAlreadyExists",
+                                         "DELTA_CONCURRENT"))
+
+
+def read_features(spark, view: FeatureView, *, warehouse: str | Path, as_of: int | str | dt.datetime | None = None):
+    """The view's feature table, optionally as of a Delta version (int) or a timestamp."""
+    path = table_path(warehouse, view.name, view.version)
+    if not (path / "_delta_log").is_dir():
+        raise DataError(f"view '{view.name}' v{view.version} has no table at {path}",
+                        hint=f"run `tally backfill {view.name} --start ... --end ...` first")
+    reader = spark.read.format("delta")
+    if isinstance(as_of, int) and not isinstance(as_of, bool):
+        reader = reader.option("versionAsOf", as_of)
+    elif as_of is not None:
+        reader = reader.option("timestampAsOf", str(as_of))
+    return reader.load(str(path))
+
+
+def backfilled_days(path: str | Path) -> Iterator[str]:
+    """Every day some tally commit of this table wrote (for describe and coverage checks)."""
+    for c in commits(path):
+        if c.get("tally"):
+            a, b = (dt.date.fromisoformat(x) for x in c["tally"]["range"])
+            while a <= b:
+                yield str(a)
+                a += dt.timedelta(days=1)
