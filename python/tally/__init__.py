@@ -11,6 +11,7 @@ from tally.errors import (
     UsageError,
 )
 from tally.spark import session
+from tally.store import read_features
 from tally.training import training_set
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "FeatureView",
     "Source",
     "Window",
+    "read_features",
     "training_set",
     "DataError",
     "DefinitionError",

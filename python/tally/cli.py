@@ -21,6 +21,7 @@ class Context:
     def __init__(self, **flags):
         self.config = config_module.load(**flags)
         self._spark = None
+        self._owns_spark = False
         self._repo = None
 
     @property
@@ -34,13 +35,16 @@ class Context:
     @property
     def spark(self):
         if self._spark is None:
+            from pyspark.sql import SparkSession
+
             import tally as tl
 
+            self._owns_spark = SparkSession.getActiveSession() is None  # embedded callers keep their session
             self._spark = tl.session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse)
         return self._spark
 
     def close(self) -> None:
-        if self._spark is not None:
+        if self._spark is not None and self._owns_spark:
             self._spark.stop()
 
 
@@ -224,6 +228,83 @@ def history(c: Context, view: str, version: int | None) -> None:
         rng = "..".join(meta.get("range", [])) or "-"
         click.echo(f"{e['version']:>4}  {e['timestamp']:%Y-%m-%d %H:%M:%S}  {e['operation']:8} days {rng:24} "
                    f"fingerprint {meta.get('fingerprint', '-')}  tally {meta.get('tally_version', '-')}")
+
+
+def _read_table(spark, path: str, fmt: str, what: str):
+    from pathlib import Path
+
+    from tally.errors import DataError
+
+    if not Path(path).exists():
+        raise DataError(f"the {what} path {path} does not exist")
+    reader = spark.read.format(fmt)
+    if fmt == "csv":
+        reader = reader.option("header", "true").option("inferSchema", "true")
+    try:
+        return reader.load(path)
+    except Exception as exc:
+        raise DataError(f"cannot read the {what} at {path} as {fmt}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+@cli.command("training-set")
+@click.option("--spine", help="Spine data path (one row per example).")
+@click.option("--spine-format", default="parquet", show_default=True,
+              type=click.Choice(["parquet", "delta", "csv", "json", "orc"]))
+@click.option("--timestamp", help="The spine's event-time column.")
+@click.option("--features", help="Comma-separated views or view:feature references.")
+@click.option("--out", required=True, help="Output path; the manifest is written beside it.")
+@click.option("--format", "out_format", default=None, type=click.Choice(["parquet", "delta"]),
+              help="Output format (default parquet, or the manifest's).")
+@click.option("--as-of", "as_of", multiple=True, help="VIEW=DELTA_VERSION (or VIEW=TIMESTAMP) for snapshot views.")
+@click.option("--allow-missing", is_flag=True, help="Fill nulls for days a snapshot table lacks, and report them.")
+@click.option("--from-manifest", "from_manifest", help="Rebuild the identical rows recorded in this manifest.")
+@pass_ctx
+def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, out_format, as_of, allow_missing,
+                     from_manifest) -> None:
+    """Build a point-in-time-correct training set and write it with a manifest.
+
+    \b
+    Examples:
+      tally training-set --spine spine.parquet --timestamp created \\
+          --features card_velocity,merchant_risk:dispute_rate_30d --out train --format delta
+      tally training-set --from-manifest train.manifest.json --out train_rebuilt
+    """
+    from tally import manifests, training
+
+    views = c.repo.views
+    if from_manifest:
+        recorded = manifests.read(from_manifest)
+        spine, spine_format = recorded["spine"]["path"], recorded["spine"]["format"]
+        timestamp, refs = recorded["spine"]["timestamp"], recorded["features"]
+        pins: dict = manifests.pins(recorded, views)
+        out_format = out_format or recorded["output"]["format"]
+    else:
+        missing = [name for name, value in (("--spine", spine), ("--timestamp", timestamp), ("--features", features))
+                   if not value]
+        if missing:
+            raise UsageError(f"training-set needs {', '.join(missing)} (or --from-manifest)")
+        refs = [r.strip() for r in features.split(",") if r.strip()]
+        pins = {}
+        for item in as_of:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise UsageError(f"--as-of {item!r}: write VIEW=VERSION")
+            pins[name] = int(value) if value.isdigit() else value
+        out_format = out_format or "parquet"
+    spine_df = _read_table(c.spark, spine, spine_format, "spine")
+    df, built = training.build(c.spark, spine_df, refs, timestamp, views=views, warehouse=c.config.warehouse,
+                               as_of=pins, allow_missing=allow_missing)
+    df.write.format(out_format).mode("overwrite").save(out)
+    rows = c.spark.read.format(out_format).load(out).count()
+    manifest = manifests.make(spine_path=spine, spine_format=spine_format, spine_rows=rows, built=built,
+                              features=refs, out=out, out_format=out_format, warehouse=c.config.warehouse)
+    written = manifests.write(manifest, out)
+    click.echo(f"{rows} rows -> {out} ({out_format}); manifest {written}")
+    for entry in built["views"]:
+        gaps = entry.get("rows_in_missing_days")
+        note = f"; {gaps} rows in days the table lacks were filled with nulls" if gaps else ""
+        click.echo(f"  {entry['view']} v{entry['version']} {entry['accuracy']} "
+                   f"(Delta version {entry['delta_version'] if entry['delta_version'] is not None else '-'}){note}")
 
 
 @cli.command()

@@ -39,3 +39,14 @@ def temporal(spark, spine, events, view, spine_time: str, *, partitions: int | N
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, f"{view.name}__", n)
     return DataFrame(jdf, spark)
+
+
+def as_of(spark, spine, spine_time: str, right, right_time: str, keys, values, prefix: str, tolerance_us: int,
+          *, partitions: int | None = None):
+    """Cross once: the spine plus `prefix + value` columns from the latest `right` row at or before each spine time."""
+    from pyspark.sql import DataFrame
+
+    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    jdf = _bridge(spark).asOf(spine._jdf, spine_time, right._jdf, right_time, list(keys), list(values), prefix,
+                              int(tolerance_us), n)
+    return DataFrame(jdf, spark)

@@ -247,9 +247,30 @@ def read_features(spark, view: FeatureView, *, warehouse: str | Path, as_of: int
     return reader.load(str(path))
 
 
-def backfilled_days(path: str | Path) -> Iterator[str]:
-    """Every day some tally commit of this table wrote (for describe and coverage checks)."""
+def version_as_of(path: str | Path, as_of: int | str | dt.datetime | None) -> int:
+    """The Delta version a read `as_of` (None: latest; int: that version; timestamp: last commit at or before)."""
+    entries = commits(path)
+    if not entries:
+        raise DataError(f"no Delta table at {path}")
+    if as_of is None:
+        return entries[-1]["version"]
+    if isinstance(as_of, int) and not isinstance(as_of, bool):
+        if as_of not in {e["version"] for e in entries}:
+            raise DataError(f"{path} has no Delta version {as_of} (versions 0..{entries[-1]['version']})")
+        return as_of
+    when = as_of if isinstance(as_of, dt.datetime) else dt.datetime.fromisoformat(str(as_of))
+    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    before = [e["version"] for e in entries if e["timestamp"] <= when]
+    if not before:
+        raise DataError(f"{path} has no Delta version at or before {as_of} (first commit {entries[0]['timestamp']})")
+    return before[-1]
+
+
+def backfilled_days(path: str | Path, *, up_to: int | None = None) -> Iterator[str]:
+    """Every day some tally commit of this table (up to Delta version `up_to`) wrote."""
     for c in commits(path):
+        if up_to is not None and c["version"] > up_to:
+            break
         if c.get("tally"):
             a, b = (dt.date.fromisoformat(x) for x in c["tally"]["range"])
             while a <= b:

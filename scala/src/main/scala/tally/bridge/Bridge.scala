@@ -15,4 +15,13 @@ object Bridge {
   /** Temporal features of one view for every spine row: the spine's columns plus `prefix + feature` columns. */
   def temporal(spine: DataFrame, source: DataFrame, specJson: String, spineTime: String, prefix: String, partitions: Int): DataFrame =
     tally.spark.TemporalJob.run(spine, source, Spec.parse(specJson), spineTime, prefix, partitions)
+
+  /** As-of join of `right` (keyed feature rows at `rightTime`) onto the spine: the latest row at or before each
+    * spine time, within `toleranceUs` when positive. Value columns come out as `prefix + name`. */
+  def asOf(spine: DataFrame, spineTime: String, right: DataFrame, rightTime: String, keys: java.util.List[String],
+           values: java.util.List[String], prefix: String, toleranceUs: Long, partitions: Int): DataFrame = {
+    import scala.jdk.CollectionConverters._
+    tally.spark.AsOfJob.run(spine, spineTime, right, rightTime, keys.asScala.toSeq, values.asScala.toSeq, prefix,
+      toleranceUs, partitions)
+  }
 }

@@ -1,0 +1,110 @@
+"""The `tally` CLI: in-process with click's runner, and once end to end as a subprocess."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tally.cli import cli, main
+
+VIEW = """
+import tally as tl
+
+card = tl.Entity("card", keys=["card_id"])
+charges = tl.Source("charges", path={path!r}, format="parquet", timestamp="created")
+card_activity = tl.FeatureView(
+    name="card_activity", entity=card, source=charges, version={version}, ttl="7d",
+    description="how busy a card is",
+    aggregations=[tl.Aggregation("count", windows={windows}), tl.Aggregation("sum", column="amount", windows=["1d"])])
+"""
+
+
+@pytest.fixture()
+def project(spark, tmp_path):
+    rows = [(f"c{i % 7}", dt.datetime(2026, 1, 1) + dt.timedelta(hours=5 * i), float(i)) for i in range(200)]
+    data = tmp_path / "charges"
+    spark.createDataFrame(rows, "card_id string, created timestamp, amount double").write.parquet(str(data))
+    repo = tmp_path / "features"
+    repo.mkdir()
+    write_view(repo, data, 1, ["1d", "7d"])
+    return tmp_path, repo, data
+
+
+def write_view(repo: Path, data: Path, version: int, windows) -> None:
+    (repo / "cards.py").write_text(VIEW.format(path=str(data), version=version, windows=list(windows)))
+
+
+def run(tmp_path, *args):
+    result = CliRunner().invoke(cli, ["--repo", str(tmp_path / "features"), "--warehouse", str(tmp_path / "wh"), *args],
+                                catch_exceptions=True, standalone_mode=False)
+    return result
+
+
+def test_plan_backfill_history_describe_flow(project):
+    tmp_path, repo, data = project
+    r = run(tmp_path, "plan")
+    assert r.exception is None and "+ card_activity v1: new view" in r.output
+    r = run(tmp_path, "backfill", "card_activity", "--start", "2026-01-10", "--end", "2026-01-13", "--step-days", "2",
+            "--dry-run")
+    assert "chunk 2026-01-10..2026-01-11: reads charges created in [2026-01-04 00:00:00, 2026-01-12 00:00:00]" in r.output
+    assert not (tmp_path / "wh").exists()
+    r = run(tmp_path, "backfill", "card_activity", "--start", "2026-01-10", "--end", "2026-01-13", "--step-days", "2")
+    assert r.exception is None, r.output
+    assert r.output.count(": written") == 2
+    r = run(tmp_path, "history", "card_activity")
+    assert "days 2026-01-10..2026-01-11" in r.output and "days 2026-01-12..2026-01-13" in r.output
+    r = run(tmp_path, "describe", "card_activity")
+    assert "2026-01-10..2026-01-13 (4 days)" in r.output and "count_7d" in r.output
+    r = run(tmp_path, "plan")
+    assert "= card_activity v1: unchanged" in r.output
+
+
+def test_changed_spec_plan_exits_1_and_says_bump_the_version(project, monkeypatch):
+    tmp_path, repo, data = project
+    assert run(tmp_path, "backfill", "card_activity", "--start", "2026-01-10", "--end", "2026-01-10").exception is None
+    write_view(repo, data, 1, ["1d", "30d"])
+    monkeypatch.chdir(tmp_path)
+    code = main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "plan"])
+    assert code == 1
+
+
+def test_usage_errors_exit_2_and_name_the_thing(project, capsys):
+    tmp_path, repo, _ = project
+    assert main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "describe", "nope"]) == 2
+    assert "unknown feature view 'nope'" in capsys.readouterr().err
+    assert main(["--repo", str(repo), "backfill", "card_activity", "--start", "2026-13-01", "--end", "2026-01-02"]) == 2
+
+
+def test_config_shows_origins_and_redacts_secrets(tmp_path, monkeypatch):
+    (tmp_path / "tally.toml").write_text('warehouse = "/data/wh"\n[spark]\n"spark.hadoop.fs.s3a.secret.key" = "hunter2"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TALLY_MASTER", "local[2]")
+    r = CliRunner().invoke(cli, ["config"])
+    assert "/data/wh" in r.output and "(tally.toml)" in r.output
+    assert "local[2]" in r.output and "env TALLY_MASTER" in r.output
+    assert "hunter2" not in r.output and "***" in r.output
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in cli.commands.items():
+        r = CliRunner().invoke(cli, [name, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output, name
+
+
+def test_cli_end_to_end_as_a_subprocess(project):
+    tmp_path, repo, _ = project
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    args = [sys.executable, "-m", "tally.cli", "--repo", str(repo), "--warehouse", str(tmp_path / "wh2")]
+    out = subprocess.run([*args, "backfill", "card_activity", "--start", "2026-01-05", "--end", "2026-01-06", "--quiet"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = subprocess.run([*args, "history", "card_activity"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "days 2026-01-05..2026-01-06" in out.stdout, out.stderr[-2000:]
+    out = subprocess.run([*args, "describe", "missing"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "unknown feature view" in out.stderr
