@@ -9,7 +9,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-
 import tally as tl
 
 # Functions the oracle knows, as DuckDB aggregates over the in-window rows; empty-window value follows DESIGN.md.

@@ -7,7 +7,6 @@ import hashlib
 
 import numpy as np
 import pytest
-
 import tally as tl
 from tally import store
 from tally.errors import SpecChangedError

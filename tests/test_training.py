@@ -6,9 +6,8 @@ import datetime as dt
 import hashlib
 
 import pytest
-from click.testing import CliRunner
-
 import tally as tl
+from click.testing import CliRunner
 from tally import store
 from tally.cli import cli
 from tally.errors import DataError, UsageError

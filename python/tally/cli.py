@@ -6,7 +6,6 @@ Errors are mapped to exit codes in one place (`main`): 0 ok, 1 data or validatio
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 
 import click
