@@ -74,9 +74,9 @@ def _import(file: Path, root: Path):
 def check_columns(view: FeatureView, schema) -> None:
     """Every column a view needs exists in its source's schema (a pyspark StructType)."""
     names = set(schema.fieldNames())
-    needed = {"timestamp": view.source.timestamp, "available_at": view.source.available_at}
-    needed.update({"key": k for k in view.entity.keys})
-    for what, col in needed.items():
+    needed = [("timestamp", view.source.timestamp), ("available_at", view.source.available_at)]
+    needed += [("key", k) for k in view.entity.keys]
+    for what, col in needed:
         if col and col not in names:
             raise DataError(f"view '{view.name}': source '{view.source.name}' has no {what} column '{col}'",
                             hint=f"its columns: {', '.join(sorted(names))}")
