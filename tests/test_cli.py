@@ -73,9 +73,9 @@ def test_changed_spec_plan_exits_1_and_says_bump_the_version(project, monkeypatc
     assert code == 1
 
 
-def test_usage_errors_exit_2_and_name_the_thing(project, capsys):
+def test_usage_errors_name_the_thing_and_bad_flags_exit_2(project, capsys):
     tmp_path, repo, _ = project
-    assert main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "describe", "nope"]) == 2
+    assert main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "describe", "nope"]) == 1
     assert "unknown feature view 'nope'" in capsys.readouterr().err
     assert main(["--repo", str(repo), "backfill", "card_activity", "--start", "2026-13-01", "--end", "2026-01-02"]) == 2
 
@@ -106,4 +106,4 @@ def test_cli_end_to_end_as_a_subprocess(project):
     out = subprocess.run([*args, "history", "card_activity"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "days 2026-01-05..2026-01-06" in out.stdout, out.stderr[-2000:]
     out = subprocess.run([*args, "describe", "missing"], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 2 and "unknown feature view" in out.stderr
+    assert out.returncode == 1 and "unknown feature view" in out.stderr

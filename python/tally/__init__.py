@@ -1,6 +1,6 @@
 """tally: batch features for payments ML, computed by Scala kernels on Spark and stored in Delta."""
 
-from tally.definitions import Aggregation, Entity, FeatureView, Source, Window
+from tally.definitions import Aggregation, Check, Entity, FeatureView, Source, Window
 from tally.errors import (
     DataError,
     DefinitionError,
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Aggregation",
+    "Check",
     "Entity",
     "FeatureView",
     "Source",

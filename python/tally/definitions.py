@@ -81,13 +81,65 @@ class Entity:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A data contract on one column that every row must meet; rows that fail are counted and shown.
+
+    Build with the constructors: `Check.ge("amount", 0)`, `Check.le(...)`, `Check.between("rate", 0, 1)`,
+    `Check.isin("currency", ["USD", "EUR"])`, `Check.not_null("merchant_id")`, `Check.not_nan("score")`.
+    """
+
+    column: str
+    kind: str
+    args: tuple = ()
+
+    KINDS = ("ge", "le", "between", "isin", "not_null", "not_nan")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise DefinitionError(f"check on '{self.column}': unknown kind '{self.kind}'", hint=f"use {self.KINDS}")
+        object.__setattr__(self, "args", tuple(self.args))
+
+    @property
+    def name(self) -> str:
+        args = ", ".join(repr(a) if not isinstance(a, tuple) else repr(list(a)) for a in self.args)
+        return f"{self.column} {self.kind}({args})" if args else f"{self.column} {self.kind}"
+
+    @classmethod
+    def ge(cls, column: str, value) -> Check:
+        return cls(column, "ge", (value,))
+
+    @classmethod
+    def le(cls, column: str, value) -> Check:
+        return cls(column, "le", (value,))
+
+    @classmethod
+    def between(cls, column: str, low, high) -> Check:
+        return cls(column, "between", (low, high))
+
+    @classmethod
+    def isin(cls, column: str, values) -> Check:
+        return cls(column, "isin", (tuple(values),))
+
+    @classmethod
+    def not_null(cls, column: str) -> Check:
+        return cls(column, "not_null")
+
+    @classmethod
+    def not_nan(cls, column: str) -> Check:
+        return cls(column, "not_nan")
+
+
+@dataclass(frozen=True)
 class Source:
     """Where events come from: a path (parquet, delta, csv, json), a table, or a callable returning a DataFrame.
 
     `timestamp` is the event time; `available_at` (optional) is when the row became known — a fraud label is
     known when the dispute is filed, not at the charge. `columns` derives columns with Spark SQL expressions,
     `filter` keeps rows with a Spark SQL predicate, `timezone` reads naive timestamps in that zone (default
-    UTC), `id` names an event id column that must be unique.
+    UTC), `id` names an event id column that must be unique. Contracts: `schema` declares column types (Spark SQL
+    type names), `checks` are row-level Checks, `timestamp_bounds` the plausible event-time range, and
+    `on_invalid` is the policy when rows fail: "fail" (default: nothing is written) or "quarantine" (failing rows
+    go to a Delta quarantine table with the reason, good rows proceed).
     """
 
     name: str
@@ -101,10 +153,19 @@ class Source:
     filter: str | None = None
     timezone: str | None = None
     id: str | None = None
+    schema: Mapping[str, str] = field(default_factory=dict)
+    checks: Sequence[Check] = ()
+    timestamp_bounds: tuple[str, str] = ("1970-01-01", "2100-01-01")
+    on_invalid: str = "fail"
     description: str = ""
 
     def __post_init__(self) -> None:
         _check_name(self.name, "source")
+        if self.on_invalid not in ("fail", "quarantine"):
+            raise DefinitionError(f"source '{self.name}': on_invalid must be 'fail' or 'quarantine', got {self.on_invalid!r}")
+        object.__setattr__(self, "schema", dict(self.schema))
+        object.__setattr__(self, "checks", tuple(self.checks))
+        object.__setattr__(self, "timestamp_bounds", tuple(self.timestamp_bounds))
         given = [x for x in (self.path, self.table, self.dataframe) if x is not None]
         if len(given) != 1:
             raise DefinitionError(f"source '{self.name}': give exactly one of path=, table= or dataframe=")
@@ -284,9 +345,9 @@ class FeatureView:
         for f in self.features:
             if f.name == name:
                 return f
-        from tally.errors import UsageError
+        from tally.errors import RegistryError
 
-        raise UsageError(f"view '{self.name}' has no feature '{name}'",
+        raise RegistryError(f"view '{self.name}' has no feature '{name}'",
                          hint=f"its features: {', '.join(f.name for f in self.features)}")
 
     @property

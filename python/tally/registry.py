@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tally.definitions import Entity, FeatureView, Source
-from tally.errors import DataError, RegistryError, SpecChangedError, UsageError
+from tally.errors import DataError, RegistryError, SpecChangedError, UsageError  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Repository:
 
     def view(self, name: str) -> FeatureView:
         if name not in self.views:
-            raise UsageError(f"unknown feature view '{name}' in {self.path}",
+            raise RegistryError(f"unknown feature view '{name}' in {self.path}",
                              hint=f"known views: {', '.join(sorted(self.views)) or 'none'}")
         return self.views[name]
 

@@ -47,8 +47,8 @@ def read(spark, source: Source, *, base: str | Path | None = None):
         dtype = df.schema[col].dataType
         if isinstance(dtype, TimestampNTZType) or (source.timezone and dtype.typeName() == "timestamp_ntz"):
             df = df.withColumn(col, F.to_utc_timestamp(F.col(col).cast("timestamp"), source.timezone or "UTC"))
-        elif dtype.typeName() == "string":
-            parsed = F.to_timestamp(F.col(col))
+        elif dtype.typeName() == "string":  # unparseable strings become nulls, which the contract then reports
+            parsed = F.try_to_timestamp(F.col(col))
             if source.timezone:
                 parsed = F.to_utc_timestamp(parsed, source.timezone)
             df = df.withColumn(col, parsed)

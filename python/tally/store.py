@@ -156,11 +156,30 @@ def read_source(spark, view: FeatureView, lo: dt.datetime | None, hi: dt.datetim
 
     df = sources.read(spark, view.source)
     registry.check_columns(view, df.schema)
-    ts = F.col(view.source.timestamp)
+    return df.where(_in_range(F.col(view.source.timestamp), lo, hi))
+
+
+def _in_range(ts, lo, hi):
+    from pyspark.sql import functions as F
+
     cond = ts <= F.lit(hi)
-    if lo is not None:
-        cond = cond & (ts >= F.lit(lo))
-    return df.where(cond)
+    return cond if lo is None else cond & (ts >= F.lit(lo))
+
+
+def checked_source(spark, view: FeatureView, lo, hi, *, warehouse) -> tuple[object, int]:
+    """The source rows [lo, hi] after the source's contract: raises on failures, or quarantines them."""
+    from tally import validation
+
+    events = read_source(spark, view, lo, hi)
+    report = validation.source_report(events, view.source, [view], where=f" for view '{view.name}'")
+    if report.ok:
+        return events, 0
+    if view.source.on_invalid == "quarantine" and all(f.check != "has rows" and "has type" not in f.check
+                                                      for f in report.failures):
+        target = Path(warehouse).resolve() / "quarantine" / view.source.name
+        return validation.split_invalid(events, view.source, [view], quarantine=target)
+    report.raise_if_failed()
+    return events, 0
 
 
 def _check_schema(spark, path: Path, df, view: FeatureView) -> None:
@@ -196,15 +215,22 @@ def backfill(
     if resume:
         done = {tuple(c["tally"]["range"]) for c in commits(path)
                 if c.get("tally") and c["tally"].get("fingerprint") == view.fingerprint}
+    from pyspark.sql import functions as F
+
+    plan = chunks(start, end, step_days)
+    todo = [c for c in plan if (str(c.start), str(c.end)) not in done]
+    if todo:  # one contract check over every row the chunks will read; nothing is written if it fails
+        lo, hi = source_range(view, todo[0])[0], source_range(view, todo[-1])[1]
+        events, quarantined = checked_source(spark, view, lo, hi, warehouse=warehouse)
     results = []
-    for chunk in chunks(start, end, step_days):
+    for chunk in plan:
         if (str(chunk.start), str(chunk.end)) in done:
             results.append({"chunk": str(chunk), "status": "skipped"})
             if on_chunk:
                 on_chunk(chunk, "skipped")
             continue
         lo, hi = source_range(view, chunk)
-        frame = snapshot_frame(spark, view, chunk, read_source(spark, view, lo, hi))
+        frame = snapshot_frame(spark, view, chunk, events.where(_in_range(F.col(view.source.timestamp), lo, hi)))
         _check_schema(spark, path, frame, view)
         meta = {"tally": {"view": view.name, "version": view.version, "fingerprint": view.fingerprint,
                           "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__}}
@@ -220,7 +246,8 @@ def backfill(
                     hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
             raise
         last = commits(path)[-1]
-        results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"]})
+        results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"],
+                        "quarantined": quarantined})
         if on_chunk:
             on_chunk(chunk, "written")
     return results

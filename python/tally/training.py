@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tally import kernels, sources, store
 from tally.definitions import FeatureView
-from tally.errors import DataError, UsageError
+from tally.errors import DataError, RegistryError, UsageError
 
 DAY_US = 86_400_000_000
 
@@ -45,7 +45,7 @@ def resolve(features: Sequence[FeatureView | str], views: Mapping[str, FeatureVi
             name, _, feature = item.partition(":")
             if views is None or name not in views:
                 known = ", ".join(sorted(views or {})) or "none loaded"
-                raise UsageError(f"unknown feature view '{name}' in '{item}'", hint=f"known views: {known}")
+                raise RegistryError(f"unknown feature view '{name}' in '{item}'", hint=f"known views: {known}")
             view, feature = views[name], feature or None
             if feature:
                 view.feature(feature)  # raises naming the view and its features
@@ -90,8 +90,12 @@ def _check_key_types(spine, table, view: FeatureView, what: str) -> None:
 def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
                       source_df=None):
     """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine)."""
+    from tally import registry, validation
+
     events = source_df if source_df is not None else sources.read(spark, view.source)
+    registry.check_columns(view, events.schema)
     _check_key_types(spine, events, view, f"source '{view.source.name}'")
+    validation.source_report(events, view.source, [view], where=f" for view '{view.name}'").raise_if_failed()
     out = kernels.temporal(spark, spine, events, view, timestamp)
     if names is not None:
         drop = [f"{view.name}__{f.name}" for f in view.features if f.name not in names]
@@ -153,6 +157,11 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
     if not selections:
         raise UsageError("a training set needs at least one feature view")
     check_spine(spine, timestamp, selections)
+    from tally import validation
+
+    keys = sorted({k for sel in selections for k in sel.view.entity.keys})
+    validation.spine_report(spine, timestamp, keys).raise_if_failed(
+        hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
     as_of = dict(as_of or {})
     unknown = set(as_of) - {s.view.name for s in selections}
     if unknown:

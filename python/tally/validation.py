@@ -1,0 +1,198 @@
+"""Data contracts, run with pandera's pyspark backend before every backfill and training set.
+
+Contracts come from the definitions: entity keys and timestamps non-null, timestamps within the source's
+bounds, declared column types, the source's declared Checks, unique event ids. pandera decides which checks
+fail; for each failure tally counts the failing rows and shows a few, so that the message names the source,
+the column, the check, how many rows and which.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tally.definitions import Check, FeatureView, Source
+from tally.errors import DataError
+
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Failure:
+    check: str
+    column: str
+    rows: int
+    examples: list[dict] = field(default_factory=list)
+
+    def render(self) -> str:
+        shown = "; ".join(str(e) for e in self.examples)
+        return f"{self.check}: {self.rows} row(s) fail" + (f", e.g. {shown}" if shown else "")
+
+
+@dataclass(frozen=True)
+class Report:
+    what: str
+    rows: int
+    checks: list[str]
+    failures: list[Failure]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def render(self) -> str:
+        lines = [f"{self.what}: {self.rows} rows, {len(self.checks)} checks, {len(self.failures)} failing"]
+        failing = {f.check for f in self.failures}
+        lines += [f"  ok    {c}" for c in self.checks if c not in failing]
+        lines += [f"  FAIL  {f.render()}" for f in self.failures]
+        return "\n".join(lines)
+
+    def raise_if_failed(self, hint: str | None = None) -> None:
+        if self.failures:
+            raise DataError(f"{self.what} fails its contract:\n" + "\n".join(f"  - {f.render()}" for f in self.failures),
+                            hint=hint or "fix the data, or set on_invalid='quarantine' on the source to set bad rows aside",
+                            details={"failures": [f.__dict__ for f in self.failures]})
+
+
+def source_checks(source: Source, views: Sequence[FeatureView]) -> list[Check]:
+    """Every row-level check a source must pass for the views that read it."""
+    keys = sorted({k for v in views for k in v.entity.keys})
+    low, high = source.timestamp_bounds
+    checks = [Check.not_null(k) for k in keys] + [Check.not_null(source.timestamp),
+                                                  Check.between(source.timestamp, low, high)]
+    if source.id:
+        checks.append(Check.not_null(source.id))
+    return checks + list(source.checks)
+
+
+def _failing(check: Check):
+    """A Spark predicate that is true for the rows failing `check`."""
+    from pyspark.sql import functions as F
+
+    c = F.col(f"`{check.column}`")
+    if check.kind == "not_null":
+        return c.isNull()
+    if check.kind == "not_nan":
+        return F.isnan(c)
+    if check.kind == "ge":
+        return c < F.lit(check.args[0])
+    if check.kind == "le":
+        return c > F.lit(check.args[0])
+    if check.kind == "between":
+        return (c < F.lit(check.args[0])) | (c > F.lit(check.args[1]))
+    return ~c.isin(list(check.args[0]))
+
+
+def _pandera_schema(df, checks: Sequence[Check], name: str):
+    import pandera.pyspark as pa
+
+    columns: dict[str, dict] = {}
+    for check in checks:
+        spec = columns.setdefault(check.column, {"checks": [], "nullable": True})
+        if check.kind == "not_null":
+            spec["nullable"] = False
+        elif check.kind == "ge":
+            spec["checks"].append(pa.Check.ge(check.args[0]))
+        elif check.kind == "le":
+            spec["checks"].append(pa.Check.le(check.args[0]))
+        elif check.kind == "isin":
+            spec["checks"].append(pa.Check.isin(list(check.args[0])))
+    pa_columns = {c: pa.Column(df.schema[c].dataType, spec["checks"], nullable=spec["nullable"])
+                  for c, spec in columns.items()}
+    return pa.DataFrameSchema(pa_columns, name=name)
+
+
+def validate(df, checks: Sequence[Check], *, what: str, types: dict[str, str] | None = None,
+             unique: str | None = None, allow_empty: bool = False) -> Report:
+    """Run the contract on `df`; a Report lists every check and, for failures, counts and examples."""
+    try:
+        return _validate(df, checks, what=what, types=types, unique=unique, allow_empty=allow_empty)
+    except DataError:
+        raise
+    except Exception as exc:  # the first Spark job on a source is where unreadable files surface
+        text = str(exc)
+        if any(m in text for m in ("FAILED_READ_FILE", "not a Parquet file", "Could not read footer", "CORRUPT")):
+            files = sorted(set(re.findall(r"file:(/[^\s,'\"]+)", text)))
+            raise DataError(f"{what}: cannot read file(s) {', '.join(files) or '(unknown)'}: the data is corrupt or "
+                            "not in the declared format", hint="replace or remove the file; nothing was written") from exc
+        raise
+
+
+def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
+    from pyspark.sql import functions as F
+
+    types = dict(types or {})
+    failures: list[Failure] = []
+    missing = sorted(c for c in {ch.column for ch in checks} | set(types) if c not in df.columns)
+    if missing:
+        return Report(what, 0, [f"column {c} exists" for c in missing],
+                      [Failure(f"column {c} exists", c, 0, [{"columns": ", ".join(df.columns)}]) for c in missing])
+    from pyspark.sql.types import _parse_datatype_string
+
+    wrong = {c: t for c, t in types.items() if df.schema[c].dataType != _parse_datatype_string(t)}
+    if wrong:  # a schema-level failure: no row needs reading, and value checks on the wrong type mean nothing
+        return Report(what, 0, [f"{c} has type {t}" for c, t in types.items()],
+                      [Failure(f"{c} has type {t}", c, 0, [{"actual type": df.schema[c].dataType.simpleString()}])
+                       for c, t in wrong.items()])
+    schema = _pandera_schema(df, checks, what)
+    errors = dict(schema.validate(df).pandera.errors)
+    flagged: set[tuple[str, str]] = set()
+    for category in errors.values():
+        for entries in category.values():
+            for e in entries:
+                flagged.add((e.get("column"), e.get("check")))
+    # pandera's pyspark backend reports which checks fail, not how many rows: count those (and the checks pandera
+    # has no pyspark form for) with one aggregate pass, then fetch a few examples of each failing one.
+    counted = [c for c in checks if c.kind in ("between", "not_nan") or c.kind == "not_null"
+               or any(col == c.column and not str(chk).startswith("dtype") for col, chk in flagged)]
+    total_expr = [F.count(F.lit(1)).alias("__rows")]
+    total_expr += [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}") for i, c in enumerate(counted)]
+    agg = df.agg(*total_expr).first()
+    rows = agg["__rows"]
+    for i, c in enumerate(counted):
+        n = agg[f"__c{i}"] or 0
+        if n:
+            sample = [r.asDict() for r in df.where(_failing(c)).limit(EXAMPLES).collect()]
+            failures.append(Failure(c.name, c.column, n, [_short(s) for s in sample]))
+    if unique:
+        dups = df.groupBy(unique).count().where("count > 1")
+        n = dups.count()
+        if n:
+            ex = [{unique: r[unique], "copies": r["count"]} for r in dups.limit(EXAMPLES).collect()]
+            failures.append(Failure(f"{unique} unique", unique, n, ex))
+    names = [f"{c} has type {t}" for c, t in types.items()] + [c.name for c in checks] + ([f"{unique} unique"] if unique else [])
+    if rows == 0 and not allow_empty:
+        failures.append(Failure("has rows", "*", 0, []))
+        names.append("has rows")
+    return Report(what, rows, names, failures)
+
+
+def _short(row: dict) -> dict:
+    return {k: (str(v)[:40] if v is not None else None) for k, v in list(row.items())[:8]}
+
+
+def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "") -> Report:
+    return validate(df, source_checks(source, views), what=f"source '{source.name}'{where}", types=source.schema,
+                    unique=source.id)
+
+
+def spine_report(spine, timestamp: str, keys: Sequence[str]) -> Report:
+    checks = [Check.not_null(k) for k in keys] + [Check.not_null(timestamp)]
+    return validate(spine, checks, what="the spine")
+
+
+def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantine: str | Path):
+    """Quarantine policy: write failing rows with their reason to a Delta table, return the good rows and counts."""
+    from pyspark.sql import functions as F
+
+    checks = source_checks(source, views)
+    reason = F.concat_ws("; ", *[F.when(_failing(c), F.lit(c.name)) for c in checks])
+    tagged = df.withColumn("_tally_reason", reason)
+    bad = tagged.where(F.col("_tally_reason") != "").withColumn("_tally_quarantined_at", F.current_timestamp())
+    n_bad = bad.count()
+    if n_bad:
+        bad.write.format("delta").mode("append").option("mergeSchema", "true").save(str(quarantine))
+    good = tagged.where(F.col("_tally_reason") == "").drop("_tally_reason")
+    return good, n_bad
