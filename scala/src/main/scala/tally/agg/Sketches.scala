@@ -16,7 +16,7 @@ import org.apache.datasketches.quantilescommon.QuantileSearchCriteria
   * 1.04 / sqrt(2^lg_k) (1.6 % at the default 12); small sets are counted exactly (list and set modes).
   * Values are hashed by type: longs and timestamps as longs, doubles by DataSketches' canonical double
   * (-0.0 == 0.0, one NaN), decimals by their plain string without trailing zeros (so 1.10 == 1.1), strings
-  * by their UTF-8 bytes. Empty gives null. */
+  * by their UTF-8 bytes (the empty string counts as a value). Empty gives null. */
 final class HllIR(val union: HllUnion)
 
 final case class ApproxDistinct(input: VType, lgK: Int) extends Aggregator[HllIR] {
@@ -28,7 +28,10 @@ final case class ApproxDistinct(input: VType, lgK: Int) extends Aggregator[HllIR
       case VType.Long | VType.Timestamp | VType.Boolean => s.union.update(Num.long(value))
       case VType.Double                                 => s.union.update(Num.double(value))
       case _: VType.Decimal => s.union.update(Num.decimal(value).stripTrailingZeros.toPlainString)
-      case _                                            => s.union.update(value.toString)
+      case _ =>
+        val str = value.toString
+        // DataSketches skips empty strings; count "" as a long whose bytes (0xFF * 8) no UTF-8 string has.
+        if (str.isEmpty) s.union.update(-1L) else s.union.update(str)
     }
     s
   }
