@@ -18,6 +18,9 @@ package tally.agg
   *
   * Values arrive as boxed JVM values of the declared input type (java.lang.Long, Double, java.math.BigDecimal,
   * String); nulls never reach `update` (callers skip them, so an all-null window behaves like an empty one).
+  * Results are boxed the same way; an `ArrayOf` result is a `Seq[Any]`, a `StructOf` result a `Seq[Any]` of
+  * its fields in declared order (see [[Values]]). The catalogue of kernels, their parameters and input types
+  * is [[Aggregators]]; which ones are invertible is `Aggregators.invertible`.
   */
 trait Aggregator[S] extends Serializable {
   def zero(): S
