@@ -98,10 +98,8 @@ def _rows(df: pd.DataFrame) -> list[tuple]:
 
 
 def _close(a, b) -> bool:
-    if a is None or (isinstance(a, float) and math.isnan(a)):
-        return b is None or (isinstance(b, float) and math.isnan(b))
-    if b is None or (isinstance(b, float) and math.isnan(b)):
-        return False
+    if pd.isna(a) or pd.isna(b):
+        return bool(pd.isna(a) and pd.isna(b))
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
 
 
