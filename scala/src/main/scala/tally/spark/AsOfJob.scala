@@ -1,7 +1,10 @@
 package tally.spark
 
-import org.apache.spark.sql.{DataFrame, Encoders, Row}
+import org.apache.spark.sql.DataFrame
+import org.apache.spark.sql.catalyst.InternalRow
+import org.apache.spark.sql.catalyst.expressions.{GenericInternalRow, JoinedRow, UnsafeProjection}
 import org.apache.spark.sql.functions._
+import org.apache.spark.sql.tally.InternalRows
 import org.apache.spark.sql.types._
 
 /** As-of join: for each spine row at t, the right-hand row of the same key with the latest time <= t (and, with
@@ -40,31 +43,31 @@ object AsOfJob {
 
     val outSchema = StructType(spineType.fields ++ valueType.fields.map(f => f.copy(name = prefix + f.name)))
     val nKeys = keys.size
+    val keyTypes = keys.map(k => spine.schema(k).dataType)
     val (timeAt, kindAt, valuesAt, spineAt) = (nKeys, nKeys + 1, nKeys + 2, nKeys + 3)
-    val nValues = valueCols.size
-    rights.unionByName(queries)
+    val (nValues, nSpine) = (valueCols.size, spineType.size)
+    val sorted = rights.unionByName(queries)
       .repartition(partitions, keyCols.map(col): _*)
       .sortWithinPartitions((keyCols :+ "__tally_t" :+ "__tally_kind").map(col): _*)
-      .mapPartitions { rows: Iterator[Row] =>
-        var current: Any = new Object
-        var last: Row = null
-        var lastTime = Long.MinValue
-        rows.flatMap { row =>
-          val key: Any = if (nKeys == 1) row.get(0) else (0 until nKeys).map(row.get)
-          if (key != current) { current = key; last = null }
-          if (row.isNullAt(timeAt)) throw new IllegalArgumentException(s"a row of key $key has a null timestamp")
-          if (row.getInt(kindAt) == 0) { last = row.getStruct(valuesAt); lastTime = row.getLong(timeAt); Iterator.empty }
-          else {
-            val t = row.getLong(timeAt)
-            val hit = last != null && (toleranceUs <= 0 || lastTime > t - toleranceUs)
-            val s = row.getStruct(spineAt)
-            val cells = new Array[Any](s.length + nValues)
-            var i = 0
-            while (i < s.length) { cells(i) = s.get(i); i += 1 }
-            if (hit) { var j = 0; while (j < nValues) { cells(i + j) = last.get(j); j += 1 } }
-            Iterator.single(Row.fromSeq(cells.toSeq))
-          }
+    val rows = InternalRows.rdd(sorted).mapPartitions[InternalRow] { rows =>
+      val project = UnsafeProjection.create(outSchema)
+      val joined = new JoinedRow
+      val empty = new GenericInternalRow(nValues)
+      val keyOf = KeyOf(keyTypes)
+      var current: InternalRow = null
+      var last: InternalRow = null
+      var lastTime = Long.MinValue
+      rows.flatMap { row =>
+        if (current == null || !keyOf.same(current, row)) { current = keyOf.copy(row); last = null }
+        if (row.isNullAt(timeAt)) throw new IllegalArgumentException(s"a row of key ${keyOf.show(row)} has a null timestamp")
+        if (row.getInt(kindAt) == 0) { last = row.getStruct(valuesAt, nValues).copy(); lastTime = row.getLong(timeAt); Iterator.empty }
+        else {
+          val t = row.getLong(timeAt)
+          val hit = last != null && (toleranceUs <= 0 || lastTime > t - toleranceUs)
+          Iterator.single[InternalRow](project(joined(row.getStruct(spineAt, nSpine), if (hit) last else empty)))
         }
-      }(Encoders.row(outSchema))
+      }
+    }
+    InternalRows.toDataFrame(spine, rows, outSchema)
   }
 }
