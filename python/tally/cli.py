@@ -370,18 +370,23 @@ def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
 
 
 @cli.command()
-@click.option("--warehouse", "demo_warehouse", default=None, help="Warehouse root the demo writes to.")
+@click.option("--charges", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--days", default=90, show_default=True, type=click.IntRange(min=14))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--data", default="demo-data", show_default=True, help="Where the generated data goes.")
 @pass_ctx
-def demo(c: Context, demo_warehouse) -> None:
-    """Run the end-to-end demo on the embedded Spark session.
+def demo(c: Context, charges, days, seed, data) -> None:
+    """Run the end-to-end demo: generate payments, plan, backfill, build a training set, train, compare AUC-PR.
 
     \b
-    Example:
+    Examples:
       tally demo
+      tally --warehouse /tmp/wh demo --charges 200000 --days 30
     """
     from tally import demo as demo_module
 
-    demo_module.run(warehouse=demo_warehouse or c.config.warehouse, echo=click.echo)
+    demo_module.run(warehouse=c.config.warehouse, echo=click.echo, data=data, charges=charges, days=days, seed=seed,
+                    repo=c.config.repo)
 
 
 def main(argv: list[str] | None = None) -> int:

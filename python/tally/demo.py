@@ -1,28 +1,151 @@
-"""The demo that `make demo` runs on the embedded default session."""
+"""The end-to-end demo (`make demo`, `tally demo`) on the embedded Spark session.
+
+1. Generate about 1 M synthetic charges over 90 days (skipped when the same data already exists).
+2. Load the payments feature repository (features/) and print the plan against the warehouse.
+3. Backfill every view's daily snapshots (the snapshot view over the whole span, the others over the test span).
+4. Build a temporal training set: one row per charge, labelled by a later fraud dispute, features as of the charge.
+5. Train gradient-boosted trees (Spark MLlib) on the first 60 days, evaluate on the last 30: AUC-PR with tally's
+   features against a baseline that sees only the charge's own columns.
+
+The warehouse and the data stay in place so the user can explore them with the CLI afterwards.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import time
 from pathlib import Path
 
+START = dt.date(2026, 1, 1)
 
-def run(warehouse: str = "warehouse", echo=print) -> None:
+
+class Clock:
+    def __init__(self, echo):
+        self.echo, self.t0 = echo, time.time()
+
+    def step(self, text: str) -> None:
+        self.echo(f"[{time.time() - self.t0:6.0f}s] {text}")
+
+
+def _data(spark, folder: Path, charges: int, days: int, seed: int, clock: Clock) -> None:
+    from tally import datagen
+
+    marker = folder / "_tally_datagen.json"
+    params = {"charges": charges, "days": days, "seed": seed, "start": str(START)}
+    if marker.exists() and json.loads(marker.read_text()) == params:
+        clock.step(f"reusing generated data in {folder} ({charges:,} charges, {days} days, seed {seed})")
+        return
+    clock.step(f"generating {charges:,} charges over {days} days (seed {seed}) into {folder} ...")
+    counts = datagen.write(spark, str(folder), charges=charges, days=days, seed=seed, start=str(START), format="parquet")
+    marker.write_text(json.dumps(params))
+    clock.step("generated " + ", ".join(f"{n:,} {name}" for name, n in counts.items()))
+
+
+def _columns(df, views) -> tuple[list[str], object]:
+    """Numeric feature columns of the training set; array features become one column per element."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, NumericType
+
+    names, out = [], df
+    for view in views:
+        for f in view.features:
+            col = f"{view.name}__{f.name}"
+            if col not in df.columns:
+                continue
+            dtype = df.schema[col].dataType
+            if isinstance(dtype, ArrayType):
+                for i, q in enumerate(f.params.get("quantiles", [])):
+                    name = f"{col}_q{int(q * 100)}"
+                    out = out.withColumn(name, F.col(col)[i].cast("double"))
+                    names.append(name)
+            elif isinstance(dtype, NumericType):
+                out = out.withColumn(col, F.col(col).cast("double"))
+                names.append(col)
+    return names, out
+
+
+def _auc_pr(train, test, columns: list[str], label: str = "label") -> float:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import GBTClassifier
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.feature import VectorAssembler
+
+    fill = {c: -1.0 for c in columns}
+    pipeline = Pipeline(stages=[
+        VectorAssembler(inputCols=columns, outputCol="features", handleInvalid="keep"),
+        GBTClassifier(labelCol=label, featuresCol="features", maxIter=25, maxDepth=5, seed=7)])
+    model = pipeline.fit(train.fillna(fill))
+    scored = model.transform(test.fillna(fill))
+    return BinaryClassificationEvaluator(labelCol=label, metricName="areaUnderPR").evaluate(scored)
+
+
+def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", charges: int = 1_000_000,
+        days: int = 90, seed: int = 7, repo: str = "features") -> dict:
     from pyspark.sql import functions as F
 
     import tally as tl
+    from tally import registry, store, training
 
-    spark = tl.session(warehouse=warehouse)
+    clock = Clock(echo)
+    os.environ["TALLY_DATA"] = str(Path(data).resolve())
+    spark = tl.session(warehouse=warehouse, conf={"spark.driver.memory": "6g"})
     try:
-        charges = spark.createDataFrame(
-            [("card_1", 12.50), ("card_1", 80.00), ("card_2", 3.20), ("card_2", None), ("card_3", 999.99)],
-            "card_id string, amount double",
-        )
-        totals = charges.groupBy("card_id").agg(F.expr("tally_sum(amount)").alias("sum_amount")).orderBy("card_id")
-        path = str(Path(warehouse, "demo", "card_totals").resolve())
-        totals.write.format("delta").mode("overwrite").save(path)
-        echo(f"tally_sum per card, written to Delta at {path}:")
-        for row in spark.read.format("delta").load(path).orderBy("card_id").collect():
-            echo(f"  {row.card_id}: {row.sum_amount:.2f}")
-        last = spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version", ascending=False).first()
-        echo(f"Delta version {last.version} ({last.operation}) at {last.timestamp}")
+        _data(spark, Path(data).resolve(), charges, days, seed, clock)
+        repository = registry.load(repo)
+        views = repository.views
+        clock.step(f"feature repository {repo}: {len(views)} views, "
+                   f"{sum(len(v.features) for v in views.values())} features; plan:")
+        for v in sorted(views.values(), key=lambda v: v.name):
+            echo("    " + registry.plan_view(v, store.stored_versions(warehouse, v.name)).describe())
+
+        end = START + dt.timedelta(days=days - 1)
+        test_start = START + dt.timedelta(days=days * 2 // 3)
+        for v in sorted(views.values(), key=lambda v: v.name):
+            first = START if v.accuracy == "snapshot" else test_start
+            t = time.time()
+            results = store.backfill(spark, v, first, end, warehouse=warehouse, step_days=31, resume=True)
+            rows = sum(r.get("rows") or 0 for r in results)
+            clock.step(f"backfilled {v.name} v{v.version} {first}..{end}: {len(results)} commit(s), {rows:,} rows "
+                       f"({time.time() - t:.0f}s)")
+
+        charges_df = spark.read.parquet(f"{data}/charges")
+        fraud = (spark.read.parquet(f"{data}/disputes").where("reason = 'fraudulent'")
+                 .select("charge_id", F.lit(1.0).alias("label")).distinct())
+        spine = (charges_df.join(fraud, "charge_id", "left").fillna({"label": 0.0})
+                 .withColumn("amount_major", F.col("amount").cast("double") / 100)
+                 .withColumn("is_ecommerce", (F.col("channel") == "ecommerce").cast("double"))
+                 .withColumn("is_foreign", (F.col("card_country") != F.col("merchant_country")).cast("double"))
+                 .withColumn("hour", F.hour("created").cast("double")))
+        used = sorted(views.values(), key=lambda v: v.name)
+        clock.step(f"building the training set: {len(used)} views onto {charges_df.count():,} charges ...")
+        train_set, built = training.build(spark, spine, used, "created", views=views, warehouse=warehouse,
+                                          allow_missing=True)
+        path = str(Path(warehouse).resolve() / "training_sets" / "fraud_demo")
+        train_set.write.format("delta").mode("overwrite").save(path)
+        ts = spark.read.format("delta").load(path).withColumn("day", F.to_date("created"))
+        clock.step(f"training set written to {path}: {ts.count():,} rows, "
+                   f"{len(ts.columns) - len(spine.columns) - 1} feature columns")
+
+        feature_cols, ts = _columns(ts, used)
+        baseline_cols = ["amount_major", "is_ecommerce", "is_foreign", "hour"]
+        train = ts.where(F.col("day") < F.lit(test_start)).cache()
+        test = ts.where(F.col("day") >= F.lit(test_start)).cache()
+        n_train, n_test = train.count(), test.count()
+        frauds = test.agg(F.sum("label")).first()[0]
+        clock.step(f"split by time at {test_start}: train {n_train:,} rows, test {n_test:,} rows "
+                   f"({int(frauds):,} fraud, {frauds / n_test:.2%})")
+
+        summary = ts.select([F.round(F.avg(c), 3).alias(c) for c in feature_cols[:12]]).first().asDict()
+        echo("    feature means (first 12): " + ", ".join(f"{k.split('__')[-1]}={v}" for k, v in summary.items()))
+        base = _auc_pr(train, test, baseline_cols)
+        clock.step(f"baseline (charge's own columns only): AUC-PR {base:.3f}")
+        full = _auc_pr(train, test, baseline_cols + feature_cols)
+        clock.step(f"with tally features ({len(feature_cols)} columns): AUC-PR {full:.3f} "
+                   f"({full / base:.1f}x the baseline; a random model scores {frauds / n_test:.3f})")
+        echo(f"\nExplore: tally --warehouse {warehouse} list | describe card_velocity | history card_daily")
+        return {"baseline_auc_pr": base, "tally_auc_pr": full, "test_fraud_rate": frauds / n_test,
+                "training_rows": n_train + n_test, "views": [e["view"] for e in built["views"]]}
     finally:
         spark.stop()
