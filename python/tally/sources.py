@@ -24,7 +24,7 @@ def read(spark, source: Source, *, base: str | Path | None = None):
         path = Path(source.path)
         if base is not None and not path.is_absolute():
             path = Path(base) / path
-        if not path.exists():
+        if not (path.exists() or (any(ch in str(path) for ch in "*?[") and list(path.parent.glob(path.name)))):
             raise DataError(f"source '{source.name}': path {path} does not exist",
                             hint="check the source's path= or run the data generator first")
         reader = spark.read.format(source.format)

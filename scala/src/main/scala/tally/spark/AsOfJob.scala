@@ -46,9 +46,11 @@ object AsOfJob {
     val keyTypes = keys.map(k => spine.schema(k).dataType)
     val (timeAt, kindAt, valuesAt, spineAt) = (nKeys, nKeys + 1, nKeys + 2, nKeys + 3)
     val (nValues, nSpine) = (valueCols.size, spineType.size)
+    // A 64-bit hash of the key leads the sort: its prefix tells almost every pair of rows apart, where string
+    // keys sharing a prefix ("card1...") would fall back to full comparisons.
     val sorted = rights.unionByName(queries)
       .repartition(partitions, keyCols.map(col): _*)
-      .sortWithinPartitions((keyCols :+ "__tally_t" :+ "__tally_kind").map(col): _*)
+      .sortWithinPartitions((xxhash64(keyCols.map(col): _*) +: (keyCols :+ "__tally_t" :+ "__tally_kind").map(col)): _*)
     val rows = InternalRows.rdd(sorted).mapPartitions[InternalRow] { rows =>
       val project = UnsafeProjection.create(outSchema)
       val joined = new JoinedRow

@@ -1,0 +1,44 @@
+"""`make bench`: every side-by-side benchmark in turn; each records its table in bench/README.md.
+
+    .venv/bin/python bench/run.py [--quick]
+
+--quick runs small sizes (a smoke run); the defaults are the sizes the issues name. The 50 M-charge load run is
+separate: `.venv/bin/python bench/backfill.py --charges 50000000 --training-set`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+FULL = [
+    ["engine.py"],
+    ["asof.py"],
+    ["kernels.py"],
+    ["backfill.py"],
+]
+QUICK = [
+    ["engine.py", "--sizes", "200000"],
+    ["asof.py", "--spine", "200000", "--cards", "10000", "--repeat", "1"],
+    ["kernels.py", "--rows", "1000000", "--keys", "10000", "--repeat", "1"],
+    ["backfill.py", "--charges", "200000", "--days", "30"],
+]
+
+
+def main() -> int:
+    plan = QUICK if "--quick" in sys.argv else FULL
+    failed = []
+    for args in plan:
+        print(f"== bench/{' '.join(args)}", flush=True)
+        if subprocess.run([sys.executable, str(HERE / args[0]), *args[1:]]).returncode != 0:
+            failed.append(args[0])
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
