@@ -66,42 +66,55 @@ def _local_time(rng: Rng, plan: Plan, ci: Column, row: Column) -> Column:
     return F.pmod(local - offset, F.lit(plan.span_micros))
 
 
-def _merchant_in(rng: Rng, plan: Plan, ci: Column, u: Column) -> Column:
+def _merchant_in(plan: Plan, ci: Column, u: Column) -> Column:
     """Merchant index of zipf rank drawn from u within country ci."""
     offsets, sizes = plan.merchant_offsets(), plan.merchants_by_country
     n = lookup(sizes, ci).cast("double")
     a = 1.0 - ZIPF_S
     x = F.pow((F.pow(n, F.lit(a)) - F.lit(1.0)) * u + F.lit(1.0), F.lit(1.0 / a))
     rank = F.least(F.floor(x).cast("long") - F.lit(1), n.cast("long") - F.lit(1))
-    return lookup(offsets, ci).cast("long") + rank
+    return F.coalesce(lookup(offsets, ci).cast("long") + rank, F.lit(0).cast("long"))  # non-null join key
+
+
+def _with(df: DataFrame, **cols: Column) -> DataFrame:
+    """Add columns as one stage: later stages refer to them by name, so each is computed once per row."""
+    return df.select("*", *[value.alias(name) for name, value in cols.items()])
+
+
+def _card_of(rng: Rng, df: DataFrame, c: Column, u_card: Column, skew: float = 1.0) -> DataFrame:
+    """Stage the customer `_c`, their home country `_home` and the card slot `_k` (skew > 1: first card)."""
+    df = _with(df, _c=c)
+    df = _with(df, _home=customer_country(rng, F.col("_c")), _ncards=cards_of(rng, F.col("_c")))
+    return _with(df, _k=F.floor(F.pow(u_card, F.lit(skew)) * F.col("_ncards")).cast("long"))
+
+
+DRAW_COLUMNS = ("id", "_c", "_k", "_home", "_mi", "_t", "_kind")
 
 
 def zipf_cycles(spark: SparkSession, plan: Plan) -> DataFrame:
     """Ordinary charges (step 1, first kind)."""
     rng = Rng(plan.seed)
     row = F.col("id")
-    c = F.floor(F.pow(rng.uniform("o.customer", row), F.lit(CUSTOMER_SKEW)) * F.lit(plan.customers)).cast(
-        "long"
-    )
-    k = F.floor(F.pow(rng.uniform("o.card", row), F.lit(1.8)) * cards_of(rng, c)).cast("long")
-    home = customer_country(rng, c)
-    regular = rng.uniform("o.regular", row) < F.lit(REGULAR_MERCHANT_SHARE)
-    abroad = ~regular & (rng.uniform("o.abroad", row) < F.lit(CROSS_BORDER_SHARE))
-    ci = F.when(abroad, rng.choice("o.country", _country_weights(), row)).otherwise(home)
+    df = spark.range(0, plan.ordinary_rows, 1, plan.partitions)
+    u_c = F.pow(rng.uniform("o.customer", row), F.lit(CUSTOMER_SKEW))
+    df = _card_of(rng, df, F.floor(u_c * F.lit(plan.customers)).cast("long"), rng.uniform("o.card", row), 1.8)
+    df = _with(df, _regular=rng.uniform("o.regular", row) < F.lit(REGULAR_MERCHANT_SHARE))
+    abroad = ~F.col("_regular") & (rng.uniform("o.abroad", row) < F.lit(CROSS_BORDER_SHARE))
     slot = rng.index("o.regular_slot", 5, row)
-    u_m = F.when(regular, rng.uniform("o.regular_merchant", c, slot)).otherwise(
-        rng.uniform("o.merchant", row)
+    df = _with(
+        df,
+        _ci=F.when(abroad, rng.choice("o.country", _country_weights(), row)).otherwise(F.col("_home")),
+        _um=F.when(F.col("_regular"), rng.uniform("o.regular_merchant", F.col("_c"), slot)).otherwise(
+            rng.uniform("o.merchant", row)
+        ),
     )
-    df = spark.range(0, plan.ordinary_rows, 1, plan.partitions).select(row, c.alias("_c"), k.alias("_k"))
-    df = df.select("*", _merchant_in(rng, plan, ci, u_m).alias("_mi"), ci.alias("_ci"))
-    return df.select(
-        "id",
-        "_c",
-        "_k",
-        "_mi",
-        _local_time(rng, plan, F.col("_ci"), row).alias("_t"),
-        F.lit("ordinary").alias("_kind"),
+    df = _with(
+        df,
+        _mi=_merchant_in(plan, F.col("_ci"), F.col("_um")),
+        _t=_local_time(rng, plan, F.col("_ci"), row),
+        _kind=F.lit("ordinary"),
     )
+    return df.select(*DRAW_COLUMNS)
 
 
 def card_testing(spark: SparkSession, plan: Plan) -> DataFrame:
@@ -109,23 +122,24 @@ def card_testing(spark: SparkSession, plan: Plan) -> DataFrame:
     rng = Rng(plan.seed)
     lo = plan.ordinary_rows
     row = F.col("id")
-    burst = F.floor((row - F.lit(lo)) / F.lit(BURST_LEN)).cast("long")
-    pos = (row - F.lit(lo)) % F.lit(BURST_LEN)
-    c = rng.index("ct.customer", plan.customers, burst)
-    k = F.floor(rng.uniform("ct.card", burst) * cards_of(rng, c)).cast("long")
-    start = F.floor(rng.uniform("ct.start", burst) * F.lit(float(max(plan.span_micros - HOUR, 1)))).cast(
-        "long"
+    df = spark.range(lo, lo + plan.testing_rows, 1, max(1, plan.partitions // 16))
+    df = _with(df, _e=F.floor((row - F.lit(lo)) / F.lit(BURST_LEN)).cast("long"))
+    burst, pos = F.col("_e"), (row - F.lit(lo)) % F.lit(BURST_LEN)
+    df = _card_of(rng, df, rng.index("ct.customer", plan.customers, burst), rng.uniform("ct.card", burst))
+    span = float(max(plan.span_micros - HOUR, 1))
+    df = _with(
+        df,
+        _start=F.floor(rng.uniform("ct.start", burst) * F.lit(span)).cast("long"),
+        _gap=F.floor((F.lit(8.0) + F.lit(52.0) * rng.uniform("ct.gap", burst)) * F.lit(1e6)).cast("long"),
     )
-    gap = F.floor((F.lit(8.0) + F.lit(52.0) * rng.uniform("ct.gap", burst)) * F.lit(1e6)).cast("long")
-    t = start + pos * gap + F.floor(rng.uniform("ct.jitter", row) * gap.cast("double")).cast("long")
-    return spark.range(lo, lo + plan.testing_rows, 1, max(1, plan.partitions // 16)).select(
-        row,
-        c.alias("_c"),
-        k.alias("_k"),
-        rng.index("ct.merchant", plan.merchants, row).alias("_mi"),
-        t.alias("_t"),
-        F.lit("card_testing").alias("_kind"),
+    jitter = F.floor(rng.uniform("ct.jitter", row) * F.col("_gap").cast("double")).cast("long")
+    df = _with(
+        df,
+        _mi=rng.index("ct.merchant", plan.merchants, row),
+        _t=F.col("_start") + pos * F.col("_gap") + jitter,
+        _kind=F.lit("card_testing"),
     )
+    return df.select(*DRAW_COLUMNS)
 
 
 def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
@@ -133,11 +147,11 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     rng = Rng(plan.seed)
     lo = plan.ordinary_rows + plan.testing_rows
     row = F.col("id")
-    spree = F.floor((row - F.lit(lo)) / F.lit(SPREE_LEN)).cast("long")
-    pos = (row - F.lit(lo)) % F.lit(SPREE_LEN)
-    c = rng.index("sp.customer", plan.customers, spree)
-    k = F.floor(rng.uniform("sp.card", spree) * cards_of(rng, c)).cast("long")
     span = float(plan.span_micros)
+    df = spark.range(lo, plan.charges, 1, max(1, plan.partitions // 16))
+    df = _with(df, _e=F.floor((row - F.lit(lo)) / F.lit(SPREE_LEN)).cast("long"))
+    spree, pos = F.col("_e"), (row - F.lit(lo)) % F.lit(SPREE_LEN)
+    df = _card_of(rng, df, rng.index("sp.customer", plan.customers, spree), rng.uniform("sp.card", spree))
 
     # The compromise: at a compromised merchant during its breach, or (stolen otherwise) anywhere early.
     at_breach = rng.uniform("sp.breached", spree) < F.lit(COMPROMISED_SPREE_SHARE)
@@ -146,37 +160,36 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     breach_t = lookup([s for _, s in plan.compromised], j).cast("long") + F.floor(
         rng.uniform("sp.breach_t", spree) * F.lit(float(plan.breach_micros))
     ).cast("long")
-    home = customer_country(rng, c)
-    usual_mi = _merchant_in(rng, plan, home, rng.uniform("sp.usual", spree))
-    t0 = F.when(at_breach, breach_t).otherwise(
-        F.floor(rng.uniform("sp.t0", spree) * F.lit(0.6 * span)).cast("long")
+    usual_mi = _merchant_in(plan, F.col("_home"), rng.uniform("sp.usual", spree))
+    anytime = F.floor(rng.uniform("sp.t0", spree) * F.lit(0.6 * span)).cast("long")
+    df = _with(
+        df,
+        _t0=F.when(at_breach, breach_t).otherwise(anytime),
+        _mi0=F.when(at_breach, breach_mi).otherwise(usual_mi),
+        _gap=F.floor(
+            F.exp(F.lit(math.log(3.0)) + F.lit(0.8) * rng.normal("sp.gap", spree)) * F.lit(float(HOUR))
+        ).cast("long"),
     )
-    mi0 = F.when(at_breach, breach_mi).otherwise(usual_mi)
 
     # The spree: days after the compromise, hours apart, at random (new) merchants, mostly abroad.
     delay = F.floor((F.lit(0.05) + F.lit(0.25) * rng.uniform("sp.delay", spree)) * F.lit(span)).cast("long")
-    gap_h = F.exp(F.lit(math.log(3.0)) + F.lit(0.8) * rng.normal("sp.gap", spree))
-    gap = F.floor(gap_h * F.lit(float(HOUR))).cast("long")
-    t_fraud = (
-        t0
-        + delay
-        + (pos - F.lit(1)) * gap
-        + F.floor(rng.uniform("sp.jitter", row) * gap.cast("double")).cast("long")
-    )
+    jitter = F.floor(rng.uniform("sp.jitter", row) * F.col("_gap").cast("double")).cast("long")
+    t_fraud = F.col("_t0") + delay + (pos - F.lit(1)) * F.col("_gap") + jitter
     abroad = rng.uniform("sp.abroad", row) < F.lit(0.6)
-    ci = F.when(abroad, rng.index("sp.country", len(cat.COUNTRIES), row)).otherwise(home)
-    fraud_mi = lookup(plan.merchant_offsets(), ci).cast("long") + rng.index(
-        "sp.merchant", lookup(plan.merchants_by_country, ci), row
+    df = _with(
+        df, _ci=F.when(abroad, rng.index("sp.country", len(cat.COUNTRIES), row)).otherwise(F.col("_home"))
+    )
+    fraud_mi = lookup(plan.merchant_offsets(), F.col("_ci")).cast("long") + rng.index(
+        "sp.merchant", lookup(plan.merchants_by_country, F.col("_ci")), row
     )
     is_seed = pos == F.lit(0)
-    return spark.range(lo, plan.charges, 1, max(1, plan.partitions // 16)).select(
-        row,
-        c.alias("_c"),
-        k.alias("_k"),
-        F.when(is_seed, mi0).otherwise(fraud_mi).alias("_mi"),
-        F.pmod(F.when(is_seed, t0).otherwise(t_fraud), F.lit(plan.span_micros)).alias("_t"),
-        F.when(is_seed, F.lit("compromise")).otherwise(F.lit("spree")).alias("_kind"),
+    df = _with(
+        df,
+        _mi=F.when(is_seed, F.col("_mi0")).otherwise(fraud_mi),
+        _t=F.pmod(F.when(is_seed, F.col("_t0")).otherwise(t_fraud), F.lit(plan.span_micros)),
+        _kind=F.when(is_seed, F.lit("compromise")).otherwise(F.lit("spree")),
     )
+    return df.select(*DRAW_COLUMNS)
 
 
 def amount_usd(rng: Rng, kind: Column, row: Column) -> Column:
@@ -227,20 +240,26 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
         draws = draws.unionByName(stolen_card_spree(spark, plan))
 
     row, kind = F.col("id"), F.col("_kind")
-    card = card_columns(rng, F.col("_c"), F.col("_k"))
+    card = card_columns(rng, F.col("_c"), F.col("_k"), F.col("_home"))
     df = draws.join(F.broadcast(merchants(spark, plan)), on="_mi", how="inner")
-    df = df.select("*", *[v.alias(n) for n, v in card.items()])
-    df = issuer_columns(df, issuers(spark))
+    df = issuer_columns(_with(df, **card), issuers(spark))
 
     ecommerce = (
         F.when(kind == "card_testing", F.lit(True))
         .when(kind == "spree", rng.uniform("channel", row) < F.greatest(F.col("_ecom_share"), F.lit(0.7)))
         .otherwise(rng.uniform("channel", row) < F.col("_ecom_share"))
     )
-    df = df.withColumn("_usd", amount_usd(rng, kind, row)).withColumn("_ecom", ecommerce)
-    cross = F.col("card_country") != F.col("merchant_country")
-    p_decline = F.lit(1.0) / (F.lit(1.0) + F.exp(-decline_logit(kind, F.col("_usd"), cross, F.col("_ecom"))))
-    declined = rng.uniform("decline", row) < p_decline
+    df = _with(
+        df,
+        _usd=amount_usd(rng, kind, row),
+        _ecom=ecommerce,
+        _cross=F.col("card_country") != F.col("merchant_country"),
+    )
+    p_decline = F.lit(1.0) / (
+        F.lit(1.0) + F.exp(-decline_logit(kind, F.col("_usd"), F.col("_cross"), F.col("_ecom")))
+    )
+    df = _with(df, _declined=rng.uniform("decline", row) < p_decline)
+    declined, cross = F.col("_declined"), F.col("_cross")
     minor = F.greatest(F.round(F.col("_usd") * F.col("_per_usd") * F.col("_minor")), F.lit(1.0))
 
     return df.select(

@@ -39,7 +39,7 @@ def _issuer_blocks() -> tuple[list[int], list[int]]:
     return offsets, counts
 
 
-ISSUER_OFFSETS, ISSUER_COUNTS = _issuer_blocks()
+ISSUER_OFFSETS, ISSUER_COUNTRY_COUNTS = _issuer_blocks()
 
 
 # -- customers and cards: inline expressions ---------------------------------------------------------------
@@ -62,15 +62,21 @@ def card_key(c: Column, k: Column) -> Column:
     return c * F.lit(MAX_CARDS) + k
 
 
-def card_columns(rng: Rng, c: Column, k: Column) -> dict[str, Column]:
-    """Card k of customer c: its fingerprint and the issuer index (an issuer of the customer's country)."""
+def card_columns(rng: Rng, c: Column, k: Column, home: Column | None = None) -> dict[str, Column]:
+    """Card k of customer c: its fingerprint and the issuer index (an issuer of the customer's country).
+
+    `home` may pass the customer's country when the caller has it staged already.
+    """
     key = card_key(c, k)
-    home = customer_country(rng, c)
-    issuer_idx = lookup(ISSUER_OFFSETS, home) + rng.index("card.issuer", lookup(ISSUER_COUNTS, home), key)
+    home = customer_country(rng, c) if home is None else home
+    issuer_idx = lookup(ISSUER_OFFSETS, home) + rng.index(
+        "card.issuer", lookup(ISSUER_COUNTRY_COUNTS, home), key
+    )
     return {
         "card_id": F.concat(F.lit("card_"), scramble_id(key, rng.seed, "card")),
         "customer_id": customer_id(rng, c),
-        "_issuer_idx": issuer_idx.cast("int"),
+        # coalesce: a non-null join key, so Spark adds no `isnotnull` filter that recomputes it
+        "_issuer_idx": F.coalesce(issuer_idx.cast("int"), F.lit(0)),
         "_bin_u": rng.uniform("card.bin", key),
     }
 
