@@ -82,6 +82,13 @@ def describe(frames: dict[str, DataFrame]) -> dict:
         "decline_rate_by_channel": _rate(charges, "channel"),
         "decline_rate_by_top_issuers": _rate(charges, "issuer", top=5),
         "decline_rate_by_card_country": _rate(charges, "card_country"),
+        "decline_rate_cross_border": _rate(
+            charges.withColumn("cross_border", F.col("card_country") != F.col("merchant_country")),
+            "cross_border",
+        ).get(True),
+        "cross_border_share": round(
+            charges.where(F.col("card_country") != F.col("merchant_country")).count() / n, 4
+        ),
         "fraud_rate": round(fraud / n, 5),
         "fraud_rate_of_authorized": round(fraud / max(authorized, 1), 5),
         "dispute_rate_of_authorized": round(sum(by_reason.values()) / max(authorized, 1), 5),
