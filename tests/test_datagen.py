@@ -139,6 +139,15 @@ def test_declines_depend_on_country_and_amount(frames):
     assert large > small
 
 
+def test_created_follows_a_weekly_cycle(frames):
+    # 2026-01-01 is a Thursday: 30 days hold 4 or 5 of each weekday, so compare volume per day.
+    per_day = frames["charges"].groupBy(F.to_date("created").alias("d")).count()
+    by_weekday = dict(
+        per_day.groupBy(F.dayofweek("d")).agg(F.avg("count")).collect()
+    )  # 1 = Sunday, 7 = Saturday
+    assert by_weekday[7] > 1.2 * by_weekday[1]
+
+
 def test_created_follows_a_daily_cycle(frames):
     # US is 40 % of volume: US local night (UTC 07-10) is far quieter than US evening (UTC 22-01).
     by_hour = dict(

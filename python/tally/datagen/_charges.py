@@ -43,6 +43,11 @@ from tally.datagen._dims import (
 from tally.datagen._plan import BURST_LEN, COMPROMISED_SPREE_SHARE, MICROS_PER_DAY, SPREE_LEN, Plan
 from tally.datagen._rng import Rng, inverse_cdf, scramble_id
 
+# The public schema of `charges`, in order (types: docs/datagen.md, pinned by tests/test_datagen.py).
+CHARGE_COLUMNS = tuple(
+    "charge_id created customer_id card_id bin issuer card_country card_brand merchant_id mcc "
+    "merchant_country amount currency channel outcome decline_code".split()
+)
 HOUR = 3_600_000_000
 ZIPF_S = 1.15  # merchant size exponent within a country
 CROSS_BORDER_SHARE = 0.06  # ordinary charges at a merchant abroad
@@ -262,44 +267,17 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
     declined, cross = F.col("_declined"), F.col("_cross")
     minor = F.greatest(F.round(F.col("_usd") * F.col("_per_usd") * F.col("_minor")), F.lit(1.0))
 
+    derived = {
+        "charge_id": F.concat(F.lit("ch_"), scramble_id(row, plan.seed, "charge")),
+        "created": F.timestamp_micros(F.lit(plan.start_micros) + F.col("_t")),
+        "amount": minor.cast("decimal(18,0)"),
+        "channel": F.when(F.col("_ecom"), F.lit("ecommerce")).otherwise(F.lit("card_present")),
+        "outcome": F.when(declined, F.lit("declined")).otherwise(F.lit("authorized")),
+        "decline_code": F.when(declined, _decline_code(rng, kind, cross, row)),
+    }
     return df.select(
-        F.concat(F.lit("ch_"), scramble_id(row, plan.seed, "charge")).alias("charge_id"),
-        F.timestamp_micros(F.lit(plan.start_micros) + F.col("_t")).alias("created"),
-        "customer_id",
-        "card_id",
-        "bin",
-        "issuer",
-        "card_country",
-        "card_brand",
-        "merchant_id",
-        "mcc",
-        "merchant_country",
-        minor.cast("decimal(18,0)").alias("amount"),
-        "currency",
-        F.when(F.col("_ecom"), F.lit("ecommerce")).otherwise(F.lit("card_present")).alias("channel"),
-        F.when(declined, F.lit("declined")).otherwise(F.lit("authorized")).alias("outcome"),
-        F.when(declined, _decline_code(rng, kind, cross, row)).alias("decline_code"),
+        *[derived[name].alias(name) if name in derived else F.col(name) for name in CHARGE_COLUMNS],
         row.alias("_row"),
         kind,
         kind.isin("card_testing", "spree").alias("_fraud"),
     )
-
-
-CHARGE_COLUMNS = (
-    "charge_id",
-    "created",
-    "customer_id",
-    "card_id",
-    "bin",
-    "issuer",
-    "card_country",
-    "card_brand",
-    "merchant_id",
-    "mcc",
-    "merchant_country",
-    "amount",
-    "currency",
-    "channel",
-    "outcome",
-    "decline_code",
-)
