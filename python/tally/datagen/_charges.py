@@ -177,7 +177,7 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     )
 
     # The spree: days after the compromise, hours apart, at random (new) merchants, mostly abroad.
-    delay = F.floor((F.lit(0.05) + F.lit(0.25) * rng.uniform("sp.delay", spree)) * F.lit(span)).cast("long")
+    delay = F.floor((F.lit(0.05) + F.lit(0.15) * rng.uniform("sp.delay", spree)) * F.lit(span)).cast("long")
     jitter = F.floor(rng.uniform("sp.jitter", row) * F.col("_gap").cast("double")).cast("long")
     t_fraud = F.col("_t0") + delay + (pos - F.lit(1)) * F.col("_gap") + jitter
     abroad = rng.uniform("sp.abroad", row) < F.lit(0.6)

@@ -46,13 +46,22 @@ def _rate(df: DataFrame, group: str, top: int | None = None) -> dict[str, float]
 
 
 def describe(frames: dict[str, DataFrame]) -> dict:
+    """Rates of a generated data set (see docs/datagen.md for their meaning); a dozen small Spark jobs."""
     charges, disputes, refunds = frames["charges"], frames["disputes"], frames["refunds"]
-    n = charges.count()
-    authorized = charges.where(F.col("outcome") == "authorized").count()
-    by_reason = {
-        r["reason"]: r["n"] for r in disputes.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
-    fraud = by_reason.get("fraudulent", 0)
+    declined = (F.col("outcome") == "declined").cast("double")
+    cross_border = F.col("card_country") != F.col("merchant_country")
+    totals = charges.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum(1 - declined).alias("authorized"),
+        F.avg(cross_border.cast("double")).alias("cross_share"),
+        F.sum(F.when(cross_border, declined)).alias("cross_declined"),
+        F.countDistinct("card_id").alias("cards"),
+        F.min("created").alias("lo"),
+        F.max("created").alias("hi"),
+    ).first()
+    n, authorized = totals["n"], int(totals["authorized"] or 0)
+    by_reason = dict(disputes.groupBy("reason").count().collect())
+    fraud, n_refunds = by_reason.get("fraudulent", 0), refunds.count()
 
     per_merchant = charges.groupBy("merchant_id").agg(F.count(F.lit(1)).alias("n"))
     m = per_merchant.agg(
@@ -63,42 +72,41 @@ def describe(frames: dict[str, DataFrame]) -> dict:
     top10 = per_merchant.orderBy(F.desc("n")).limit(10).agg(F.sum("n")).first()[0]
 
     per_customer = charges.groupBy("customer_id").agg(F.countDistinct("card_id").alias("cards"))
-    cards = per_customer.agg(
-        F.avg("cards").alias("mean"), F.avg((F.col("cards") >= 2).cast("double")).alias("multi")
+    customers = per_customer.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.avg("cards").alias("mean"),
+        F.avg((F.col("cards") >= 2).cast("double")).alias("multi"),
     ).first()
+    hourly = charges.groupBy(F.hour("created").alias("h")).count().orderBy("count", "h").collect()
 
-    t = charges.agg(F.min("created").alias("lo"), F.max("created").alias("hi")).first()
-    hourly = charges.groupBy(F.hour("created").alias("h")).count().orderBy("count").collect()
+    def share(part: float, whole: float, digits: int = 5) -> float:
+        return round(part / whole, digits) if whole else 0.0
+
     return {
         "charges": n,
-        "disputes": disputes.count(),
-        "refunds": refunds.count(),
-        "created_from": t["lo"].isoformat() if t["lo"] else None,
-        "created_to": t["hi"].isoformat() if t["hi"] else None,
+        "disputes": sum(by_reason.values()),
+        "refunds": n_refunds,
+        "created_from": totals["lo"].isoformat() if totals["lo"] else None,
+        "created_to": totals["hi"].isoformat() if totals["hi"] else None,
         "merchants": m["merchants"],
-        "customers": per_customer.count(),
-        "cards": charges.select("card_id").distinct().count(),
-        "decline_rate": round(1 - authorized / n, 4),
+        "customers": customers["n"],
+        "cards": totals["cards"],
+        "decline_rate": round(1 - share(authorized, n, 6), 4),
         "decline_rate_by_channel": _rate(charges, "channel"),
         "decline_rate_by_top_issuers": _rate(charges, "issuer", top=5),
         "decline_rate_by_card_country": _rate(charges, "card_country"),
-        "decline_rate_cross_border": _rate(
-            charges.withColumn("cross_border", F.col("card_country") != F.col("merchant_country")),
-            "cross_border",
-        ).get(True),
-        "cross_border_share": round(
-            charges.where(F.col("card_country") != F.col("merchant_country")).count() / n, 4
-        ),
-        "fraud_rate": round(fraud / n, 5),
-        "fraud_rate_of_authorized": round(fraud / max(authorized, 1), 5),
-        "dispute_rate_of_authorized": round(sum(by_reason.values()) / max(authorized, 1), 5),
-        "other_dispute_rate_of_authorized": round(by_reason.get("other", 0) / max(authorized, 1), 5),
-        "refund_rate_of_authorized": round(refunds.count() / max(authorized, 1), 5),
-        "top_merchant_share": round(m["top"] / n, 4),
-        "top10_merchant_share": round(top10 / n, 4),
-        "median_merchant_share": round(m["median"] / n, 6),
-        "cards_per_customer": round(cards["mean"], 3),
-        "customers_with_2plus_cards": round(cards["multi"], 4),
+        "decline_rate_cross_border": share(totals["cross_declined"] or 0, n * totals["cross_share"], 4),
+        "cross_border_share": round(totals["cross_share"], 4),
+        "fraud_rate": share(fraud, n),
+        "fraud_rate_of_authorized": share(fraud, authorized),
+        "dispute_rate_of_authorized": share(sum(by_reason.values()), authorized),
+        "other_dispute_rate_of_authorized": share(by_reason.get("other", 0), authorized),
+        "refund_rate_of_authorized": share(n_refunds, authorized),
+        "top_merchant_share": share(m["top"], n, 4),
+        "top10_merchant_share": share(top10, n, 4),
+        "median_merchant_share": share(m["median"], n, 6),
+        "cards_per_customer": round(customers["mean"], 3),
+        "customers_with_2plus_cards": round(customers["multi"], 4),
         "card_testing_bursts": card_testing_bursts(charges).count(),
         "busiest_utc_hour": hourly[-1]["h"] if hourly else None,
         "quietest_utc_hour": hourly[0]["h"] if hourly else None,

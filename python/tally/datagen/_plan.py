@@ -86,7 +86,8 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
     spree = (int(charges * SPREE_SHARE) // SPREE_LEN) * SPREE_LEN
 
     # Compromised merchants: a few per thousand, never the biggest ones (a breach there would dominate);
-    # each is breached during one window in the first half of the span.
+    # each is breached during one window in the first 60 % of the span, so that sprees (up to 20 % of the
+    # span later, see `_charges.stolen_card_spree`) still fall inside it.
     n_merchants = sum(by_country)
     n_compromised = max(2, n_merchants // 250)
     picks = seeded_constants(seed, "compromised", 2 * n_compromised)
@@ -98,7 +99,7 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
         return m + 3 if rank < 3 else m
 
     compromised = tuple(
-        (not_a_top_merchant(int(picks[2 * j] * (n_merchants - 4))), int(picks[2 * j + 1] * 0.5 * span))
+        (not_a_top_merchant(int(picks[2 * j] * (n_merchants - 4))), int(picks[2 * j + 1] * 0.4 * span))
         for j in range(n_compromised)
     )
     return Plan(
@@ -113,5 +114,5 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
         testing_rows=testing,
         spree_rows=spree,
         compromised=compromised,
-        breach_micros=min(10 * MICROS_PER_DAY, span // 4),
+        breach_micros=min(10 * MICROS_PER_DAY, span // 5),
     )
