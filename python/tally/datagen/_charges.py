@@ -7,11 +7,11 @@ deterministic by seed; see `_rng`):
    time `t` (microseconds after `start`) and the kind of charge:
    - ordinary: customer with a skewed activity level, one of their cards (the first most often), a merchant
      of their country (a few are abroad), half the time one of their five regular merchants, ranks zipf-like
-     (`zipf_cycles`), time on a weekly x diurnal cycle in the merchant's local time;
+     (`ordinary_charges`), time on a weekly x diurnal cycle in the merchant's local time;
    - card testing (`card_testing`): one card, BURST_LEN charges seconds apart at random merchants;
    - stolen-card spree (`stolen_card_spree`): the card's visit to the place it was stolen (a compromised
-     merchant, within its breach window, for most sprees), then fraudulent charges days later at merchants the
-     card never used, mostly abroad, with high amounts, hours apart.
+     merchant, within its breach window, for most sprees), then fraudulent charges days later at merchants
+     new to the card, mostly abroad, with high amounts, hours apart.
 2. Join the merchant (broadcast): category, country, currency, price level; evaluate the card's attributes and
    join its issuer (broadcast).
 3. Amount: lognormal around the merchant's price level (`amount_usd`), converted to the merchant's currency in
@@ -41,7 +41,7 @@ from tally.datagen._dims import (
     merchants,
 )
 from tally.datagen._plan import BURST_LEN, COMPROMISED_SPREE_SHARE, MICROS_PER_DAY, SPREE_LEN, Plan
-from tally.datagen._rng import Rng, inverse_cdf, scramble_id
+from tally.datagen._rng import Rng, inverse_cdf, scramble_id, zipf_rank
 
 # The public schema of `charges`, in order (types: docs/datagen.md, pinned by tests/test_datagen.py).
 CHARGE_COLUMNS = tuple(
@@ -74,10 +74,7 @@ def _local_time(rng: Rng, plan: Plan, ci: Column, row: Column) -> Column:
 def _merchant_in(plan: Plan, ci: Column, u: Column) -> Column:
     """Merchant index of zipf rank drawn from u within country ci."""
     offsets, sizes = plan.merchant_offsets(), plan.merchants_by_country
-    n = lookup(sizes, ci).cast("double")
-    a = 1.0 - ZIPF_S
-    x = F.pow((F.pow(n, F.lit(a)) - F.lit(1.0)) * u + F.lit(1.0), F.lit(1.0 / a))
-    rank = F.least(F.floor(x).cast("long") - F.lit(1), n.cast("long") - F.lit(1))
+    rank = zipf_rank(u, lookup(sizes, ci), ZIPF_S)
     return F.coalesce(lookup(offsets, ci).cast("long") + rank, F.lit(0).cast("long"))  # non-null join key
 
 
@@ -96,7 +93,7 @@ def _card_of(rng: Rng, df: DataFrame, c: Column, u_card: Column, skew: float = 1
 DRAW_COLUMNS = ("id", "_c", "_k", "_home", "_mi", "_t", "_kind")
 
 
-def zipf_cycles(spark: SparkSession, plan: Plan) -> DataFrame:
+def ordinary_charges(spark: SparkSession, plan: Plan) -> DataFrame:
     """Ordinary charges (step 1, first kind)."""
     rng = Rng(plan.seed)
     row = F.col("id")
@@ -238,7 +235,7 @@ def _decline_code(rng: Rng, kind: Column, cross: Column, row: Column) -> Column:
 def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
     """All charge columns plus internal `_kind` and `_fraud` (steps 2-4)."""
     rng = Rng(plan.seed)
-    draws = zipf_cycles(spark, plan)
+    draws = ordinary_charges(spark, plan)
     if plan.testing_rows:
         draws = draws.unionByName(card_testing(spark, plan))
     if plan.spree_rows:

@@ -53,13 +53,13 @@ class Rng:
         """Index drawn with the given weights (inverse CDF, a balanced CASE tree: log2(len) comparisons)."""
         return inverse_cdf(self.uniform(stream, *keys), weights)
 
-    def zipf_rank(self, stream: str, n, s: float, *keys) -> Column:
-        """Rank in [0, n) with P(rank) ~ (rank + 1)^-s: the continuous bounded-Pareto inverse CDF, floored."""
-        u = self.uniform(stream, *keys)
-        n = _col(n).cast("double")
-        a = 1.0 - s
-        x = F.pow((F.pow(n, F.lit(a)) - F.lit(1.0)) * u + F.lit(1.0), F.lit(1.0 / a))
-        return F.least(F.floor(x).cast("long") - F.lit(1), n.cast("long") - F.lit(1))
+
+def zipf_rank(u: Column, n: Column, s: float) -> Column:
+    """Rank in [0, n), P(rank) ~ (rank + 1)^-s, from a uniform u: the bounded-Pareto inverse CDF, floored."""
+    n = n.cast("double")
+    a = 1.0 - s
+    x = F.pow((F.pow(n, F.lit(a)) - F.lit(1.0)) * u + F.lit(1.0), F.lit(1.0 / a))
+    return F.least(F.floor(x).cast("long") - F.lit(1), n.cast("long") - F.lit(1))
 
 
 def inverse_cdf(u: Column, weights: Sequence[float]) -> Column:
