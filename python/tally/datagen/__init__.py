@@ -1,0 +1,97 @@
+"""Synthetic payments: charges, disputes and refunds with the patterns fraud and authorization models learn.
+
+    frames = generate(spark, charges=200_000, days=30, seed=7)     # {"charges", "disputes", "refunds"}
+    counts = write(spark, "data", charges=1_000_000, days=90, seed=7, format="delta")
+    rates = describe(frames)
+
+Built in Spark from `spark.range` ids (nothing large is collected), so it scales to tens of millions of
+charges on a laptop; deterministic by seed: the same arguments give the same rows under any partitioning.
+What it models and the rates it produces: docs/datagen.md.
+
+Modules: `_plan` sizes, `_rng` counter-based randomness, `_catalog` reference data, `_dims` issuers,
+merchants, customers and cards, `_charges` the charges and their outcomes, `_labels` disputes and refunds,
+`_describe` rates.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+
+from tally.datagen import _dims
+from tally.datagen._charges import CHARGE_COLUMNS, charges_with_truth
+from tally.datagen._describe import describe
+from tally.datagen._labels import disputes, refunds
+from tally.datagen._plan import make_plan
+from tally.errors import UsageError
+
+__all__ = ["FORMATS", "TABLES", "describe", "dimensions", "generate", "write"]
+
+TABLES = ("charges", "disputes", "refunds")
+FORMATS = ("parquet", "delta")
+
+
+def generate(
+    spark: SparkSession,
+    charges: int,
+    days: int,
+    seed: int,
+    start: str = "2026-01-01",
+    *,
+    partitions: int | None = None,
+) -> dict[str, DataFrame]:
+    """The `charges`, `disputes` and `refunds` DataFrames (lazy; nothing runs until they are read).
+
+    `charges` rows exactly, created in [start, start + days) UTC. `partitions` sets the parallelism of the
+    charge id ranges (default: one per million charges, at least 2); it never changes the rows.
+    """
+    plan = make_plan(charges, days, seed, start, partitions)
+    truth = charges_with_truth(spark, plan)
+    return {
+        "charges": truth.select(*CHARGE_COLUMNS),
+        "disputes": disputes(truth, plan.seed),
+        "refunds": refunds(truth, plan.seed),
+    }
+
+
+def dimensions(
+    spark: SparkSession, charges: int, days: int, seed: int, start: str = "2026-01-01"
+) -> dict[str, DataFrame]:
+    """The dimension tables behind `generate` with the same arguments: issuers, merchants, customers, cards.
+
+    Customers and cards hold everyone who could pay, not only those who did in the generated charges.
+    """
+    plan = make_plan(charges, days, seed, start, None)
+    return {
+        "issuers": _dims.issuers(spark).select("issuer", "card_country", "card_brand"),
+        "merchants": _dims.merchants(spark, plan).select(
+            "merchant_id", "mcc", "merchant_country", "currency", "compromised"
+        ),
+        "customers": _dims.customers(spark, plan),
+        "cards": _dims.cards(spark, plan),
+    }
+
+
+def write(
+    spark: SparkSession,
+    out: str,
+    charges: int,
+    days: int,
+    seed: int,
+    start: str = "2026-01-01",
+    format: str = "parquet",
+    *,
+    partitions: int | None = None,
+) -> dict[str, int]:
+    """Generate and write `<out>/charges`, `/disputes`, `/refunds` (overwriting); return row counts."""
+    if format not in FORMATS:
+        raise UsageError(f"datagen: unknown format {format!r}", hint=f"use one of {', '.join(FORMATS)}")
+    frames = generate(spark, charges, days, seed, start, partitions=partitions)
+    counts = {}
+    for name in TABLES:
+        path = f"{out.rstrip('/')}/{name}"
+        writer = frames[name].write.format(format).mode("overwrite")
+        if format == "delta":
+            writer = writer.option("overwriteSchema", "true")
+        writer.save(path)
+        counts[name] = spark.read.format(format).load(path).count()
+    return counts
