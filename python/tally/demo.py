@@ -138,7 +138,7 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
                    f"({int(frauds):,} fraud, {frauds / n_test:.2%})")
 
         summary = ts.select([F.round(F.avg(c), 3).alias(c) for c in feature_cols[:12]]).first().asDict()
-        echo("    feature means (first 12): " + ", ".join(f"{k.split('__')[-1]}={v}" for k, v in summary.items()))
+        echo("    feature means (first 12): " + ", ".join(f"{k.replace('__', '.')}={v}" for k, v in summary.items()))
         base = _auc_pr(train, test, baseline_cols)
         clock.step(f"baseline (charge's own columns only): AUC-PR {base:.3f}")
         full = _auc_pr(train, test, baseline_cols + feature_cols)
