@@ -107,3 +107,13 @@ def test_cli_end_to_end_as_a_subprocess(project):
     assert out.returncode == 0 and "days 2026-01-05..2026-01-06" in out.stdout, out.stderr[-2000:]
     out = subprocess.run([*args, "describe", "missing"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1 and "unknown feature view" in out.stderr
+
+
+def test_datagen_command_writes_the_three_tables(spark, tmp_path):
+    out = tmp_path / "data"
+    r = CliRunner().invoke(cli, ["datagen", "--charges", "3000", "--days", "5", "--seed", "3", "--out", str(out)],
+                           standalone_mode=False)
+    assert r.exception is None, r.output
+    assert "charges: 3000 rows" in r.output
+    assert spark.read.parquet(str(out / "charges")).count() == 3000
+    assert {p.name for p in out.iterdir()} >= {"charges", "disputes", "refunds"}

@@ -41,8 +41,8 @@ def main(argv=None) -> int:
             "TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD")
         df, built = training.build(spark, spine, views, "TX_DATETIME", views=repo.views)
         for w in ("1d", "7d", "30d"):
-            df = df.withColumn(f"terminal_risk_{w}", F.coalesce(
-                F.col(f"terminal_risk__nb_fraud_{w}_delay_7d") / F.col(f"terminal_risk__nb_tx_{w}_delay_7d"), F.lit(0.0)))
+            df = df.withColumn(f"terminal_risk_{w}", F.coalesce(F.try_divide(
+                F.col(f"terminal_risk__nb_fraud_{w}_delay_7d"), F.col(f"terminal_risk__nb_tx_{w}_delay_7d")), F.lit(0.0)))
         df.write.mode("overwrite").parquet(args.out)
         out = spark.read.parquet(args.out)
         rows = out.count()
