@@ -128,7 +128,8 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     def moveTo(t: Long): Unit =
       if (!withAvailability) {
         while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { add(nextEnter); nextEnter += 1 }
-        while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
+        // Lifetime windows never expire; their buffer is already dropped up to nextEnter, so do not read it.
+        if (!window.lifetime) while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
       } else {
         while (pendingScan < buffer.end) {
           pending.push(math.max(buffer.ts(pendingScan) + window.delay, buffer.avail(pendingScan)), pendingScan)
@@ -139,7 +140,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
           // An event whose exit passed before its label arrived never enters.
           if (idx >= nextExit && !window.exited(buffer.ts(idx), t)) { setIn(idx, in = true); add(idx) }
         }
-        while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
+        if (!window.lifetime) while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
           if (inAt(nextExit)) { setIn(nextExit, in = false); drop(nextExit) }
           nextExit += 1
         }
