@@ -14,6 +14,7 @@ final class EventBuffer {
 
   def clear(): Unit = { base = 0L; head = 0; size = 0; java.util.Arrays.fill(vals.asInstanceOf[Array[AnyRef]], null) }
   def end: Long = base + size
+  def length: Int = size
 
   def append(ts: Long, avail: Long, values: Array[Any]): Unit = {
     if (head + size == tss.length) grow()
