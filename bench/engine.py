@@ -161,13 +161,26 @@ def tally_has_max(spark) -> bool:
 
 # ---- driver ----
 
-def timed(fn, runs: int) -> tuple[float, list[float]]:
-    times = []
+def cpu_seconds(spark) -> float:
+    """CPU time of the Spark JVM plus this process (DuckDB runs in-process): on a shared machine this is
+    steadier than wall time."""
+    import resource
+
+    pid = spark._jvm.java.lang.ProcessHandle.current().pid()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    jvm = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return jvm + me.ru_utime + me.ru_stime
+
+
+def timed(fn, runs: int, spark) -> list[tuple[float, float]]:
+    """(wall, cpu) seconds of each run."""
+    out = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = cpu_seconds(spark), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+        out.append((time.perf_counter() - t0, cpu_seconds(spark) - c0))
+    return out
 
 
 def machine() -> str:
@@ -202,7 +215,7 @@ def main(argv=None) -> int:
     measured: dict[str, tuple[int, float]] = {}
     for n in sizes:
         data = generate(n, skewed=args.skewed)
-        row = {"n": n, "skewed": args.skewed, "times": {}, "estimated": {}}
+        row = {"n": n, "skewed": args.skewed, "times": {}, "cpu": {}, "estimated": {}}
         outputs = {}
         for engine in engines:
             if engine in measured:
@@ -218,15 +231,17 @@ def main(argv=None) -> int:
             run = {"tally": lambda: run_tally(spark, data, out, with_max),
                    "spark_sql": lambda: run_spark_sql(spark, data, out, with_max),
                    "duckdb": lambda: run_duckdb(data, out, with_max)}[engine]
-            first, _ = timed(run, 1)
-            runs = [first]
-            if first < args.one_run and args.runs > 1:
-                runs += timed(run, args.runs - 1)[1]
-            t = statistics.median(runs)
+            runs = timed(run, 1, spark)
+            if runs[0][0] < args.one_run and args.runs > 1:
+                runs += timed(run, args.runs - 1, spark)
+            t = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
             measured[engine] = (n, t)
             row["times"][engine] = t
+            row["cpu"][engine] = cpu
             outputs[engine] = out
-            print(f"  n={n:>9,} {engine:<9} {t:8.2f} s (runs: {', '.join(f'{x:.2f}' for x in runs)})", flush=True)
+            print(f"  n={n:>9,} {engine:<9} {t:8.2f} s wall, {cpu:8.2f} s cpu "
+                  f"(runs: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in runs)})", flush=True)
         problems = check(outputs, with_max)
         row["agree"] = not problems
         for p in problems:
