@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ def run_tally(spark, data: Path, out: Path, with_max: bool) -> None:
 
 
 def _window_sql(ts: str, table: str, with_max: bool, coalesce_sum: bool) -> str:
-    """One SELECT with a RANGE frame per window: events with t - w <= ts <= t - 1us, i.e. strictly before t."""
+    """One SELECT, a RANGE frame per window: events with t - w <= ts <= t - 1us, i.e. strictly before t."""
     selects, windows = [], []
     for name, seconds in WINDOWS.items():
         w = f"w_{name}"
@@ -105,8 +105,10 @@ def _window_sql(ts: str, table: str, with_max: bool, coalesce_sum: bool) -> str:
 
 
 def run_spark_sql(spark, data: Path, out: Path, with_max: bool) -> None:
-    spark.read.parquet(str(data)).selectExpr("*", "unix_micros(created) AS ts_us").createOrReplaceTempView("charges")
-    spark.sql(_window_sql("ts_us", "charges", with_max, coalesce_sum=True)).write.mode("overwrite").parquet(str(out))
+    charges = spark.read.parquet(str(data)).selectExpr("*", "unix_micros(created) AS ts_us")
+    charges.createOrReplaceTempView("charges")
+    result = spark.sql(_window_sql("ts_us", "charges", with_max, coalesce_sum=True))
+    result.write.mode("overwrite").parquet(str(out))
 
 
 def run_duckdb(data: Path, out: Path, with_max: bool) -> None:
@@ -114,8 +116,10 @@ def run_duckdb(data: Path, out: Path, with_max: bool) -> None:
 
     con = duckdb.connect()
     con.execute("SET threads = 2")
-    con.execute(f"CREATE VIEW charges AS SELECT *, epoch_us(created) AS ts_us FROM read_parquet('{data}')")
-    con.execute(f"COPY ({_window_sql('ts_us', 'charges', with_max, coalesce_sum=True)}) TO '{out}' (FORMAT parquet)")
+    con.execute(f"CREATE VIEW charges AS SELECT *, epoch_us(created) AS ts_us "
+                f"FROM read_parquet('{data}')")
+    sql = _window_sql("ts_us", "charges", with_max, coalesce_sum=True)
+    con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet)")
     con.close()
 
 
@@ -139,11 +143,13 @@ def check(outputs: dict[str, Path], with_max: bool) -> list[str]:
             if c.startswith("count"):
                 conds.append(f"{a} IS DISTINCT FROM {b}")
             else:
-                conds.append(f"(({a} IS NULL) <> ({b} IS NULL) OR abs({a} - {b}) > 1e-6 * greatest(abs({a}), abs({b}), 1e-9))")
+                conds.append(f"(({a} IS NULL) <> ({b} IS NULL) "
+                             f"OR abs({a} - {b}) > 1e-6 * greatest(abs({a}), abs({b}), 1e-9))")
+        fa, fb = files(outputs[base]), files(outputs[other])
         q = (f"SELECT count(*) FILTER (WHERE {' OR '.join(conds)}) AS bad, count(*) AS n, "
-             f"(SELECT count(*) FROM read_parquet('{files(outputs[base])}')) AS n_a, "
-             f"(SELECT count(*) FROM read_parquet('{files(outputs[other])}')) AS n_b "
-             f"FROM read_parquet('{files(outputs[base])}') a JOIN read_parquet('{files(outputs[other])}') b USING (charge_id)")
+             f"(SELECT count(*) FROM read_parquet('{fa}')) AS n_a, "
+             f"(SELECT count(*) FROM read_parquet('{fb}')) AS n_b "
+             f"FROM read_parquet('{fa}') a JOIN read_parquet('{fb}') b USING (charge_id)")
         bad, n, n_a, n_b = con.execute(q).fetchone()
         if bad or n != n_a or n != n_b:
             problems.append(f"{base} vs {other}: {bad} of {n} rows differ (rows: {n_a} vs {n_b})")
@@ -185,16 +191,19 @@ def timed(fn, runs: int, spark) -> list[tuple[float, float]]:
 
 def machine() -> str:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="200000,2000000,8000000")
     ap.add_argument("--engines", default="tally,spark_sql,duckdb")
-    ap.add_argument("--runs", type=int, default=3, help="runs per engine and size (median); 1 when a run exceeds --one-run")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs per engine and size (median); 1 when a run exceeds --one-run")
     ap.add_argument("--one-run", type=float, default=60.0, help="seconds above which a single run is enough")
-    ap.add_argument("--budget", type=float, default=900.0, help="skip an engine whose estimated run exceeds this")
+    ap.add_argument("--budget", type=float, default=900.0,
+                    help="skip an engine whose estimated run (seconds) exceeds this")
     ap.add_argument("--skewed", action="store_true", help="single hot card with half of the charges")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
@@ -211,6 +220,9 @@ def main(argv=None) -> int:
     print(f"features: count, sum{', max' if with_max else ''} x {', '.join(WINDOWS)} "
           f"({'max not in this tally build yet' if not with_max else 'all three'})", flush=True)
 
+    if "tally" in engines:  # JIT and first-job costs out of the first timed run
+        run_tally(spark, generate(min(sizes[0], 20_000)), OUT / "warmup.parquet", with_max)
+
     results = []
     measured: dict[str, tuple[int, float]] = {}
     for n in sizes:
@@ -223,14 +235,15 @@ def main(argv=None) -> int:
                 est = t0 * (n / n0) ** GROWTH[engine]
                 if est > args.budget:
                     row["estimated"][engine] = est
-                    print(f"  n={n:>9,} {engine:<9} skipped: estimated {est:,.0f} s from {t0:,.1f} s at {n0:,} "
+                    print(f"  n={n:>9,} {engine:<9} skipped: estimated {est:,.0f} s "
+                          f"from {t0:,.1f} s at {n0:,} "
                           f"(x(n/n0)^{GROWTH[engine]}), over the {args.budget:.0f} s budget", flush=True)
                     continue
             out = OUT / f"result_{engine}_{n}{'_skewed' if args.skewed else ''}.parquet"
             shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
-            run = {"tally": lambda: run_tally(spark, data, out, with_max),
-                   "spark_sql": lambda: run_spark_sql(spark, data, out, with_max),
-                   "duckdb": lambda: run_duckdb(data, out, with_max)}[engine]
+            run = {"tally": partial(run_tally, spark, data, out, with_max),
+                   "spark_sql": partial(run_spark_sql, spark, data, out, with_max),
+                   "duckdb": partial(run_duckdb, data, out, with_max)}[engine]
             runs = timed(run, 1, spark)
             if runs[0][0] < args.one_run and args.runs > 1:
                 runs += timed(run, args.runs - 1, spark)
@@ -253,37 +266,45 @@ def main(argv=None) -> int:
     print()
     print(table(results, machine(), with_max))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "with_max": with_max, "results": results}, indent=2))
+        report = {"machine": machine(), "with_max": with_max, "results": results}
+        args.json.write_text(json.dumps(report, indent=2))
     spark.stop()
     return 0 if all(r["agree"] for r in results) else 1
 
 
 def table(results: list[dict], machine_text: str, with_max: bool) -> str:
+    """Markdown: wall seconds (median), CPU seconds, and how many times longer each engine took than tally."""
     def cell(row, engine):
         if engine in row["times"]:
-            return f"{row['times'][engine]:.1f} s"
+            return f"{row['times'][engine]:.1f} s ({row['cpu'][engine]:.1f} s cpu)"
         if engine in row["estimated"]:
-            return f"skipped (est. {row['estimated'][engine]:,.0f} s)"
+            return f"skipped, est. {row['estimated'][engine]:,.0f} s"
         return "-"
 
     def ratio(row, engine):
-        t = row["times"].get("tally")
-        other = row["times"].get(engine) or row["estimated"].get(engine)
+        t, other = row["times"].get("tally"), row["times"].get(engine) or row["estimated"].get(engine)
         if not t or not other:
             return "-"
-        return f"{other / t:,.1f}x" + ("" if engine in row["times"] else " (est.)")
+        text = f"{other / t:,.1f}x"
+        if engine in row["cpu"]:
+            text += f" ({row['cpu'][engine] / row['cpu']['tally']:,.1f}x cpu)"
+        return text + ("" if engine in row["times"] else " (est.)")
 
-    lines = ["| rows | tally | Spark SQL windows | DuckDB windows | tally vs Spark SQL | tally vs DuckDB | agree |",
+    lines = ["| rows | tally | Spark SQL windows | DuckDB windows | Spark SQL / tally | DuckDB / tally "
+             "| agree |",
              "|---:|---:|---:|---:|---:|---:|:---:|"]
     for r in results:
-        lines.append(f"| {r['n']:,}{' (skewed)' if r['skewed'] else ''} | {cell(r, 'tally')} | {cell(r, 'spark_sql')} | "
-                     f"{cell(r, 'duckdb')} | {ratio(r, 'spark_sql')} | {ratio(r, 'duckdb')} | {'yes' if r['agree'] else 'NO'} |")
-    base = results[0]["times"].get("tally") if results else None
+        rows = f"{r['n']:,}{' (one hot card)' if r['skewed'] else ''}"
+        cells = [cell(r, "tally"), cell(r, "spark_sql"), cell(r, "duckdb"),
+                 ratio(r, "spark_sql"), ratio(r, "duckdb")]
+        lines.append(f"| {rows} | {' | '.join(cells)} | {'yes' if r['agree'] else 'NO'} |")
+    base = next((r for r in results if "tally" in r["times"]), None)
     if base:
         lines.append("")
         lines.append("tally scaling: " + ", ".join(
-            f"{r['n']:,}: {r['times']['tally'] / base:.1f}x time for {r['n'] / results[0]['n']:.0f}x rows"
-            for r in results if "tally" in r["times"]))
+            f"{r['n'] / base['n']:.0f}x rows -> {r['times']['tally'] / base['times']['tally']:.1f}x wall, "
+            f"{r['cpu']['tally'] / base['cpu']['tally']:.1f}x cpu"
+            for r in results if r is not base and "tally" in r["times"]))
     return "\n".join(lines)
 
 
