@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -224,20 +225,23 @@ def main(argv=None) -> int:
         run_tally(spark, generate(min(sizes[0], 20_000)), OUT / "warmup.parquet", with_max)
 
     results = []
-    measured: dict[str, tuple[int, float]] = {}
+    measured: dict[str, list[tuple[int, float]]] = {}
     for n in sizes:
         data = generate(n, skewed=args.skewed)
         row = {"n": n, "skewed": args.skewed, "times": {}, "cpu": {}, "estimated": {}}
         outputs = {}
         for engine in engines:
             if engine in measured:
-                n0, t0 = measured[engine]
-                est = t0 * (n / n0) ** GROWTH[engine]
+                (n0, t0), growth = measured[engine][-1], GROWTH[engine]
+                if len(measured[engine]) > 1:  # fitted from the last two sizes when it grows faster
+                    (n1, t1) = measured[engine][-2]
+                    growth = max(growth, math.log(t0 / t1) / math.log(n0 / n1))
+                est = t0 * (n / n0) ** growth
                 if est > args.budget:
                     row["estimated"][engine] = est
                     print(f"  n={n:>9,} {engine:<9} skipped: estimated {est:,.0f} s "
                           f"from {t0:,.1f} s at {n0:,} "
-                          f"(x(n/n0)^{GROWTH[engine]}), over the {args.budget:.0f} s budget", flush=True)
+                          f"(x(n/n0)^{growth:.2f}), over the {args.budget:.0f} s budget", flush=True)
                     continue
             out = OUT / f"result_{engine}_{n}{'_skewed' if args.skewed else ''}.parquet"
             shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
@@ -249,7 +253,7 @@ def main(argv=None) -> int:
                 runs += timed(run, args.runs - 1, spark)
             t = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
-            measured[engine] = (n, t)
+            measured.setdefault(engine, []).append((n, t))
             row["times"][engine] = t
             row["cpu"][engine] = cpu
             outputs[engine] = out
