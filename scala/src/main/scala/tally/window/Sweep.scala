@@ -137,7 +137,6 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     def moveTo(t: Long): Unit =
       if (!withAvailability) {
         while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { add(nextEnter); nextEnter += 1 }
-        // Lifetime windows never expire; their buffer is already dropped up to nextEnter, so do not read it.
         if (!window.lifetime) while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
       } else {
         while (pendingScan < buffer.end) {
