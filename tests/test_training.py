@@ -10,7 +10,7 @@ import tally as tl
 from click.testing import CliRunner
 from tally import store
 from tally.cli import cli
-from tally.errors import DataError, UsageError
+from tally.errors import DataError, RegistryError
 
 CARD = tl.Entity("card", keys=["card_id"])
 D = dt.date(2026, 4, 10)
@@ -97,9 +97,9 @@ def test_spine_without_timestamp_or_with_wrong_key_type_is_refused(spark, views)
 def test_unknown_view_or_feature_is_refused_naming_it(spark, views):
     snap, temp, wh = views
     s = spine(spark, [(1, "c1", at(0, 1), 0)])
-    with pytest.raises(UsageError, match="unknown feature view 'nope'"):
+    with pytest.raises(RegistryError, match="unknown feature view 'nope'"):
         tl.training_set(spark, s, ["nope"], views={"card_live": temp}, timestamp="ts")
-    with pytest.raises(UsageError, match="has no feature 'count_99d'"):
+    with pytest.raises(RegistryError, match="has no feature 'count_99d'"):
         tl.training_set(spark, s, ["card_live:count_99d"], views={"card_live": temp}, timestamp="ts")
 
 

@@ -4,7 +4,7 @@ import org.apache.spark.sql.DataFrame
 import org.apache.spark.sql.catalyst.InternalRow
 import org.apache.spark.sql.catalyst.expressions.{GenericInternalRow, JoinedRow, UnsafeProjection}
 import org.apache.spark.sql.functions._
-import org.apache.spark.sql.tally.InternalRows
+import org.apache.spark.sql.tally.InternalFrames
 import org.apache.spark.sql.types._
 
 /** As-of join: for each spine row at t, the right-hand row of the same key with the latest time <= t (and, with
@@ -46,12 +46,8 @@ object AsOfJob {
     val keyTypes = keys.map(k => spine.schema(k).dataType)
     val (timeAt, kindAt, valuesAt, spineAt) = (nKeys, nKeys + 1, nKeys + 2, nKeys + 3)
     val (nValues, nSpine) = (valueCols.size, spineType.size)
-    // A 64-bit hash of the key leads the sort: its prefix tells almost every pair of rows apart, where string
-    // keys sharing a prefix ("card1...") would fall back to full comparisons.
-    val sorted = rights.unionByName(queries)
-      .repartition(partitions, keyCols.map(col): _*)
-      .sortWithinPartitions((xxhash64(keyCols.map(col): _*) +: (keyCols :+ "__tally_t" :+ "__tally_kind").map(col)): _*)
-    val rows = InternalRows.rdd(sorted).mapPartitions[InternalRow] { rows =>
+    val sorted = Shuffle.byKeyThenTime(rights.unionByName(queries), keyCols, Seq("__tally_t", "__tally_kind"), partitions)
+    val rows = sorted.queryExecution.toRdd.mapPartitions[InternalRow] { rows =>
       val project = UnsafeProjection.create(outSchema)
       val joined = new JoinedRow
       val empty = new GenericInternalRow(nValues)
@@ -70,6 +66,6 @@ object AsOfJob {
         }
       }
     }
-    InternalRows.toDataFrame(spine, rows, outSchema)
+    InternalFrames.fromInternalRows(spine.sparkSession, rows, outSchema)
   }
 }

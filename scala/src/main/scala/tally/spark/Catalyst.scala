@@ -51,4 +51,21 @@ object Catalyst {
       v => if (v == null) null else InternalRow.fromSeq(v.asInstanceOf[Seq[Any]].zip(convs).map { case (x, c) => c(x) })
     case _ => identity
   }
+
+  /** The Spark type a column's values travel in before kernels see them (integers widen to long, float to double),
+    * so that a kernel gets one boxed type per VType. */
+  def carrier(t: DataType): DataType = t match {
+    case IntegerType | ShortType | ByteType => LongType
+    case FloatType                          => DoubleType
+    case other                              => other
+  }
+
+  /** A JSON default (Long, Double, String, Boolean) as a kernel value of type `t`. */
+  def coerce(v: Any, t: VType): Any = (v, t) match {
+    case (null, _)                                  => null
+    case (n: java.lang.Number, VType.Long)          => n.longValue
+    case (n: java.lang.Number, VType.Double)        => n.doubleValue
+    case (n: java.lang.Number, VType.Decimal(_, s)) => new java.math.BigDecimal(n.toString).setScale(s, java.math.RoundingMode.HALF_UP)
+    case (other, _)                                 => other
+  }
 }

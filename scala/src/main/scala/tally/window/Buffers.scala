@@ -12,8 +12,14 @@ final class EventBuffer {
   private var head = 0   // first live slot
   private var size = 0   // live slots
 
-  def clear(): Unit = { base = 0L; head = 0; size = 0; java.util.Arrays.fill(vals.asInstanceOf[Array[AnyRef]], null) }
+  // Only live slots hold references (dropBefore nulls the rest): filling the whole array here cost every key
+  // the capacity the hottest key once needed — quadratic on skewed data.
+  def clear(): Unit = {
+    java.util.Arrays.fill(vals.asInstanceOf[Array[AnyRef]], head, head + size, null)
+    base = 0L; head = 0; size = 0
+  }
   def end: Long = base + size
+  def length: Int = size
 
   def append(ts: Long, avail: Long, values: Array[Any]): Unit = {
     if (head + size == tss.length) grow()

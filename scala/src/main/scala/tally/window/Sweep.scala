@@ -44,7 +44,10 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   *     c. read: finish each aggregator as of t; an empty result takes the feature's default.
   *  4. The buffer drops events that every window has expired (lifetime windows keep none: their IRs are
   *     running totals), so memory per key is bounded by the events inside the longest window plus those still
-  *     waiting for their `available_at`, never by the key's whole history.
+  *     waiting for their `available_at`, never by the key's whole history. A key may have many events between
+  *     two queries (a merchant's charges, a sparse spine), so `event` also moves the windows to its time and
+  *     compacts whenever the buffer has doubled since the last compaction: at most twice the window between
+  *     queries, amortized O(1) per event.
   *
   * Invariants (checked with `require`, naming the view and key): times never go backwards within a key; a
   * window's admitted events are exactly those with enter passed and exit not passed.
@@ -63,15 +66,20 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   private val ttlState: Option[WindowState] = ttl.map(l => windows.find(_.window == Window(l, 0L, rightClosed = false)).get)
   private var key: Any = null
   private var lastTime: Long = Long.MinValue
+  private var compactAt: Int = Sweep.CompactSlack
 
   def reset(newKey: Any): Unit = {
-    key = newKey; lastTime = Long.MinValue; buffer.clear(); windows.foreach(_.reset())
+    key = newKey; lastTime = Long.MinValue; buffer.clear(); windows.foreach(_.reset()); compactAt = Sweep.CompactSlack
   }
 
   def event(ts: Long, avail: Long, values: Array[Any]): Unit = {
     advance(ts)
     buffer.append(ts, avail, values)
+    if (buffer.length >= compactAt) { windows.foreach(_.moveTo(ts)); compact() }
   }
+
+  /** Events held for the current key (for tests of the memory bound). */
+  def buffered: Int = buffer.length
 
   /** Fills `out(i)` with feature i as of t. */
   def query(t: Long, out: Array[Any]): Unit = {
@@ -93,6 +101,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     var keep = buffer.end
     windows.foreach(w => keep = math.min(keep, w.oldestNeeded))
     buffer.dropBefore(keep)
+    compactAt = 2 * buffer.length + Sweep.CompactSlack
   }
 
   private final class WindowState(val window: Window, featureIdx: IndexedSeq[Int]) {
@@ -209,4 +218,9 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   }
 
   @inline private def valueOf(f: Feature, idx: Long): Any = if (f.column < 0) java.lang.Boolean.TRUE else buffer.value(idx, f.column)
+}
+
+object Sweep {
+  /** Events a key may buffer beyond twice its window before `event` compacts (keeps compaction rare). */
+  val CompactSlack: Int = 1024
 }
