@@ -67,7 +67,7 @@ bench: setup
 	$(PY) bench/run.py
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check python tests bench features
+	$(PY) -m ruff check python tests bench features examples
 
 clean:
 	rm -rf target project/target project/project $(VENV) $(TOOLS) warehouse spark-warehouse .pytest_cache

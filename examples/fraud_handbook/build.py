@@ -28,9 +28,8 @@ def main(argv=None) -> int:
         return 1
     os.environ["HANDBOOK_DATA"] = str(data)
 
-    from pyspark.sql import functions as F
-
     import tally as tl
+    from pyspark.sql import functions as F
     from tally import manifests, registry, sources, training
 
     repo = registry.load(HERE / "features")
