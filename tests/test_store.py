@@ -126,3 +126,14 @@ def test_snapshot_rows_exist_exactly_for_entities_seen_within_ttl(spark, charges
     want = {r.card_id for r in charges.where(
         (charges.created < midnight) & (charges.created >= midnight - dt.timedelta(days=7))).select("card_id").collect()}
     assert got == want
+
+
+def test_array_features_backfill_in_several_chunks(spark, charges, tmp_path):
+    source = tl.Source("charges", dataframe=lambda s: charges, timestamp="created")
+    v = tl.FeatureView("card_tickets", entity=tl.Entity("card", keys=["card_id"]), source=source, ttl="7d",
+                       aggregations=[tl.Aggregation("approx_percentile", column="amount", windows=["7d"],
+                                                    params={"quantiles": [0.5, 0.9]}, name="p50_p90")])
+    results = store.backfill(spark, v, START, START + dt.timedelta(days=3), warehouse=tmp_path, step_days=2)
+    assert [r["status"] for r in results] == ["written", "written"]
+    row = store.read_features(spark, v, warehouse=tmp_path).where("p50_p90 IS NOT NULL").first()
+    assert len(row.p50_p90) == 2 and row.p50_p90[0] <= row.p50_p90[1]

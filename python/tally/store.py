@@ -186,8 +186,10 @@ def _check_schema(spark, path: Path, df, view: FeatureView) -> None:
     if not (path / "_delta_log").is_dir():
         return
     existing = spark.read.format("delta").load(str(path)).schema
-    want = {f.name: f.dataType for f in df.schema.fields}
-    have = {f.name: f.dataType for f in existing.fields}
+    # Types compared without nullability: Delta may store an array's element nullability differently from the
+    # frame that wrote it.
+    want = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    have = {f.name: f.dataType.simpleString() for f in existing.fields}
     if want != have:
         diff = sorted(set(want.items()) ^ set(have.items()), key=str)
         raise DataError(f"view '{view.name}': the Delta table at {path} has a schema tally did not write for this view "
