@@ -156,3 +156,27 @@ def test_cli_training_set_writes_a_manifest_and_rebuilds_identical_rows_after_ne
                             views={"daily": __import__("tally").registry.load(repo).views["daily"]},
                             timestamp="ts", warehouse=tmp_path / "wh")
     assert content_hash(fresh.select(cols)) != content_hash(spark.read.parquet(str(out)).select(cols))
+
+
+def test_as_of_kernel_equals_pandas_merge_asof_on_random_data(spark):
+    import numpy as np
+    import pandas as pd
+    from tally import kernels
+
+    rng = np.random.default_rng(3)
+    base = dt.datetime(2026, 1, 1)
+    right = pd.DataFrame({"k": rng.integers(0, 30, 2000).astype(str), "t": rng.integers(0, 10_000, 2000)})
+    right = right.drop_duplicates(["k", "t"]).assign(v=lambda d: rng.normal(size=len(d)))
+    left = pd.DataFrame({"k": rng.integers(0, 35, 1500).astype(str), "t": rng.integers(-50, 10_100, 1500),
+                         "row": np.arange(1500)})
+    to_ts = lambda m: [base + dt.timedelta(minutes=int(x)) for x in m]  # noqa: E731
+    rdf = spark.createDataFrame([(k, t, float(v)) for k, t, v in zip(right.k, to_ts(right.t), right.v)],
+                                "k string, ts timestamp, v double")
+    ldf = spark.createDataFrame([(k, t, int(r)) for k, t, r in zip(left.k, to_ts(left.t), left.row)],
+                                "k string, ts timestamp, row bigint")
+    got = kernels.as_of(spark, ldf, "ts", rdf, "ts", ["k"], ["v"], "f__", 0).toPandas().sort_values("row")
+    assert list(got.columns) == ["k", "ts", "row", "f__v"]
+    want = pd.merge_asof(left.sort_values("t"), right.sort_values("t"), on="t", by="k", direction="backward",
+                         allow_exact_matches=True).sort_values("row")
+    assert len(got) == len(left)
+    assert np.allclose(got["f__v"].to_numpy(dtype=float), want["v"].to_numpy(dtype=float), equal_nan=True)

@@ -2,7 +2,7 @@ package tally.spark
 
 import org.apache.spark.sql.DataFrame
 import org.apache.spark.sql.catalyst.InternalRow
-import org.apache.spark.sql.catalyst.expressions.{GenericInternalRow, JoinedRow, UnsafeProjection}
+import org.apache.spark.sql.catalyst.expressions.{GenericInternalRow, UnsafeProjection}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.tally.InternalFrames
 import org.apache.spark.sql.types._
@@ -25,44 +25,56 @@ object AsOfJob {
       val (s, r) = (spine.schema(k).dataType, right.schema(k).dataType)
       require(s == r, s"key column '$k' is ${s.simpleString} in the spine but ${r.simpleString} in the feature table; cast the spine's '$k'")
     }
-    val keyCols = keys.indices.map(i => s"__tally_k$i")
     def micros(df: DataFrame, c: String) = df.schema(c).dataType match {
       case TimestampType    => unix_micros(col(c))
       case TimestampNTZType => unix_micros(col(c).cast(TimestampType))
       case DateType         => unix_micros(col(c).cast(TimestampType))
       case other => throw new IllegalArgumentException(s"column '$c' must be a timestamp, got ${other.simpleString}")
     }
-    val valueType = StructType(valueCols.map(c => right.schema(c).copy(nullable = true)))
-    val spineType = spine.schema
-    val rights = right.select(keys.zip(keyCols).map { case (k, kc) => col(k).as(kc) } ++ Seq(
-      micros(right, rightTime).as("__tally_t"), lit(0).as("__tally_kind"),
-      struct(valueCols.map(c => col(s"`$c`")): _*).as("__tally_values"), lit(null).cast(spineType).as("__tally_spine")): _*)
-    val queries = spine.select(keys.zip(keyCols).map { case (k, kc) => col(k).as(kc) } ++ Seq(
-      micros(spine, spineTime).as("__tally_t"), lit(1).as("__tally_kind"), lit(null).cast(valueType).as("__tally_values"),
-      struct(spine.columns.toIndexedSeq.map(c => col(s"`$c`")): _*).as("__tally_spine")): _*)
+    // One flat row shape for both sides, so the shuffle carries no nested structs and no second copy of the key:
+    // keys (the spine's own key columns), time, kind (0 feature row, 1 spine row), values, other spine columns.
+    val rest = spine.columns.toIndexedSeq.filterNot(keys.contains)
+    val valueFields = valueCols.map(c => right.schema(c).copy(name = prefix + c, nullable = true))
+    val rights = right.select(keys.map(k => col(s"`$k`")) ++ Seq(micros(right, rightTime).as("__tally_t"), lit(0).as("__tally_kind")) ++
+      valueCols.zipWithIndex.map { case (c, i) => col(s"`$c`").as(s"__tally_v$i") } ++
+      rest.zipWithIndex.map { case (c, j) => lit(null).cast(spine.schema(c).dataType).as(s"__tally_s$j") }: _*)
+    val queries = spine.select(keys.map(k => col(s"`$k`")) ++ Seq(micros(spine, spineTime).as("__tally_t"), lit(1).as("__tally_kind")) ++
+      valueFields.zipWithIndex.map { case (f, i) => lit(null).cast(f.dataType).as(s"__tally_v$i") } ++
+      rest.zipWithIndex.map { case (c, j) => col(s"`$c`").as(s"__tally_s$j") }: _*)
 
-    val outSchema = StructType(spineType.fields ++ valueType.fields.map(f => f.copy(name = prefix + f.name)))
+    val outSchema = StructType(spine.schema.fields ++ valueFields)
     val nKeys = keys.size
-    val keyTypes = keys.map(k => spine.schema(k).dataType)
-    val (timeAt, kindAt, valuesAt, spineAt) = (nKeys, nKeys + 1, nKeys + 2, nKeys + 3)
-    val (nValues, nSpine) = (valueCols.size, spineType.size)
-    val sorted = Shuffle.byKeyThenTime(rights.unionByName(queries), keyCols, Seq("__tally_t", "__tally_kind"), partitions)
+    val (timeAt, kindAt, firstValue) = (nKeys, nKeys + 1, nKeys + 2)
+    val nValues = valueCols.size
+    val sorted = Shuffle.byKeyThenTime(rights.unionByName(queries), keys, Seq("__tally_t", "__tally_kind"), partitions)
+    val rowTypes = sorted.schema.fields.map(_.dataType)
+    // Where each output column comes from in the shuffled row (values are taken from the remembered feature row).
+    val source = spine.columns.map(c => if (keys.contains(c)) keys.indexOf(c) else firstValue + nValues + rest.indexOf(c))
     val rows = sorted.queryExecution.toRdd.mapPartitions[InternalRow] { rows =>
+      // Accessors resolve each physical type once; InternalRow.get(i, type) does so per call.
+      val get = rowTypes.map(t => InternalRow.getAccessor(t))
+      val keyOf = KeyOf(rowTypes.take(nKeys).toIndexedSeq)
       val project = UnsafeProjection.create(outSchema)
-      val joined = new JoinedRow
-      val empty = new GenericInternalRow(nValues)
-      val keyOf = KeyOf(keyTypes)
+      val out = new GenericInternalRow(source.length + nValues)
+      val last = new Array[Any](nValues)
       var current: InternalRow = null
-      var last: InternalRow = null
+      var have = false
       var lastTime = Long.MinValue
       rows.flatMap { row =>
-        if (current == null || !keyOf.same(current, row)) { current = keyOf.copy(row); last = null }
+        if (current == null || !keyOf.same(current, row)) { current = keyOf.copy(row); have = false }
         if (row.isNullAt(timeAt)) throw new IllegalArgumentException(s"a row of key ${keyOf.show(row)} has a null timestamp")
-        if (row.getInt(kindAt) == 0) { last = row.getStruct(valuesAt, nValues).copy(); lastTime = row.getLong(timeAt); Iterator.empty }
-        else {
-          val t = row.getLong(timeAt)
-          val hit = last != null && (toleranceUs <= 0 || lastTime > t - toleranceUs)
-          Iterator.single[InternalRow](project(joined(row.getStruct(spineAt, nSpine), if (hit) last else empty)))
+        if (row.getInt(kindAt) == 0) {
+          var j = 0
+          while (j < nValues) { last(j) = InternalRow.copyValue(get(firstValue + j)(row, firstValue + j)); j += 1 }
+          have = true; lastTime = row.getLong(timeAt)
+          Iterator.empty
+        } else {
+          val hit = have && (toleranceUs <= 0 || lastTime > row.getLong(timeAt) - toleranceUs)
+          var i = 0
+          while (i < source.length) { out.update(i, get(source(i))(row, source(i))); i += 1 }
+          var j = 0
+          while (j < nValues) { out.update(i + j, if (hit) last(j) else null); j += 1 }
+          Iterator.single[InternalRow](project(out))
         }
       }
     }
