@@ -52,12 +52,18 @@ def table_hash(spark, path: Path) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
-def test_sigkill_during_a_chunk_write_leaves_the_previous_version_and_resume_matches_a_clean_run(spark, tmp_path):
+def project(spark, tmp_path: Path, n: int, cards: int, days: int) -> Path:
+    """Generated charges and a one-view feature repository over them; returns the repository folder."""
     data = tmp_path / "charges"
-    write_charges(spark, data, 60_000, 3000, 20)
+    write_charges(spark, data, n, cards, days)
     repo = tmp_path / "features"
     repo.mkdir()
     (repo / "cards.py").write_text(VIEW.format(path=str(data)))
+    return repo
+
+
+def test_sigkill_during_a_chunk_write_leaves_the_previous_version_and_resume_matches_a_clean_run(spark, tmp_path):
+    repo = project(spark, tmp_path, 60_000, 3000, 20)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     cmd = [sys.executable, "-m", "tally.cli", "--repo", str(repo), "--warehouse", str(tmp_path / "wh"),
            "backfill", "card_load", "--start", "2026-06-02", "--end", "2026-06-19", "--step-days", "6", "--quiet"]
@@ -92,14 +98,9 @@ def test_sigkill_during_a_chunk_write_leaves_the_previous_version_and_resume_mat
 
 
 def test_two_backfills_of_overlapping_days_at_once_never_duplicate_or_lose_rows(spark, tmp_path):
-    data = tmp_path / "charges"
-    write_charges(spark, data, 8_000, 300, 12)
     from tally import registry
 
-    repo = tmp_path / "features"
-    repo.mkdir()
-    (repo / "cards.py").write_text(VIEW.format(path=str(data)))
-    view = registry.load(repo).views["card_load"]
+    view = registry.load(project(spark, tmp_path, 8_000, 300, 12)).views["card_load"]
     wh = tmp_path / "wh"
     store.backfill(spark, view, dt.date(2026, 6, 2), dt.date(2026, 6, 3), warehouse=wh)  # the table exists
     outcomes: dict[str, object] = {}
