@@ -103,11 +103,10 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
         end = START + dt.timedelta(days=days - 1)
         test_start = START + dt.timedelta(days=days * 2 // 3)
         for v in sorted(views.values(), key=lambda v: v.name):
-            first = START
             t = time.time()
-            results = store.backfill(spark, v, first, end, warehouse=warehouse, step_days=31, resume=True)
+            results = store.backfill(spark, v, START, end, warehouse=warehouse, step_days=31, resume=True)
             rows = sum(r.get("rows") or 0 for r in results)
-            clock.step(f"backfilled {v.name} v{v.version} {first}..{end}: {len(results)} commit(s), {rows:,} rows "
+            clock.step(f"backfilled {v.name} v{v.version} {START}..{end}: {len(results)} commit(s), {rows:,} rows "
                        f"({time.time() - t:.0f}s)")
 
         charges_df = spark.read.parquet(f"{data}/charges")

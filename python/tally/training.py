@@ -19,8 +19,6 @@ from tally import kernels, sources, store
 from tally.definitions import FeatureView
 from tally.errors import DataError, RegistryError, UsageError
 
-DAY_US = 86_400_000_000
-
 SEMANTICS = {
     "temporal": "features exact at the spine timestamp; windows left-closed unless declared; available_at respected",
     "snapshot": "daily snapshot as of 00:00 UTC of the spine timestamp's date (row ds = date - 1); ttl applies",
@@ -87,15 +85,30 @@ def _check_key_types(spine, table, view: FeatureView, what: str) -> None:
                             f"{want.simpleString()}", hint=f"cast the spine's '{k}' to {want.simpleString()}")
 
 
-def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
-                      source_df=None):
-    """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine)."""
+def checked_sources(spark, views: Sequence[FeatureView]) -> dict[str, object]:
+    """Each source the temporal views read, read once and checked once against its contract for all of them."""
     from tally import registry, validation
 
-    events = source_df if source_df is not None else sources.read(spark, view.source)
-    registry.check_columns(view, events.schema)
+    out = {}
+    for name in dict.fromkeys(v.source.name for v in views):
+        users = [v for v in views if v.source.name == name]
+        events = sources.read(spark, users[0].source)
+        for v in users:
+            registry.check_columns(v, events.schema)
+        where = f" for view(s) {', '.join(repr(v.name) for v in users)}"
+        validation.source_report(events, users[0].source, users, where=where).raise_if_failed()
+        out[name] = events
+    return out
+
+
+def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
+                      source_df=None):
+    """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine).
+
+    `source_df` is the view's source as `checked_sources` returns it; without it the source is read and checked here.
+    """
+    events = source_df if source_df is not None else checked_sources(spark, [view])[view.source.name]
     _check_key_types(spine, events, view, f"source '{view.source.name}'")
-    validation.source_report(events, view.source, [view], where=f" for view '{view.name}'").raise_if_failed()
     out = kernels.temporal(spark, spine, events, view, timestamp)
     if names is not None:
         drop = [f"{view.name}__{f.name}" for f in view.features if f.name not in names]
@@ -126,7 +139,7 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
                              "or pass allow_missing / --allow-missing to fill nulls")
     _check_key_types(spine, table, view, f"feature table {path}")
     out = kernels.as_of(spark, spine, timestamp, table, "snapshot_ts", view.entity.keys, list(names),
-                        f"{view.name}__", DAY_US)
+                        f"{view.name}__", store.DAY_US)
     if report is not None:
         report[view.name] = {"delta_version": version, "missing_days": [str(d) for d in missing]}
         if missing:
@@ -166,6 +179,7 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
     unknown = set(as_of) - {s.view.name for s in selections}
     if unknown:
         raise UsageError(f"as_of names view(s) not in the training set: {sorted(unknown)}")
+    events = checked_sources(spark, [s.view for s in selections if s.view.accuracy != "snapshot"])
     out, report, entries = spine, {}, []
     for sel in selections:
         v = sel.view
@@ -175,7 +189,7 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
         else:
             if v.name in as_of:
                 raise UsageError(f"view '{v.name}' is temporal: it reads its source, so as_of does not apply")
-            out = temporal_features(spark, out, v, timestamp, names=sel.features)
+            out = temporal_features(spark, out, v, timestamp, names=sel.features, source_df=events[v.source.name])
         entries.append({"view": v.name, "version": v.version, "fingerprint": v.fingerprint, "accuracy": v.accuracy,
                         "features": list(sel.features), **report.get(v.name, {"delta_version": None})})
     return out, {"views": entries, "timestamp": timestamp,

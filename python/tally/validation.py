@@ -145,8 +145,8 @@ def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
                 flagged.add((e.get("column"), e.get("check")))
     # pandera's pyspark backend reports which checks fail, not how many rows: count those (and the checks pandera
     # has no pyspark form for) with one aggregate pass, then fetch a few examples of each failing one.
-    counted = [c for c in checks if c.kind in ("between", "not_nan") or c.kind == "not_null"
-               or any(col == c.column and not str(chk).startswith("dtype") for col, chk in flagged)]
+    flagged_columns = {col for col, chk in flagged if not str(chk).startswith("dtype")}
+    counted = [c for c in checks if c.kind in ("not_null", "between", "not_nan") or c.column in flagged_columns]
     total_expr = [F.count(F.lit(1)).alias("__rows")]
     total_expr += [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}") for i, c in enumerate(counted)]
     agg = df.agg(*total_expr).first()
