@@ -22,8 +22,9 @@ def charges():
     return pd.DataFrame({
         "charge_id": np.arange(n),
         "card_id": np.where(rng.random(n) < 0.5, 0, rng.integers(1, 40, n)),  # card 0 is hot
-        # a 10-minute grid: ties
-        "created": start + pd.to_timedelta(rng.integers(0, 48 * 6, n) * 600, unit="s"),
+        # a 10-minute grid: ties; a third of the rows a fraction of a second later (several times per sort block)
+        "created": start + pd.to_timedelta(rng.integers(0, 48 * 6, n) * 600, unit="s")
+        + pd.to_timedelta(np.where(rng.random(n) < 0.3, rng.integers(0, 1_000_000, n), 0), unit="us"),
         "amount": np.round(rng.lognormal(3, 1, n), 2),
     })
 
@@ -62,14 +63,23 @@ def _compare(got: pd.DataFrame, want: pd.DataFrame) -> None:
             assert (got[c].to_numpy() == want[c].to_numpy()).all(), c
 
 
-def test_spine_is_the_source(spark, charges):
+@pytest.fixture(params=[31, 1], ids=["own-groups", "shared-groups"])
+def hash_bits(spark, request):
+    """The bits of key hash in the sweep's sort prefix: with 1, every key shares its group with half the others,
+    so the sweep interleaves many keys' rows (normally the rare case of a hash collision)."""
+    spark.conf.set("spark.tally.sweep.hashBits", str(request.param))
+    yield request.param
+    spark.conf.unset("spark.tally.sweep.hashBits")
+
+
+def test_spine_is_the_source(spark, charges, hash_bits):
     df = spark.createDataFrame(charges.assign(row_id=charges.charge_id))
     view = _view(tl.Source("charges", dataframe=lambda _: df, timestamp="created"))
     got = tl.training_set(spark, df, [view], timestamp="created").toPandas()
     _compare(got, _duckdb(charges, charges.assign(row_id=charges.charge_id)))
 
 
-def test_separate_spine_with_new_keys_and_times(spark, charges):
+def test_separate_spine_with_new_keys_and_times(spark, charges, hash_bits):
     rng = np.random.default_rng(8)
     m = 1500
     spine = pd.DataFrame({
