@@ -63,23 +63,34 @@ def _compare(got: pd.DataFrame, want: pd.DataFrame) -> None:
             assert (got[c].to_numpy() == want[c].to_numpy()).all(), c
 
 
-@pytest.fixture(params=[31, 1], ids=["own-groups", "shared-groups"])
-def hash_bits(spark, request):
-    """The bits of key hash in the sweep's sort prefix: with 1, every key shares its group with half the others,
-    so the sweep interleaves many keys' rows (normally the rare case of a hash collision)."""
-    spark.conf.set("spark.tally.sweep.hashBits", str(request.param))
+SWEEP_CONFS = {
+    "defaults": {},
+    # 1 bit of key hash in the sort prefix: every key shares its group with half the others, so the sweep
+    # interleaves many keys' rows (normally only keys whose hashes collide)
+    "shared-groups": {"spark.tally.sweep.hashBits": "1"},
+    # every key above an average task's rows swept in time buckets (card 0: 4 buckets of 12 h)
+    "split": {"spark.tally.sweep.split": "always", "spark.tally.sweep.splitSample": "1.0"},
+}
+
+
+@pytest.fixture(params=list(SWEEP_CONFS))
+def sweep_conf(spark, request):
+    conf = SWEEP_CONFS[request.param]
+    for k, v in conf.items():
+        spark.conf.set(k, v)
     yield request.param
-    spark.conf.unset("spark.tally.sweep.hashBits")
+    for k in conf:
+        spark.conf.unset(k)
 
 
-def test_spine_is_the_source(spark, charges, hash_bits):
+def test_spine_is_the_source(spark, charges, sweep_conf):
     df = spark.createDataFrame(charges.assign(row_id=charges.charge_id))
     view = _view(tl.Source("charges", dataframe=lambda _: df, timestamp="created"))
     got = tl.training_set(spark, df, [view], timestamp="created").toPandas()
     _compare(got, _duckdb(charges, charges.assign(row_id=charges.charge_id)))
 
 
-def test_separate_spine_with_new_keys_and_times(spark, charges, hash_bits):
+def test_separate_spine_with_new_keys_and_times(spark, charges, sweep_conf):
     rng = np.random.default_rng(8)
     m = 1500
     spine = pd.DataFrame({
@@ -96,3 +107,30 @@ def test_separate_spine_with_new_keys_and_times(spark, charges, hash_bits):
     got = tl.training_set(spark, spark.createDataFrame(spine), [view], timestamp="created").toPandas()
     assert list(got.columns[:3]) == ["row_id", "card_id", "created"]
     _compare(got, _duckdb(charges, spine))
+
+
+def test_hot_key_split_plan(spark, charges):
+    """Which keys the sweep splits, with 4 shuffle partitions: card 0 (half of the rows) in 24 h buckets (48 h of
+    events over 2 average tasks' worth of rows; never shorter than the 2 h the windows look back) — by cost
+    only when more than 2 tasks run at once (on 2, a key must hold well over half of the rows to gain) — and
+    never for a view with a lifetime window."""
+    from tally import kernels
+
+    df = spark.createDataFrame(charges)
+    view = _view(tl.Source("charges", dataframe=lambda _: df, timestamp="created"))
+    spark.conf.set("spark.tally.sweep.splitSample", "1.0")
+    try:
+        spark.conf.set("spark.tally.sweep.slots", "2")
+        assert kernels.hot_keys(spark, df, view, partitions=4) == []
+        spark.conf.set("spark.tally.sweep.slots", "16")
+        [hot] = kernels.hot_keys(spark, df, view, partitions=4)
+        assert hot["key"] == ["0"] and 23 * HOUR_US < hot["bucket_us"] <= 24 * HOUR_US
+        spark.conf.set("spark.tally.sweep.slots", "2")
+        spark.conf.set("spark.tally.sweep.split", "always")
+        assert kernels.hot_keys(spark, df, view, partitions=4) == [hot]
+        lifetime = tl.FeatureView(name="v", entity=view.entity, source=view.source,
+                                  aggregations=[tl.Aggregation("count", windows=[tl.Window(None)])])
+        assert kernels.hot_keys(spark, df, lifetime) == []
+    finally:
+        for k in ("split", "splitSample", "slots"):
+            spark.conf.unset(f"spark.tally.sweep.{k}")

@@ -18,6 +18,18 @@ def at(**delta) -> dt.datetime:
 CARD = tl.Entity("card", keys=["card_id"])
 
 
+@pytest.fixture(autouse=True, params=["whole-keys", "split-keys"])
+def sweep_split(request, spark):
+    """Every case twice: keys swept whole, and every key split into time buckets (the hot-key path; views with a
+    lifetime window are never split, so those cases stay whole)."""
+    if request.param == "split-keys":
+        spark.conf.set("spark.tally.sweep.split", "always")
+        spark.conf.set("spark.tally.sweep.splitSample", "1.0")
+    yield
+    spark.conf.unset("spark.tally.sweep.split")
+    spark.conf.unset("spark.tally.sweep.splitSample")
+
+
 def view(spark, events, aggregations, *, available_at=None, ttl=None, entity=CARD, schema=None):
     schema = schema or "card_id string, created timestamp, amount double" + (", known timestamp" if available_at else "")
     df = spark.createDataFrame(events, schema)

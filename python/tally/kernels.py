@@ -41,6 +41,14 @@ def temporal(spark, spine, events, view, spine_time: str, *, partitions: int | N
     return DataFrame(jdf, spark)
 
 
+def hot_keys(spark, events, view, *, partitions: int | None = None) -> list[dict]:
+    """The keys of `events` the sweep would split into time buckets: [{"key": [str, ...], "bucket_us": int}]."""
+    import json
+
+    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    return json.loads(_bridge(spark).hotKeys(events._jdf, view.spec_json(), n))
+
+
 def as_of(spark, spine, spine_time: str, right, right_time: str, keys, values, prefix: str, tolerance_us: int,
           *, partitions: int | None = None):
     """Cross once: the spine plus `prefix + value` columns from the latest `right` row at or before each spine time."""

@@ -16,6 +16,16 @@ object Bridge {
   def temporal(spine: DataFrame, source: DataFrame, specJson: String, spineTime: String, prefix: String, partitions: Int): DataFrame =
     tally.spark.TemporalJob.run(spine, source, Spec.parse(specJson), spineTime, prefix, partitions)
 
+  /** The keys of the view's source the sweep would split into time buckets, as JSON:
+    * `[{"key": ["value", ...], "bucket_us": length}, ...]` (key values as strings). */
+  def hotKeys(source: DataFrame, specJson: String, partitions: Int): String = {
+    val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
+    val hot = tally.spark.TemporalJob.hotKeys(source, Spec.parse(specJson), partitions)
+    mapper.writeValueAsString(hot.map { h =>
+      java.util.Map.of("key", h.values.map(String.valueOf).toArray, "bucket_us", Long.box(h.bucketUs))
+    }.toArray)
+  }
+
   /** As-of join of `right` (keyed feature rows at `rightTime`) onto the spine: the latest row at or before each
     * spine time, within `toleranceUs` when positive. Value columns come out as `prefix + name`. */
   def asOf(spine: DataFrame, spineTime: String, right: DataFrame, rightTime: String, keys: java.util.List[String],

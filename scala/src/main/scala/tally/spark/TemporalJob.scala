@@ -40,13 +40,15 @@ object TemporalJob {
 
   /** Where things sit in a shuffled row: keys at 0.., then time, availability, sort prefix, values, then the spine
     * (a struct at `spineAt`, or, when the spine is the source, its columns inline from `spineAt`) and the kind. */
-  private final case class Layout(nKeys: Int, nValues: Int, nSpine: Int, selfSpine: Boolean, withAvail: Boolean) {
+  private final case class Layout(nKeys: Int, nValues: Int, nSpine: Int, selfSpine: Boolean, withAvail: Boolean, split: Boolean) {
     val timeAt: Int = nKeys
     val availAt: Int = nKeys + 1
     val prefixAt: Int = nKeys + 2
     val firstValue: Int = nKeys + 3
     val spineAt: Int = firstValue + nValues
     val kindAt: Int = spineAt + (if (selfSpine) nSpine else 1)
+    /** A kind column says which rows are events (0), queries (1) or both (2); without one, every row is both. */
+    val hasKind: Boolean = !selfSpine || split
   }
 
   /** Bits of the prefix below the key's hash: the time in steps of 2^20 us, offset by 2^32 steps and clamped, so
@@ -62,6 +64,15 @@ object TemporalJob {
     val steps = least(greatest(shiftright(micros, 20) + lit(1L << 32), lit(0L)), lit((1L << TimeBits) - 1))
     shiftleft(hash, TimeBits).bitwiseOR(steps)
   }
+
+  /** How far back a query looks: the longest window plus its delay, or the ttl; None with a lifetime window. */
+  private def overlapOf(spec: ViewSpec): Option[Long] =
+    if (spec.features.exists(_.lengthUs.isEmpty)) None
+    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get) ++ spec.ttlUs).max)
+
+  /** The keys of `source` the sweep splits into time buckets (see [[HotKeys]]). */
+  def hotKeys(source: DataFrame, spec: ViewSpec, partitions: Int): Seq[HotKeys.Hot] =
+    HotKeys.plan(source, spec.keys, micros(source, spec.timestamp, spec.view), overlapOf(spec), partitions)
 
   def run(spine: DataFrame, source: DataFrame, spec: ViewSpec, spineTime: String, prefix: String, partitions: Int): DataFrame = {
     val view = spec.view
@@ -95,26 +106,47 @@ object TemporalJob {
     // The spine is the source (same rows, same time column): one copy of each row, both event and query.
     val selfSpine = spineTime == spec.timestamp &&
       spine.queryExecution.analyzed.sameResult(source.queryExecution.analyzed)
-    val layout = Layout(spec.keys.size, valueCols.size, spine.columns.length, selfSpine, spec.availableAt.isDefined)
-    val keys = spec.keys.indices.map(keyCol)
     val hashBits = spine.sparkSession.conf.get(HashBitsConf, "31").toInt
     require(hashBits >= 1 && hashBits <= 64 - TimeBits, s"$HashBitsConf must be within 1..31, got $hashBits")
-    def common(df: DataFrame, time: String, avail: Column, values: Seq[Column]): Seq[Column] =
-      spec.keys.zipWithIndex.map { case (k, i) => col(k).as(keyCol(i)) } ++
-        Seq(micros(df, time, view).as(Time), avail.as(Avail), sortPrefix(spec.keys.map(col(_)), micros(df, time, view), hashBits).as(Prefix)) ++ values
+
+    // Hot keys are swept in time buckets (see HotKeys); the bucket is one more key column.
+    val overlap = overlapOf(spec)
+    val hot = hotKeys(source, spec, partitions)
+    val split = hot.nonEmpty
+    val layout = Layout(spec.keys.size + (if (split) 1 else 0), valueCols.size, spine.columns.length, selfSpine,
+      spec.availableAt.isDefined, split)
+    val keys = (0 until layout.nKeys).map(keyCol)
+    val bucketLength = HotKeys.bucketLength(hot, spec.keys.map(col(_)))
     val eventValues = valueCols.zipWithIndex.map { case (c, i) => col(c).cast(Catalyst.carrier(valueTypes(c))).as(valueCol(i)) }
     val avail = spec.availableAt.map(a => micros(source, a, view)).getOrElse(lit(null).cast(LongType))
+    /** The shuffled shape: keys (and bucket), time, availability, prefix, values, then `tail`. */
+    def shape(df: DataFrame, time: String, avail: Column, values: Seq[Column], bucketShift: Long, tail: Seq[Column]): DataFrame = {
+      val t = micros(df, time, view)
+      val bucket = if (!split) Nil
+                   else Seq(when(bucketLength.isNull, lit(HotKeys.Unsplit)).otherwise(HotKeys.bucketOf(t + lit(bucketShift), bucketLength)))
+      val keyValues = spec.keys.map(col(_)) ++ bucket
+      df.select(keyValues.zipWithIndex.map { case (k, i) => k.as(keyCol(i)) } ++
+        Seq(t.as(Time), avail.as(Avail), sortPrefix(keyValues, t, hashBits).as(Prefix)) ++ values ++ tail: _*)
+    }
+    /** Copies of hot keys' events for the next bucket, when their overlap reaches into it: events only. */
+    def replicas(tail: Seq[Column]): Option[DataFrame] = overlap.filter(_ => split).map { o =>
+      val t = micros(source, spec.timestamp, view)
+      shape(source.where(bucketLength.isNotNull &&
+        HotKeys.bucketOf(t + lit(o), bucketLength) =!= HotKeys.bucketOf(t, bucketLength)), spec.timestamp, avail, eventValues, o, tail)
+    }
     val spineCols = spine.columns.toIndexedSeq.map(c => col(s"`$c`"))
     val rows =
-      if (selfSpine) source.select(common(source, spec.timestamp, avail, eventValues) ++ spineCols.zipWithIndex.map {
-        case (c, i) => c.as(s"__tally_s$i") }: _*)
-      else {
-        val events = source.select(common(source, spec.timestamp, avail, eventValues) ++
-          Seq(lit(null).cast(spine.schema).as(SpineRow), lit(0).as(Kind)): _*)
+      if (selfSpine) {
+        val own = spineCols.zipWithIndex.map { case (c, i) => c.as(s"__tally_s$i") }
+        val none = spine.schema.fields.toIndexedSeq.zipWithIndex.map { case (f, i) => lit(null).cast(f.dataType).as(s"__tally_s$i") }
+        val originals = shape(source, spec.timestamp, avail, eventValues, 0L, own ++ (if (split) Seq(lit(2).as(Kind)) else Nil))
+        replicas(none :+ lit(0).as(Kind)).fold(originals)(originals.unionByName(_))
+      } else {
+        val eventTail = Seq(lit(null).cast(spine.schema).as(SpineRow), lit(0).as(Kind))
+        val events = shape(source, spec.timestamp, avail, eventValues, 0L, eventTail)
         val nullValues = valueCols.indices.map(i => lit(null).cast(Catalyst.carrier(valueTypes(valueCols(i)))).as(valueCol(i)))
-        val queries = spine.select(common(spine, spineTime, lit(null).cast(LongType), nullValues) ++
-          Seq(struct(spineCols: _*).as(SpineRow), lit(1).as(Kind)): _*)
-        events.unionByName(queries)
+        val queries = shape(spine, spineTime, lit(null).cast(LongType), nullValues, 0L, Seq(struct(spineCols: _*).as(SpineRow), lit(1).as(Kind)))
+        (events +: replicas(eventTail).toSeq :+ queries).reduce(_ unionByName _)
       }
 
     val outSchema = StructType(spine.schema.fields ++ features.zip(outTypes).map { case (f, t) =>
@@ -223,7 +255,8 @@ object TemporalJob {
       val time = row.getLong(l.timeAt)
       if (time != st.time) { answer(st); st.time = time }
       if (!st.touched) { st.touched = true; touched.add(st) }
-      val isEvent = l.selfSpine || row.getInt(l.kindAt) == 0
+      val kind = if (l.hasKind) row.getInt(l.kindAt) else 2
+      val isEvent = kind != 1
       if (isEvent) {
         val values = new Array[Any](l.nValues)
         var i = 0
@@ -234,7 +267,7 @@ object TemporalJob {
         }
         st.sweep.event(time, if (l.withAvail && !row.isNullAt(l.availAt)) row.getLong(l.availAt) else Long.MinValue, values)
       }
-      if (!isEvent || l.selfSpine) st.queries.add(row)
+      if (kind >= 1) st.queries.add(row)
     }
 
     /** The features of the key's open run, once, onto each of its queries. */
