@@ -39,19 +39,21 @@ GROWTH = {"tally": 1.1, "duckdb": 1.1, "spark_sql": 2.0}
 
 # ---- workload ----
 
-def generate(n: int, *, skewed: bool = False, seed: int = 42) -> Path:
-    """Write the anchor workload (or its single-hot-card variant) to parquet once; reuse it afterwards."""
+def generate(n: int, *, skewed: bool = False, hot_share: float = 0.5, seed: int = 42) -> Path:
+    """Write the anchor workload (or its single-hot-card variant: card 0 with `hot_share` of the charges, the
+    rest uniform over the others) to parquet once; reuse it afterwards."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = OUT / f"charges_{n}{'_skewed' if skewed else ''}.parquet"
+    suffix = "" if not skewed else "_skewed" if hot_share == 0.5 else f"_hot{hot_share:g}"
+    path = OUT / f"charges_{n}{suffix}.parquet"
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n_cards = max(n // 20, 1)
-    if skewed:  # one card with half the charges, the rest uniform over the others
-        cards = np.where(rng.random(n) < 0.5, 0, rng.integers(1, n_cards, n))
+    if skewed:
+        cards = np.where(rng.random(n) < hot_share, 0, rng.integers(1, n_cards, n))
     else:
         cards = (rng.zipf(1.6, n) - 1) % n_cards
     start = 1_735_689_600_000_000  # 2025-01-01 00:00 UTC

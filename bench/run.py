@@ -16,12 +16,14 @@ HERE = Path(__file__).resolve().parent
 
 FULL = [
     ["engine.py"],
+    ["skew.py"],
     ["asof.py"],
     ["kernels.py"],
     ["backfill.py"],
 ]
 QUICK = [
     ["engine.py", "--sizes", "200000"],
+    ["skew.py", "--charges", "200000", "--repeat", "1"],
     ["asof.py", "--spine", "200000", "--cards", "10000", "--repeat", "1"],
     ["kernels.py", "--rows", "1000000", "--keys", "10000", "--repeat", "1"],
     ["backfill.py", "--charges", "200000", "--days", "30"],
