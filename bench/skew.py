@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, machine, record, table  # noqa: E402
+from common import machine, record, table  # noqa: E402
 from engine import generate  # noqa: E402
 
 WINDOWS = ["1h", "24h"]
