@@ -57,25 +57,26 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   */
 final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long], withAvailability: Boolean) {
   private val buffer = new EventBuffer
-  private val windows: IndexedSeq[WindowState] = {
+  private val windows: Array[WindowState] = { // an array and while loops: this is the per-event path
     val ttlWindow = ttl.map(l => Window(l, 0L, rightClosed = false))
     val byWindow = features.zipWithIndex.groupBy(_._1.window).toIndexedSeq
     val states = byWindow.map { case (w, fs) => new WindowState(w, fs.map(_._2).toIndexedSeq) }
-    states ++ ttlWindow.filterNot(byWindow.map(_._1).contains).map(w => new WindowState(w, IndexedSeq.empty))
+    (states ++ ttlWindow.filterNot(byWindow.map(_._1).contains).map(w => new WindowState(w, IndexedSeq.empty))).toArray
   }
+  @inline private def eachWindow(f: WindowState => Unit): Unit = { var i = 0; while (i < windows.length) { f(windows(i)); i += 1 } }
   private val ttlState: Option[WindowState] = ttl.map(l => windows.find(_.window == Window(l, 0L, rightClosed = false)).get)
   private var key: Any = null
   private var lastTime: Long = Long.MinValue
   private var compactAt: Int = Sweep.CompactSlack
 
   def reset(newKey: Any): Unit = {
-    key = newKey; lastTime = Long.MinValue; buffer.clear(); windows.foreach(_.reset()); compactAt = Sweep.CompactSlack
+    key = newKey; lastTime = Long.MinValue; buffer.clear(); eachWindow(_.reset()); compactAt = Sweep.CompactSlack
   }
 
   def event(ts: Long, avail: Long, values: Array[Any]): Unit = {
     advance(ts)
     buffer.append(ts, avail, values)
-    if (buffer.length >= compactAt) { windows.foreach(_.moveTo(ts)); compact() }
+    if (buffer.length >= compactAt) { eachWindow(_.moveTo(ts)); compact() }
   }
 
   /** Events held for the current key (for tests of the memory bound). */
@@ -84,11 +85,11 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   /** Fills `out(i)` with feature i as of t. */
   def query(t: Long, out: Array[Any]): Unit = {
     advance(t)
-    windows.foreach(_.moveTo(t))
+    eachWindow(_.moveTo(t))
     val alive = ttlState.forall(_.admitted > 0)
     var i = 0
     while (i < features.length) { out(i) = null; i += 1 }
-    if (alive) windows.foreach(_.read(t, out))
+    if (alive) eachWindow(_.read(t, out))
     compact()
   }
 
@@ -99,13 +100,16 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
 
   private def compact(): Unit = {
     var keep = buffer.end
-    windows.foreach(w => keep = math.min(keep, w.oldestNeeded))
+    eachWindow(w => keep = math.min(keep, w.oldestNeeded))
     buffer.dropBefore(keep)
     compactAt = 2 * buffer.length + Sweep.CompactSlack
   }
 
   private final class WindowState(val window: Window, featureIdx: IndexedSeq[Int]) {
-    private val feats = featureIdx.map(features)
+    private val feats = featureIdx.map(features).toArray
+    private val columns = feats.map(_.column)
+    private val aggs = feats.map(_.agg)
+    private val inverses = feats.map { f => f.agg match { case i: Invertible[_] => i.asInstanceOf[Invertible[AnyRef]]; case _ => null } }
     private val invertible = feats.map(_.agg.isInstanceOf[Invertible[_]]).toArray
     private val allInvertible = invertible.forall(identity)
     private val states = new Array[AnyRef](feats.length)
@@ -158,12 +162,15 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
 
     private def add(idx: Long): Unit = {
       admitted += 1
+      if (feats.length == 0) return
+      val values = buffer.values(idx)
+      val ts = buffer.ts(idx)
       var i = 0
       while (i < feats.length) {
-        val v = valueOf(feats(i), idx)
+        val v = if (columns(i) < 0) java.lang.Boolean.TRUE else values(columns(i))
         if (v != null) {
-          if (invertible(i)) states(i) = feats(i).agg.update(states(i), v, buffer.ts(idx))
-          else if (!withAvailability) queues(i).push(v, buffer.ts(idx))
+          if (invertible(i)) states(i) = aggs(i).update(states(i), v, ts)
+          else if (!withAvailability) queues(i).push(v, ts)
         }
         i += 1
       }
@@ -171,11 +178,14 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
 
     private def drop(idx: Long): Unit = {
       admitted -= 1
+      if (feats.length == 0) return
+      val values = buffer.values(idx)
+      val ts = buffer.ts(idx)
       var i = 0
       while (i < feats.length) {
-        val v = valueOf(feats(i), idx)
+        val v = if (columns(i) < 0) java.lang.Boolean.TRUE else values(columns(i))
         if (v != null) {
-          if (invertible(i)) states(i) = feats(i).agg.asInstanceOf[Invertible[AnyRef]].remove(states(i), v, buffer.ts(idx))
+          if (invertible(i)) states(i) = inverses(i).remove(states(i), v, ts)
           else if (!withAvailability) queues(i).pop()
         }
         i += 1
