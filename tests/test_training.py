@@ -180,3 +180,14 @@ def test_as_of_kernel_equals_pandas_merge_asof_on_random_data(spark):
                          allow_exact_matches=True).sort_values("row")
     assert len(got) == len(left)
     assert np.allclose(got["f__v"].to_numpy(dtype=float), want["v"].to_numpy(dtype=float), equal_nan=True)
+
+
+def test_as_of_kernel_refuses_two_feature_rows_of_one_key_at_one_time(spark):
+    """Which of two rows is "latest" would be arbitrary: the join stops and names the key instead."""
+    from tally import kernels
+
+    t = dt.datetime(2026, 1, 2)
+    right = spark.createDataFrame([("a", t, 1.0), ("a", t, 2.0), ("b", t, 3.0)], "k string, ts timestamp, v double")
+    spine = spark.createDataFrame([("a", t + dt.timedelta(hours=1))], "k string, ts timestamp")
+    with pytest.raises(Exception, match="two rows for key a at the same time"):
+        kernels.as_of(spark, spine, "ts", right, "ts", ["k"], ["v"], "f__", 0).collect()
