@@ -78,14 +78,20 @@ def feature_columns(with_max: bool) -> list[str]:
 
 # ---- engines ----
 
-def run_tally(spark, data: Path, out: Path, with_max: bool) -> None:
+def tally_view(data: Path, with_max: bool):
     import tally as tl
 
     card = tl.Entity("card", keys=["card_id"])
     charges = tl.Source("charges", path=str(data), format="parquet", timestamp="created")
     functions = [("count", None), ("sum", "amount")] + ([("max", "amount")] if with_max else [])
-    view = tl.FeatureView(name="bench", entity=card, source=charges, aggregations=[
+    return tl.FeatureView(name="bench", entity=card, source=charges, aggregations=[
         tl.Aggregation(fn, column=col, windows=list(WINDOWS)) for fn, col in functions])
+
+
+def run_tally(spark, data: Path, out: Path, with_max: bool) -> None:
+    import tally as tl
+
+    view = tally_view(data, with_max)
     spine = spark.read.parquet(str(data))
     train = tl.training_set(spark, spine, [view], timestamp="created")
     renamed = train.select("charge_id", *[train[f"bench__{c}"].alias(c) for c in feature_columns(with_max)])
@@ -230,6 +236,11 @@ def main(argv=None) -> int:
     measured: dict[str, list[tuple[int, float]]] = {}
     for n in sizes:
         data = generate(n, skewed=args.skewed)
+        if "tally" in engines:
+            from tally import kernels
+            plan = kernels.hot_keys(spark, spark.read.parquet(str(data)), tally_view(data, with_max))
+            print(f"  n={n:>9,} tally hot-key split (auto, on {spark.sparkContext.defaultParallelism} task slots): "
+                  f"{plan or 'none'}", flush=True)
         row = {"n": n, "skewed": args.skewed, "times": {}, "cpu": {}, "estimated": {}}
         outputs = {}
         for engine in engines:
