@@ -173,13 +173,17 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
     from tally import validation
 
     keys = sorted({k for sel in selections for k in sel.view.entity.keys})
-    validation.spine_report(spine, timestamp, keys).raise_if_failed(
-        hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
     as_of = dict(as_of or {})
     unknown = set(as_of) - {s.view.name for s in selections}
     if unknown:
         raise UsageError(f"as_of names view(s) not in the training set: {sorted(unknown)}")
-    events = checked_sources(spark, [s.view for s in selections if s.view.accuracy != "snapshot"])
+    temporal = [s.view for s in selections if s.view.accuracy != "snapshot"]
+    events = checked_sources(spark, temporal)
+    # A spine that is a checked source itself ("as of each charge") passed the same not-null checks just now.
+    if not any(spine.sameSemantics(events[v.source.name]) and v.source.timestamp == timestamp
+               and set(keys) <= set(v.entity.keys) for v in temporal):
+        validation.spine_report(spine, timestamp, keys).raise_if_failed(
+            hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
     out, report, entries = spine, {}, []
     for sel in selections:
         v = sel.view

@@ -1,7 +1,7 @@
 package tally.spark
 
 import org.apache.spark.sql.{Column, DataFrame}
-import org.apache.spark.sql.expressions.Window
+import org.apache.spark.sql.catalyst.CatalystTypeConverters
 import org.apache.spark.sql.functions._
 
 /** The hot-key split of the sweep: a key with more events than a task should carry is swept in several time
@@ -14,7 +14,7 @@ import org.apache.spark.sql.functions._
   * shuffle and the sweep, so nothing else changes. Views with a lifetime window need all of a key's history in
   * one place and are never split.
   *
-  * Which keys: a sample of the events (one job over the key and time columns) estimates each key's rows n and
+  * Which keys: a sample of the events (one pass, no shuffle, over the key and time columns) estimates each key's rows n and
   * time range; the total N. A key is a candidate when n > N / partitions (more than an average task). Mode
   * `auto` splits a candidate only when that shortens the job's critical path on this cluster's C task slots:
   *   without: max(n, N / C);   with B buckets and r = 1 + overlap / L events per event: max(n r / B, (N + n (r - 1)) / C)
@@ -41,26 +41,52 @@ object HotKeys {
     val slots = spark.conf.getOption(SlotsConf).map(_.toDouble).getOrElse(spark.sparkContext.defaultParallelism.toDouble)
     val sampled = events.select(keys.map(k => col(s"`$k`")) :+ time.as("__t"): _*).where(col("__t").isNotNull)
     val sample = if (fraction >= 1.0) sampled else sampled.sample(withReplacement = false, fraction, 42L)
-    val top = sample.groupBy(keys.map(k => col(s"`$k`")): _*)
-      .agg(count(lit(1)).as("__n"), min("__t").as("__lo"), max("__t").as("__hi"))
-      .withColumn("__total", sum("__n").over(Window.partitionBy()))
-      .orderBy(desc("__n")).limit(MaxHotKeys).collect()
-    top.toSeq.flatMap { row =>
-      val total = row.getAs[Long]("__total") / fraction
-      val n = row.getAs[Long]("__n") / fraction
-      val range = math.max(row.getAs[Long]("__hi") - row.getAs[Long]("__lo"), 1L).toDouble
-      if (n <= total / partitions) None
+    val (total, counts) = countKeys(sample, keys.size)
+    counts.toSeq.flatMap { case (values, Array(sampledRows, lo, hi)) =>
+      val n = sampledRows / fraction
+      val all = total / fraction
+      val range = math.max(hi - lo, 1L).toDouble
+      if (n <= all / partitions) None
       else {
-        val buckets = math.ceil(n / (total / partitions))
+        val buckets = math.ceil(n / (all / partitions))
         val length = math.max(overlap.toDouble, range / buckets).max(1.0)
         val used = math.ceil(range / length)
         val r = 1.0 + overlap / length
-        val without = math.max(n, total / slots)
-        val withSplit = math.max(n * r / used, (total + n * (r - 1)) / slots)
+        val without = math.max(n, all / slots)
+        val withSplit = math.max(n * r / used, (all + n * (r - 1)) / slots)
         val worth = mode == "always" || withSplit < 0.8 * without
-        if (used < 2 || !worth) None else Some(Hot(keys.indices.map(i => row.get(i)), length.toLong))
+        if (used < 2 || !worth) None else Some(Hot(values, length.toLong))
       }
     }
+  }
+
+  /** Rows of the sample, and for its most frequent keys (in key values as Scala sees them): rows, first and
+    * last time. One pass, no shuffle: each task counts its keys and keeps its top ones, the driver adds them up
+    * (a key that is hot overall is near the top of every task's share). */
+  private def countKeys(sample: DataFrame, nKeys: Int): (Long, Map[Seq[Any], Array[Long]]) = {
+    val types = sample.schema.fields.map(_.dataType).toSeq
+    val perTask = sample.queryExecution.toRdd.mapPartitions { rows =>
+      val read = Keys.reader(types.take(nKeys))
+      val seen = new java.util.HashMap[Any, Array[Long]]()
+      var total = 0L
+      rows.foreach { row =>
+        total += 1
+        val t = row.getLong(nKeys)
+        var s = seen.get(read(row, false))
+        if (s == null) { s = Array(0L, t, t); seen.put(read(row, true), s) }
+        s(0) += 1; s(1) = math.min(s(1), t); s(2) = math.max(s(2), t)
+      }
+      val top = scala.jdk.CollectionConverters.MapHasAsScala(seen).asScala.toSeq.sortBy(-_._2(0)).take(MaxHotKeys).map {
+        case (k, s) =>
+          val parts = if (nKeys == 1) Seq(k) else k.asInstanceOf[Seq[Any]]
+          parts.zip(types).map { case (v, dt) => CatalystTypeConverters.convertToScala(v, dt) } -> s
+      }
+      Iterator.single(total -> top)
+    }.collect()
+    val merged = perTask.flatMap(_._2).groupMapReduce(_._1)(_._2) { (a, b) =>
+      Array(a(0) + b(0), math.min(a(1), b(1)), math.max(a(2), b(2)))
+    }
+    (perTask.map(_._1).sum, merged.toSeq.sortBy(-_._2(0)).take(MaxHotKeys).toMap)
   }
 
   /** The key's bucket length, or null for a key that is not split. */
