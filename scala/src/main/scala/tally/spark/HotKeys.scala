@@ -14,8 +14,8 @@ import org.apache.spark.sql.functions._
   * shuffle and the sweep, so nothing else changes. Views with a lifetime window need all of a key's history in
   * one place and are never split.
   *
-  * Which keys: a sample of the events (one pass, no shuffle, over the key and time columns) estimates each key's rows n and
-  * time range; the total N. A key is a candidate when n > N / partitions (more than an average task). Mode
+  * Which keys: a sample of the events (one pass, no shuffle, over the key and time columns) estimates each
+  * key's rows n and time range, and the total N. A key is a candidate when n > N / partitions (more than an average task). Mode
   * `auto` splits a candidate only when that shortens the job's critical path on this cluster's C task slots:
   *   without: max(n, N / C);   with B buckets and r = 1 + overlap / L events per event: max(n r / B, (N + n (r - 1)) / C)
   * by at least a fifth. On 2 cores a key must hold well over half of the rows to gain; on 100 cores, a few
