@@ -160,33 +160,20 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
         while (settled < pendingScan && inAt(settled)) settled += 1
       }
 
-    private def add(idx: Long): Unit = {
-      admitted += 1
-      if (feats.length == 0) return
-      val values = buffer.values(idx)
-      val ts = buffer.ts(idx)
-      var i = 0
-      while (i < feats.length) {
-        val v = if (columns(i) < 0) java.lang.Boolean.TRUE else values(columns(i))
-        if (v != null) {
-          if (invertible(i)) states(i) = aggs(i).update(states(i), v, ts)
-          else if (!withAvailability) queues(i).push(v, ts)
-        }
-        i += 1
-      }
-    }
+    private def add(idx: Long): Unit = { admitted += 1; apply(idx, adding = true) }
+    private def drop(idx: Long): Unit = { admitted -= 1; apply(idx, adding = false) }
 
-    private def drop(idx: Long): Unit = {
-      admitted -= 1
-      if (feats.length == 0) return
+    /** The event at `idx` into (or out of) every aggregator of this window: update / remove for invertible
+      * ones, push / pop of the two-stacks queue for the others (which, under availability, recompute instead). */
+    private def apply(idx: Long, adding: Boolean): Unit = if (feats.length > 0) {
       val values = buffer.values(idx)
       val ts = buffer.ts(idx)
       var i = 0
       while (i < feats.length) {
         val v = if (columns(i) < 0) java.lang.Boolean.TRUE else values(columns(i))
         if (v != null) {
-          if (invertible(i)) states(i) = inverses(i).remove(states(i), v, ts)
-          else if (!withAvailability) queues(i).pop()
+          if (invertible(i)) states(i) = if (adding) aggs(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
+          else if (!withAvailability) { if (adding) queues(i).push(v, ts) else queues(i).pop() }
         }
         i += 1
       }
