@@ -27,6 +27,11 @@ def _bridge(spark):
     return bridge
 
 
+def _partitions(spark, partitions: int | None) -> int:
+    """The sweep's and the join's task count: the caller's, else the session's shuffle partitions."""
+    return partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+
 def register(spark) -> None:
     """Register the `tally_*` SQL functions in the session."""
     _bridge(spark).register(spark._jsparkSession)
@@ -36,7 +41,7 @@ def temporal(spark, spine, events, view, spine_time: str, *, partitions: int | N
     """Cross once: the spine plus `{view}__{feature}` columns from the Scala sweep."""
     from pyspark.sql import DataFrame
 
-    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    n = _partitions(spark, partitions)
     jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, f"{view.name}__", n)
     return DataFrame(jdf, spark)
 
@@ -45,7 +50,7 @@ def hot_keys(spark, events, view, *, partitions: int | None = None) -> list[dict
     """The keys of `events` the sweep would split into time buckets: [{"key": [str, ...], "bucket_us": int}]."""
     import json
 
-    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    n = _partitions(spark, partitions)
     return json.loads(_bridge(spark).hotKeys(events._jdf, view.spec_json(), n))
 
 
@@ -54,7 +59,7 @@ def as_of(spark, spine, spine_time: str, right, right_time: str, keys, values, p
     """Cross once: the spine plus `prefix + value` columns from the latest `right` row at or before each spine time."""
     from pyspark.sql import DataFrame
 
-    n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    n = _partitions(spark, partitions)
     jdf = _bridge(spark).asOf(spine._jdf, spine_time, right._jdf, right_time, list(keys), list(values), prefix,
                               int(tolerance_us), n)
     return DataFrame(jdf, spark)

@@ -58,8 +58,8 @@ object AsOfJob {
     val bySize = if (estimated >= BigInt(spine.sparkSession.sessionState.conf.defaultSizeInBytes)) 0
                  else (estimated / BuildBytesPerPartition).min(BigInt(MaxPartitions)).toInt + 1
     val n = math.max(partitions, bySize)
-    val build = rights.repartition(n, keys.map(k => col(s"`$k`")): _*).queryExecution.toRdd
-    val probe = queries.repartition(n, keys.map(k => col(s"`$k`")): _*).queryExecution.toRdd
+    val build = rights.repartition(n, keyCols: _*).queryExecution.toRdd
+    val probe = queries.repartition(n, keyCols: _*).queryExecution.toRdd
     require(build.getNumPartitions == n && probe.getNumPartitions == n,
       s"as-of join: both sides must keep $n partitions (got ${build.getNumPartitions} and ${probe.getNumPartitions})")
 

@@ -34,7 +34,6 @@ final class EventBuffer {
   }
   def ts(idx: Long): Long = tss(slot(idx))
   def avail(idx: Long): Long = avails(slot(idx))
-  def value(idx: Long, column: Int): Any = vals(slot(idx))(column)
   def values(idx: Long): Array[Any] = vals(slot(idx))
 
   def dropBefore(idx: Long): Unit = {

@@ -108,12 +108,11 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   private final class WindowState(val window: Window, featureIdx: IndexedSeq[Int]) {
     private val feats = featureIdx.map(features).toArray
     private val columns = feats.map(_.column)
-    private val aggs = feats.map(_.agg)
+    // The invertible view of each aggregator, or null: it is added and removed in O(1), no queue needed.
     private val inverses = feats.map { f => f.agg match { case i: Invertible[_] => i.asInstanceOf[Invertible[AnyRef]]; case _ => null } }
-    private val invertible = feats.map(_.agg.isInstanceOf[Invertible[_]]).toArray
-    private val allInvertible = invertible.forall(identity)
+    private val allInvertible = inverses.forall(_ != null)
     private val states = new Array[AnyRef](feats.length)
-    private val queues = feats.map(f => if (f.agg.isInstanceOf[Invertible[_]]) null else new TwoStacks(f.agg)).toArray
+    private val queues = feats.indices.map(i => if (inverses(i) != null) null else new TwoStacks(feats(i).agg)).toArray
     private var nextEnter = 0L   // without availability: next buffer index to admit
     private var nextExit = 0L    // next buffer index to expire (expiry is in ts order)
     // With availability: events not yet admitted wait on a heap keyed by enter time; `isIn` marks admitted ones.
@@ -170,9 +169,9 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
       val ts = buffer.ts(idx)
       var i = 0
       while (i < feats.length) {
-        val v = if (columns(i) < 0) java.lang.Boolean.TRUE else values(columns(i))
+        val v = valueIn(values, columns(i))
         if (v != null) {
-          if (invertible(i)) states(i) = if (adding) aggs(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
+          if (inverses(i) != null) states(i) = if (adding) inverses(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
           else if (!withAvailability) { if (adding) queues(i).push(v, ts) else queues(i).pop() }
         }
         i += 1
@@ -184,7 +183,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
       while (i < feats.length) {
         val f = feats(i)
         val v =
-          if (invertible(i)) f.agg.finish(states(i), t)
+          if (inverses(i) != null) f.agg.finish(states(i), t)
           else if (!withAvailability) queues(i).finish(t)
           else recompute(f, t)
         out(featureIdx(i)) = if (v == null) f.default else v
@@ -197,7 +196,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
       var s = f.agg.zero()
       var idx = math.max(nextExit, bitBase)
       while (idx < pendingScan) {
-        if (inAt(idx)) { val v = valueOf(f, idx); if (v != null) s = f.agg.update(s, v, buffer.ts(idx)) }
+        if (inAt(idx)) { val v = valueIn(buffer.values(idx), f.column); if (v != null) s = f.agg.update(s, v, buffer.ts(idx)) }
         idx += 1
       }
       f.agg.finish(s, t)
@@ -214,7 +213,8 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     private def inAt(idx: Long): Boolean = idx >= bitBase && isIn.get((idx - bitBase).toInt)
   }
 
-  @inline private def valueOf(f: Feature, idx: Long): Any = if (f.column < 0) java.lang.Boolean.TRUE else buffer.value(idx, f.column)
+  /** An event's value for a feature's column; a feature of no column ("every event") counts each as TRUE. */
+  @inline private def valueIn(values: Array[Any], column: Int): Any = if (column < 0) java.lang.Boolean.TRUE else values(column)
 }
 
 object Sweep {
