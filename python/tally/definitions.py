@@ -101,7 +101,8 @@ class Check:
 
     @property
     def name(self) -> str:
-        args = ", ".join(repr(a) if not isinstance(a, tuple) else repr(list(a)) for a in self.args)
+        args = ", ".join(repr(list(a)) if isinstance(a, tuple) else repr(a.isoformat()) if hasattr(a, "isoformat")
+                         else repr(a) for a in self.args)
         return f"{self.column} {self.kind}({args})" if args else f"{self.column} {self.kind}"
 
     @classmethod
@@ -175,13 +176,28 @@ class Source:
         object.__setattr__(self, "columns", dict(self.columns))
 
     def spec(self) -> dict:
+        """What determines the rows: not where they live (path, table: configuration), but how they are read.
+
+        A callable source is fingerprinted by its code, so editing the function changes the fingerprint.
+        """
         return {
             "name": self.name, "timestamp": self.timestamp, "available_at": self.available_at,
-            "path": self.path, "format": self.format, "table": self.table,
-            "dataframe": getattr(self.dataframe, "__qualname__", None) if self.dataframe else None,
+            "format": self.format, "code": _code_hash(self.dataframe) if self.dataframe else None,
             "columns": dict(sorted(self.columns.items())), "filter": self.filter, "timezone": self.timezone,
             "id": self.id,
         }
+
+
+def _code_hash(fn: Callable) -> str:
+    """A hash of a callable's source text (its bytecode and constants when the source is not available)."""
+    import inspect
+
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        text = repr((code.co_code, code.co_consts, code.co_names)) if code else getattr(fn, "__qualname__", repr(fn))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

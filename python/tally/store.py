@@ -6,69 +6,67 @@ instant), for entities with an event within the view's horizon (its ttl, else it
 
 A backfill of [start, end] writes each chunk of days as one atomic Delta commit that replaces exactly its `ds`
 range and carries tally's commit metadata (view, version, fingerprint, range, tally version). Rerunning
-replaces; a failure leaves every earlier commit intact; `resume` skips chunks already committed with the same
-fingerprint.
+replaces; a failure leaves every earlier commit intact; `resume` skips chunks whose days the table already covers.
+
+History, commit metadata and time travel go through Delta's own API (`DeltaTable.history`, `versionAsOf`), never
+the `_delta_log` files: Delta cleans old log files up after a checkpoint. Which days a table covers comes from its
+partition values (which checkpoints keep), plus the day ranges of the commits still in the log (a day may have
+no rows at all). Every day and instant here is UTC (`tally.utc`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tally import kernels, registry, sources
+from tally import kernels, registry, sources, utc
 from tally.definitions import FeatureView
 from tally.errors import ConcurrentWriteError, DataError, UsageError
 
-DAY_US = 86_400_000_000
+DAY_US = utc.DAY_US
 
 
 def table_path(warehouse: str | Path, view: str, version: int) -> Path:
     return Path(warehouse).resolve() / "features" / view / f"v{version}"
 
 
-def stored_versions(warehouse: str | Path, view: str) -> dict[int, str | None]:
+def is_table(path: str | Path) -> bool:
+    return (Path(path) / "_delta_log").is_dir()
+
+
+def stored_versions(spark, warehouse: str | Path, view: str) -> dict[int, str | None]:
     """Versions of `view` present in the warehouse, each with the fingerprint of its latest tally commit."""
     root = Path(warehouse).resolve() / "features" / view
     out: dict[int, str | None] = {}
     if root.is_dir():
         for child in root.iterdir():
-            if child.name.startswith("v") and child.name[1:].isdigit() and (child / "_delta_log").is_dir():
-                metas = [c["tally"] for c in commits(child) if c.get("tally")]
+            if child.name.startswith("v") and child.name[1:].isdigit() and is_table(child):
+                metas = [c["tally"] for c in commits(spark, child) if c.get("tally")]
                 out[int(child.name[1:])] = metas[-1]["fingerprint"] if metas else None
     return out
 
 
-def commits(path: str | Path) -> list[dict]:
-    """The table's commits, oldest first, from the Delta log: version, timestamp, operation, tally metadata.
+def commits(spark, path: str | Path) -> list[dict]:
+    """The table's commits still in its log, oldest first: version, timestamp (UTC), operation, rows, tally metadata."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
 
-    Reads `_delta_log/*.json` (Delta's documented protocol) so that plan, describe, history and resume need no
-    Spark job.
-    """
-    log = Path(path) / "_delta_log"
+    if not is_table(path):
+        return []
+    history = DeltaTable.forPath(spark, str(path)).history().select(
+        "version", F.unix_micros("timestamp").alias("us"), "operation", "userMetadata",
+        F.col("operationMetrics").getItem("numOutputRows").alias("rows"))
     out = []
-    for file in sorted(log.glob("*.json")) if log.is_dir() else []:
-        info = None
-        with open(file) as fh:
-            for line in fh:
-                action = json.loads(line)
-                if "commitInfo" in action:
-                    info = action["commitInfo"]
-                    break
-        if info is None:
-            continue
-        meta = info.get("userMetadata")
+    for row in sorted(history.collect(), key=lambda r: r.version):
         try:
-            tally_meta = json.loads(meta).get("tally") if meta else None
+            tally_meta = json.loads(row.userMetadata).get("tally") if row.userMetadata else None
         except (ValueError, AttributeError):
             tally_meta = None
-        rows = (info.get("operationMetrics") or {}).get("numOutputRows")
-        out.append({"version": int(file.stem),
-                    "timestamp": dt.datetime.fromtimestamp(info.get("timestamp", 0) / 1000, dt.timezone.utc),
-                    "operation": info.get("operation"), "rows": None if rows is None else int(rows),
-                    "tally": tally_meta})
+        out.append({"version": int(row.version), "timestamp": utc.from_micros(row.us), "operation": row.operation,
+                    "rows": None if row.rows is None else int(row.rows), "tally": tally_meta})
     return out
 
 
@@ -115,14 +113,10 @@ def _horizon_us(view: FeatureView) -> int | None:
     return view.ttl_us if view.ttl_us is not None else _extent_us(view)
 
 
-def _midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day)
-
-
 def source_range(view: FeatureView, chunk: Chunk) -> tuple[dt.datetime | None, dt.datetime]:
     """The event-time range a chunk reads: [first query - extent, last query] (None: from the beginning)."""
-    first_query = _midnight(chunk.start + dt.timedelta(days=1))
-    last_query = _midnight(chunk.end + dt.timedelta(days=1))
+    first_query = utc.midnight(chunk.start + dt.timedelta(days=1))
+    last_query = utc.midnight(chunk.end + dt.timedelta(days=1))
     extent = _extent_us(view)
     return (None if extent is None else first_query - dt.timedelta(microseconds=extent)), last_query
 
@@ -134,15 +128,15 @@ def snapshot_frame(spark, view: FeatureView, chunk: Chunk, events):
     keys = list(view.entity.keys)
     ts = F.col(view.source.timestamp)
     horizon = _horizon_us(view)
-    first = F.greatest(F.to_date(ts), F.lit(chunk.start))
+    first = F.greatest(utc.day_of(ts), F.lit(chunk.start))
     last_day = F.lit(chunk.end) if horizon is None else F.least(
-        F.date_sub(F.to_date(F.timestamp_micros(F.unix_micros(ts) + F.lit(horizon))), 1), F.lit(chunk.end))
-    latest = events.groupBy(*keys, F.to_date(ts).alias("_d")).agg(F.max(ts).alias(view.source.timestamp))
+        F.date_sub(utc.day_of(F.timestamp_micros(F.unix_micros(ts) + F.lit(horizon))), 1), F.lit(chunk.end))
+    latest = events.groupBy(*keys, utc.day_of(ts).alias("_d")).agg(F.max(ts).alias(view.source.timestamp))
     spine = (latest.select(*keys, first.alias("_first"), last_day.alias("_last"))
              .where(F.col("_first") <= F.col("_last"))
              .select(*keys, F.explode(F.sequence("_first", "_last")).alias("ds"))
              .distinct()
-             .withColumn("snapshot_ts", F.to_timestamp(F.date_add("ds", 1))))
+             .withColumn("snapshot_ts", utc.day_start(F.col("ds"), 1)))
     out = kernels.temporal(spark, spine, events, view, "snapshot_ts")
     prefix = f"{view.name}__"
     return out.select(*keys, "ds", "snapshot_ts",
@@ -150,27 +144,26 @@ def snapshot_frame(spark, view: FeatureView, chunk: Chunk, events):
                       F.current_timestamp().alias("_computed_at"))
 
 
-def read_source(spark, view: FeatureView, lo: dt.datetime | None, hi: dt.datetime):
+def read_source(spark, view: FeatureView, lo: dt.datetime | None, hi: dt.datetime, *, data=None):
     """The view's source limited to [lo, hi] on its timestamp, so Spark prunes partitions and row groups."""
     from pyspark.sql import functions as F
 
-    df = sources.read(spark, view.source)
+    df = sources.read(spark, view.source, data=data)
     registry.check_columns(view, df.schema)
     return df.where(_in_range(F.col(view.source.timestamp), lo, hi))
 
 
 def _in_range(ts, lo, hi):
-    from pyspark.sql import functions as F
 
-    cond = ts <= F.lit(hi)
-    return cond if lo is None else cond & (ts >= F.lit(lo))
+    cond = ts <= utc.lit(hi)
+    return cond if lo is None else cond & (ts >= utc.lit(lo))
 
 
-def checked_source(spark, view: FeatureView, lo, hi, *, warehouse) -> tuple[object, int]:
+def checked_source(spark, view: FeatureView, lo, hi, *, warehouse, data=None) -> tuple[object, int]:
     """The source rows [lo, hi] after the source's contract: raises on failures, or quarantines them."""
     from tally import validation
 
-    events = read_source(spark, view, lo, hi)
+    events = read_source(spark, view, lo, hi, data=data)
     report = validation.source_report(events, view.source, [view], where=f" for view '{view.name}'")
     if report.ok:
         return events, 0
@@ -183,7 +176,7 @@ def checked_source(spark, view: FeatureView, lo, hi, *, warehouse) -> tuple[obje
 
 
 def _check_schema(spark, path: Path, df, view: FeatureView) -> None:
-    if not (path / "_delta_log").is_dir():
+    if not is_table(path):
         return
     existing = spark.read.format("delta").load(str(path)).schema
     # Types compared without nullability: Delta may store an array's element nullability differently from the
@@ -206,27 +199,29 @@ def backfill(
     warehouse: str | Path,
     step_days: int = 7,
     resume: bool = False,
+    data: str | Path | None = None,
     on_chunk: Callable[[Chunk, str], None] | None = None,
 ) -> list[dict]:
-    """Backfill days [start, end] of `view`; returns one record per chunk (chunk, status, rows, delta version)."""
+    """Backfill days [start, end] of `view`; returns one record per chunk (chunk, status, rows, delta version).
+
+    `resume` skips the chunks whose every day the table already covers: a table only ever holds one definition
+    (a changed one is refused above), so a covered day was computed by this one. `data` is the data root.
+    """
     from tally import __version__
 
     path = table_path(warehouse, view.name, view.version)
-    registry.require_unchanged(registry.plan_view(view, stored_versions(warehouse, view.name)))
-    done = set()
-    if resume:
-        done = {tuple(c["tally"]["range"]) for c in commits(path)
-                if c.get("tally") and c["tally"].get("fingerprint") == view.fingerprint}
+    registry.require_unchanged(registry.plan_view(view, stored_versions(spark, warehouse, view.name)))
+    done: set[str] = covered_days(spark, path) if resume else set()
     from pyspark.sql import functions as F
 
     plan = chunks(start, end, step_days)
-    todo = [c for c in plan if (str(c.start), str(c.end)) not in done]
+    todo = [c for c in plan if not _chunk_days(c) <= done]
     if todo:  # one contract check over every row the chunks will read; nothing is written if it fails
         lo, hi = source_range(view, todo[0])[0], source_range(view, todo[-1])[1]
-        events, quarantined = checked_source(spark, view, lo, hi, warehouse=warehouse)
-    results = []
+        events, quarantined = checked_source(spark, view, lo, hi, warehouse=warehouse, data=data)
+    results, conflicts = [], _conflict_types()
     for chunk in plan:
-        if (str(chunk.start), str(chunk.end)) in done:
+        if chunk not in todo:
             results.append({"chunk": str(chunk), "status": "skipped"})
             if on_chunk:
                 on_chunk(chunk, "skipped")
@@ -241,13 +236,11 @@ def backfill(
                   .option("userMetadata", json.dumps(meta, sort_keys=True)))
         try:
             writer.save(str(path))
-        except Exception as exc:
-            if _is_conflict(exc):
-                raise ConcurrentWriteError(
-                    f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
-                    hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
-            raise
-        last = commits(path)[-1]
+        except conflicts as exc:
+            raise ConcurrentWriteError(
+                f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
+                hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
+        last = commits(spark, path)[-1]
         results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"],
                         "quarantined": quarantined})
         if on_chunk:
@@ -255,53 +248,77 @@ def backfill(
     return results
 
 
-def _is_conflict(exc: Exception) -> bool:
-    text = f"{type(exc).__name__} {exc}"
-    return any(word in text for word in ("ConcurrentAppend", "ConcurrentDelete", "ConcurrentWrite", "ProtocolChanged",
-                                         "MetadataChanged", "ConcurrentTransaction", "FileAlreadyExists",
-                                         "DELTA_CONCURRENT"))
+def _conflict_types() -> tuple[type[BaseException], ...]:
+    """Delta's exceptions for a commit that lost a race (importing them also installs their py4j conversion)."""
+    from delta import exceptions as d
+
+    return (d.DeltaConcurrentModificationException, d.ConcurrentWriteException, d.MetadataChangedException,
+            d.ProtocolChangedException, d.ConcurrentAppendException, d.ConcurrentDeleteReadException,
+            d.ConcurrentDeleteDeleteException, d.ConcurrentTransactionException)
 
 
-def read_features(spark, view: FeatureView, *, warehouse: str | Path, as_of: int | str | dt.datetime | None = None):
-    """The view's feature table, optionally as of a Delta version (int) or a timestamp."""
-    path = table_path(warehouse, view.name, view.version)
-    if not (path / "_delta_log").is_dir():
-        raise DataError(f"view '{view.name}' v{view.version} has no table at {path}",
-                        hint=f"run `tally backfill {view.name} --start ... --end ...` first")
-    reader = spark.read.format("delta")
-    if isinstance(as_of, int) and not isinstance(as_of, bool):
-        reader = reader.option("versionAsOf", as_of)
-    elif as_of is not None:
-        reader = reader.option("timestampAsOf", str(as_of))
-    return reader.load(str(path))
+def _chunk_days(chunk: Chunk) -> set[str]:
+    return {str(chunk.start + dt.timedelta(days=i)) for i in range(chunk.days)}
 
 
-def version_as_of(path: str | Path, as_of: int | str | dt.datetime | None) -> int:
-    """The Delta version a read `as_of` (None: latest; int: that version; timestamp: last commit at or before)."""
-    entries = commits(path)
+def resolve_version(spark, path: str | Path, as_of: int | str | dt.datetime | None = None) -> int:
+    """The one Delta version a read `as_of` means (None: latest; int: that version; timestamp: the last commit at
+    or before it, naive timestamps read as UTC). Reads then use exactly this version, so what a manifest records
+    is what was read."""
+    entries = commits(spark, path)
     if not entries:
         raise DataError(f"no Delta table at {path}")
     if as_of is None:
         return entries[-1]["version"]
     if isinstance(as_of, int) and not isinstance(as_of, bool):
-        if as_of not in {e["version"] for e in entries}:
+        if not 0 <= as_of <= entries[-1]["version"]:
             raise DataError(f"{path} has no Delta version {as_of} (versions 0..{entries[-1]['version']})")
         return as_of
-    when = as_of if isinstance(as_of, dt.datetime) else dt.datetime.fromisoformat(str(as_of))
-    when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    try:
+        when = utc.instant(as_of)
+    except ValueError:
+        raise UsageError(f"as_of {as_of!r} is neither a Delta version nor a timestamp") from None
     before = [e["version"] for e in entries if e["timestamp"] <= when]
     if not before:
-        raise DataError(f"{path} has no Delta version at or before {as_of} (first commit {entries[0]['timestamp']})")
+        raise DataError(f"{path} has no Delta version at or before {when.isoformat()} (the oldest commit still in "
+                        f"its log is version {entries[0]['version']} at {entries[0]['timestamp'].isoformat()})")
     return before[-1]
 
 
-def backfilled_days(path: str | Path, *, up_to: int | None = None) -> Iterator[str]:
-    """Every day some tally commit of this table (up to Delta version `up_to`) wrote."""
-    for c in commits(path):
-        if up_to is not None and c["version"] > up_to:
+def read_features(spark, view: FeatureView, *, warehouse: str | Path, version: int | None = None):
+    """The view's feature table, at Delta `version` (None: the latest); see `resolve_version`."""
+    path = table_path(warehouse, view.name, view.version)
+    if not is_table(path):
+        raise DataError(f"view '{view.name}' v{view.version} has no table at {path}",
+                        hint=f"run `tally backfill {view.name} --start ... --end ...` first")
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    try:
+        return reader.load(str(path))
+    except Exception as exc:
+        if version is None:
+            raise
+        raise DataError(f"view '{view.name}' v{view.version}: cannot read Delta version {version} of {path}: "
+                        f"{str(exc).strip().splitlines()[0]}",
+                        hint="the version may be older than the table's log retention (delta.logRetentionDuration)") from exc
+
+
+def covered_days(spark, path: str | Path, *, version: int | None = None) -> set[str]:
+    """Every day the table holds at `version`: its `ds` partition values, plus the ranges of the tally commits
+    still in the log (a backfilled day can have no rows)."""
+    from pyspark.sql import functions as F
+
+    if not is_table(path):
+        return set()
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    days = {str(r.ds) for r in reader.load(str(path)).select(F.col("ds")).distinct().collect()}
+    for c in commits(spark, path):
+        if version is not None and c["version"] > version:
             break
         if c.get("tally"):
             a, b = (dt.date.fromisoformat(x) for x in c["tally"]["range"])
-            while a <= b:
-                yield str(a)
-                a += dt.timedelta(days=1)
+            days |= _chunk_days(Chunk(a, b))
+    return days

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tally import kernels, sources, store
+from tally import kernels, sources, store, utc
 from tally.definitions import FeatureView
 from tally.errors import DataError, RegistryError, UsageError
 
@@ -85,20 +85,43 @@ def _check_key_types(spine, table, view: FeatureView, what: str) -> None:
                             f"{want.simpleString()}", hint=f"cast the spine's '{k}' to {want.simpleString()}")
 
 
-def checked_sources(spark, views: Sequence[FeatureView]) -> dict[str, object]:
-    """Each source the temporal views read, read once and checked once against its contract for all of them."""
+def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions: Mapping[str, int] | None = None,
+                    pins: dict | None = None) -> dict[str, object]:
+    """Each source the temporal views read, read once and checked once against its contract for all of them.
+
+    A Delta source is read at one resolved version (`versions[name]`, else its latest). With `pins`, each source
+    also records what identifies the rows read: `{"delta_version": v}` for a Delta source, else a content hash.
+    """
     from tally import registry, validation
 
+    versions = dict(versions or {})
     out = {}
     for name in dict.fromkeys(v.source.name for v in views):
         users = [v for v in views if v.source.name == name]
-        events = sources.read(spark, users[0].source)
+        source = users[0].source
+        version = None
+        if source.format == "delta" and source.path is not None:
+            where = sources.location(source, data)
+            version = versions.get(name, store.resolve_version(spark, where) if store.is_table(where) else None)
+        events = sources.read(spark, source, data=data, version=version)
         for v in users:
             registry.check_columns(v, events.schema)
         where = f" for view(s) {', '.join(repr(v.name) for v in users)}"
-        validation.source_report(events, users[0].source, users, where=where).raise_if_failed()
+        validation.source_report(events, source, users, where=where).raise_if_failed()
         out[name] = events
+        if pins is not None:
+            pins[name] = {"delta_version": version} if version is not None else content_hash(events)
     return out
+
+
+def content_hash(df) -> dict:
+    """Row count and an order-independent hash of every row's values: what says two reads saw the same rows."""
+    from pyspark.sql import functions as F
+
+    cols = [F.col(f"`{c}`") for c in df.columns]
+    row = df.agg(F.count(F.lit(1)).alias("n"),
+                 F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("h")).first()
+    return {"rows": int(row.n), "hash": format(int(row.h or 0) % (1 << 64), "016x")}
 
 
 def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
@@ -116,20 +139,47 @@ def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names:
     return out
 
 
-def needed_days(spine, timestamp: str) -> list[dt.date]:
+def spine_day_before(spine, timestamp: str):
+    """The UTC date before each spine row's date: the snapshot row (ds) a spine row reads."""
     from pyspark.sql import functions as F
 
-    rows = spine.select(F.date_sub(F.to_date(F.col(timestamp)), 1).alias("d")).distinct().collect()
+    kind = spine.schema[timestamp].dataType.typeName()
+    return F.date_sub(utc.day_of(utc.as_instant(F.col(f"`{timestamp}`"), kind)), 1)
+
+
+def needed_days(spine, timestamp: str) -> list[dt.date]:
+    rows = spine.select(spine_day_before(spine, timestamp).alias("d")).distinct().collect()
     return sorted(r.d for r in rows if r.d is not None)
+
+
+_ZERO_WHEN_EMPTY = ("count", "sum", "decayed_sum", "decayed_count")
+
+
+def empty_value(feature, dtype):
+    """What the engine returns for `feature` over an empty window: 0 for counts and sums, else its default."""
+    from pyspark.sql import functions as F
+
+    value = 0 if feature.function in _ZERO_WHEN_EMPTY else feature.default
+    return None if value is None else F.lit(value).cast(dtype)
 
 
 def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, warehouse, names: Sequence[str],
                       as_of=None, allow_missing: bool = False, report: dict | None = None):
-    """The spine with `view`'s snapshot features: the row of day date(t) - 1 of the view's Delta table."""
-    table = store.read_features(spark, view, warehouse=warehouse, as_of=as_of)
+    """The spine with `view`'s snapshot features: the row of day date(t) - 1 of the view's Delta table.
+
+    An entity with no row on a day the table covers had no event within the view's horizon. With a ttl, its
+    features are null (DESIGN.md, ttl); without one, every window is empty, so it gets exactly what the
+    temporal path gives there: 0 for counts and sums, else the feature's default. Days the table does not cover
+    are refused, or with `allow_missing` left null.
+    """
+    from pyspark.sql import functions as F
+
     path = store.table_path(warehouse, view.name, view.version)
-    version = store.version_as_of(path, as_of)
-    covered = set(store.backfilled_days(path, up_to=version))
+    if not store.is_table(path):
+        store.read_features(spark, view, warehouse=warehouse)  # raises naming the view and the backfill to run
+    version = store.resolve_version(spark, path, as_of)
+    table = store.read_features(spark, view, warehouse=warehouse, version=version)
+    covered = store.covered_days(spark, path, version=version)
     missing = [d for d in needed_days(spine, timestamp) if str(d) not in covered]
     if missing and not allow_missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -138,34 +188,43 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
                         hint=f"backfill them (tally backfill {view.name} --start {missing[0]} --end {missing[-1]}) "
                              "or pass allow_missing / --allow-missing to fill nulls")
     _check_key_types(spine, table, view, f"feature table {path}")
-    out = kernels.as_of(spark, spine, timestamp, table, "snapshot_ts", view.entity.keys, list(names),
-                        f"{view.name}__", store.DAY_US)
+    prefix, found = f"{view.name}__", "_tally_row"
+    out = kernels.as_of(spark, spine, timestamp, table.withColumn(found, F.lit(True)), "snapshot_ts",
+                        view.entity.keys, [*names, found], prefix, store.DAY_US)
+    in_missing_day = spine_day_before(spine, timestamp).isin(missing)
+    if view.ttl is None:
+        no_row = F.col(prefix + found).isNull() & ~in_missing_day
+        for name in names:
+            empty = empty_value(view.feature(name), out.schema[prefix + name].dataType)
+            if empty is not None:
+                out = out.withColumn(prefix + name, F.when(no_row, empty).otherwise(F.col(prefix + name)))
+    out = out.drop(prefix + found)
     if report is not None:
         report[view.name] = {"delta_version": version, "missing_days": [str(d) for d in missing]}
         if missing:
-            from pyspark.sql import functions as F
-
-            gaps = spine.where(F.date_sub(F.to_date(F.col(timestamp)), 1).isin([str(d) for d in missing])).count()
-            report[view.name]["rows_in_missing_days"] = gaps
+            report[view.name]["rows_in_missing_days"] = spine.where(in_missing_day).count()
     return out
 
 
 def training_set(spark, spine, features: Sequence[FeatureView | str], timestamp: str, *, views=None,
                  warehouse: str | Path = "warehouse", as_of: Mapping[str, int | str] | None = None,
-                 allow_missing: bool = False):
+                 allow_missing: bool = False, data: str | Path | None = None):
     """Join every selected view's features onto `spine`, point-in-time correct at `timestamp`.
 
     `features` mixes FeatureViews and "view" / "view:feature" strings (resolved in `views`, a name -> view
     mapping such as `registry.load(...).views`). `as_of` pins the Delta version (int) or timestamp read per
-    snapshot view.
+    snapshot view. `data` is the data root relative source paths live under (default: the configured one).
     """
     return build(spark, spine, features, timestamp, views=views, warehouse=warehouse, as_of=as_of,
-                 allow_missing=allow_missing)[0]
+                 allow_missing=allow_missing, data=data)[0]
 
 
 def build(spark, spine, features, timestamp: str, *, views=None, warehouse="warehouse", as_of=None,
-          allow_missing: bool = False):
-    """The training set and what went into it (per view: version, fingerprint, accuracy, Delta version read)."""
+          allow_missing: bool = False, data=None, source_versions: Mapping[str, int] | None = None,
+          pin_sources: bool = False):
+    """The training set and what went into it: per view its version, fingerprint, accuracy and the Delta version
+    read; the options; with `pin_sources`, per temporal source what identifies the rows read (its Delta version,
+    else a content hash). `source_versions` reads Delta sources at recorded versions (a manifest rebuild)."""
     selections = resolve(features, views)
     if not selections:
         raise UsageError("a training set needs at least one feature view")
@@ -178,7 +237,8 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
     if unknown:
         raise UsageError(f"as_of names view(s) not in the training set: {sorted(unknown)}")
     temporal = [s.view for s in selections if s.view.accuracy != "snapshot"]
-    events = checked_sources(spark, temporal)
+    source_pins: dict | None = {} if pin_sources else None
+    events = checked_sources(spark, temporal, data=data, versions=source_versions, pins=source_pins)
     # A spine that is a checked source itself ("as of each charge") passed the same not-null checks just now.
     if not any(spine.sameSemantics(events[v.source.name]) and v.source.timestamp == timestamp
                and set(keys) <= set(v.entity.keys) for v in temporal):
@@ -196,5 +256,8 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
             out = temporal_features(spark, out, v, timestamp, names=sel.features, source_df=events[v.source.name])
         entries.append({"view": v.name, "version": v.version, "fingerprint": v.fingerprint, "accuracy": v.accuracy,
                         "features": list(sel.features), **report.get(v.name, {"delta_version": None})})
-    return out, {"views": entries, "timestamp": timestamp,
-                 "semantics": {e["view"]: SEMANTICS[e["accuracy"]] for e in entries}}
+    built = {"views": entries, "timestamp": timestamp, "options": {"allow_missing": allow_missing},
+             "semantics": {e["view"]: SEMANTICS[e["accuracy"]] for e in entries}}
+    if source_pins is not None:
+        built["sources"] = source_pins
+    return out, built

@@ -1,6 +1,6 @@
 """Data contracts, run with pandera's pyspark backend before every backfill and training set.
 
-Contracts come from the definitions: entity keys and timestamps non-null, timestamps within the source's
+Contracts come from the definitions: entity keys, timestamps and `available_at` non-null, timestamps within the source's
 bounds, declared column types, the source's declared Checks, unique event ids. pandera decides which checks
 fail; for each failure tally counts the failing rows and shows a few, so that the message names the source,
 the column, the check, how many rows and which.
@@ -8,11 +8,13 @@ the column, the check, how many rows and which.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tally import utc
 from tally.definitions import Check, FeatureView, Source
 from tally.errors import DataError
 
@@ -59,9 +61,11 @@ class Report:
 def source_checks(source: Source, views: Sequence[FeatureView]) -> list[Check]:
     """Every row-level check a source must pass for the views that read it."""
     keys = sorted({k for v in views for k in v.entity.keys})
-    low, high = source.timestamp_bounds
+    low, high = (utc.instant(b) for b in source.timestamp_bounds)
     checks = [Check.not_null(k) for k in keys] + [Check.not_null(source.timestamp),
                                                   Check.between(source.timestamp, low, high)]
+    if source.available_at:  # a null would read as "always known": a label leaking into every earlier feature
+        checks.append(Check.not_null(source.available_at))
     if source.id:
         checks.append(Check.not_null(source.id))
     return checks + list(source.checks)
@@ -77,12 +81,19 @@ def _failing(check: Check):
     if check.kind == "not_nan":
         return F.isnan(c)
     if check.kind == "ge":
-        return c < F.lit(check.args[0])
+        return c < _lit(check.args[0])
     if check.kind == "le":
-        return c > F.lit(check.args[0])
+        return c > _lit(check.args[0])
     if check.kind == "between":
-        return (c < F.lit(check.args[0])) | (c > F.lit(check.args[1]))
+        return (c < _lit(check.args[0])) | (c > _lit(check.args[1]))
     return ~c.isin(list(check.args[0]))
+
+
+def _lit(value):
+    """A literal; instants through `tally.utc`, so no zone shifts a bound."""
+    from pyspark.sql import functions as F
+
+    return utc.lit(value) if isinstance(value, (dt.datetime, dt.date)) else F.lit(value)
 
 
 def _pandera_schema(df, checks: Sequence[Check], name: str):
@@ -170,7 +181,12 @@ def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
 
 
 def _short(row: dict) -> dict:
-    return {k: (str(v)[:40] if v is not None else None) for k, v in list(row.items())[:8]}
+    return {k: (str(_utc(v))[:40] if v is not None else None) for k, v in list(row.items())[:8]}
+
+
+def _utc(value):
+    """PySpark collects timestamps as naive datetimes in the process's zone: show them in UTC, marked as such."""
+    return value.astimezone(dt.timezone.utc) if isinstance(value, dt.datetime) else value
 
 
 def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "") -> Report:
