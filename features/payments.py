@@ -1,14 +1,13 @@
 """The payments feature repository: card, customer, merchant and issuer features for fraud and acceptance models.
 
-Sources read the generated payments data (`tally datagen`) under $TALLY_DATA (default ./data). Fraud labels come
+Sources read the generated payments data (`tally datagen`) under the data root (`data` in tally.toml, or
+$TALLY_DATA): where the data lives is configuration, not part of any view's fingerprint. Fraud labels come
 from disputes and are visible only from `dispute_created` on, so no feature leaks a label before it was known.
 """
 
-import os
+from pathlib import Path
 
 import tally as tl
-
-DATA = os.environ.get("TALLY_DATA", "data")
 
 # --- entities -----------------------------------------------------------------------------------------------
 card = tl.Entity("card", keys=["card_id"], description="A payment card, by its fingerprint.")
@@ -19,7 +18,7 @@ issuer_mcc = tl.Entity("issuer_mcc", keys=["issuer", "mcc"], description="An iss
 
 # --- sources ------------------------------------------------------------------------------------------------
 charges = tl.Source(
-    "charges", path=f"{DATA}/charges", format="parquet", timestamp="created", id="charge_id",
+    "charges", path="charges", format="parquet", timestamp="created", id="charge_id",
     columns={
         "is_declined": "CAST(outcome = 'declined' AS INT)",
         "is_authorized": "CAST(outcome = 'authorized' AS INT)",
@@ -32,10 +31,10 @@ charges = tl.Source(
 )
 
 
-def _fraud_disputes(spark):
+def _fraud_disputes(spark, data: Path):
     """Fraud disputes with the disputed charge's card and merchant (disputes carry only the charge id)."""
-    disputes = spark.read.parquet(f"{DATA}/disputes").where("reason = 'fraudulent'")
-    charge_keys = spark.read.parquet(f"{DATA}/charges").select("charge_id", "card_id", "merchant_id", "amount")
+    disputes = spark.read.parquet(str(data / "disputes")).where("reason = 'fraudulent'")
+    charge_keys = spark.read.parquet(str(data / "charges")).select("charge_id", "card_id", "merchant_id", "amount")
     return disputes.join(charge_keys, "charge_id")
 
 

@@ -11,7 +11,7 @@ import sys
 import click
 
 from tally import config as config_module
-from tally.errors import TallyError, UsageError
+from tally.errors import DataError, TallyError, UsageError
 
 
 class Context:
@@ -63,8 +63,9 @@ def _date(_ctx, param, value):
 @click.option("--warehouse", help="Warehouse root (default ./warehouse; env TALLY_WAREHOUSE).")
 @click.option("--repo", help="Feature repository folder (default ./features; env TALLY_REPO).")
 @click.option("--master", help="Spark master (default local[*]; env TALLY_MASTER).")
+@click.option("--data", help="Data root that relative source paths live under (default ./data; env TALLY_DATA).")
 @click.pass_context
-def cli(ctx, warehouse, repo, master) -> None:
+def cli(ctx, warehouse, repo, master, data) -> None:
     """tally: payments features on Spark, stored in Delta, joined point-in-time.
 
     \b
@@ -73,7 +74,7 @@ def cli(ctx, warehouse, repo, master) -> None:
       tally backfill card_velocity --start 2026-01-01 --end 2026-03-31
       tally training-set --spine spine.parquet --timestamp created --features card_velocity --out train
     """
-    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master)
+    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master, data=data)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -87,7 +88,7 @@ def config_cmd(c: Context) -> None:
       TALLY_WAREHOUSE=/data/wh tally config
     """
     cfg = c.config
-    for key in ("warehouse", "repo", "master"):
+    for key in config_module.DEFAULTS:
         click.echo(f"{key:10} = {getattr(cfg, key):40} ({cfg.origins[key]})")
     for key, value in sorted(cfg.redacted_conf().items()):
         name = key if key.startswith("spark.") else f"spark.{key}"
@@ -129,10 +130,10 @@ def describe(c: Context, view: str) -> None:
         w = f.window
         click.echo(f"  {f.name:36} {f.function}({f.column or '*'}) window {w.length or 'lifetime'} "
                    f"delay {w.delay or '0'} closed={w.closed}  {f.description}")
-    versions = store.stored_versions(c.config.warehouse, v.name)
+    versions = store.stored_versions(c.spark, c.config.warehouse, v.name)
     for version, fingerprint in sorted(versions.items()):
         path = store.table_path(c.config.warehouse, v.name, version)
-        days = sorted(set(store.backfilled_days(path)))
+        days = sorted(store.covered_days(c.spark, path))
         span = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "nothing backfilled"
         click.echo(f"  v{version}: {path}  {span}  fingerprint {fingerprint}")
     if not versions:
@@ -144,20 +145,30 @@ def describe(c: Context, view: str) -> None:
 def plan(c: Context) -> None:
     """Compare the repository with the warehouse: new views, new versions, unchanged, changed specs.
 
-    Exits 1 when a definition changed under a version that was already backfilled.
+    Reads each source's schema (not its rows) and reports missing or mistyped columns. Exits 1 when a definition
+    changed under a version that was already backfilled, or a view's columns do not fit its source.
 
     \b
     Example:
       tally plan
     """
-    from tally import registry, store
+    from tally import registry, sources, store
 
-    items = [registry.plan_view(v, store.stored_versions(c.config.warehouse, v.name))
-             for v in sorted(c.repo.views.values(), key=lambda v: v.name)]
+    items = []
+    for v in sorted(c.repo.views.values(), key=lambda v: v.name):
+        try:  # the schema only: no Spark job reads the data
+            problems = registry.schema_problems(v, sources.read(c.spark, v.source, data=c.config.data, scan=False).schema)
+        except TallyError as err:
+            problems = [err.message]
+        items.append(registry.plan_view(v, store.stored_versions(c.spark, c.config.warehouse, v.name), problems))
     for item in items:
         click.echo(item.describe())
     for item in items:
         registry.require_unchanged(item)
+    broken = [item for item in items if item.problems]
+    if broken:
+        raise DataError(f"{len(broken)} view(s) cannot be computed from their sources: "
+                        f"{', '.join(item.view for item in broken)}", hint="see the '!' lines above")
 
 
 @cli.command()
@@ -182,7 +193,7 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
 
     targets = [c.repo.view(name) for name in views]
     for v in targets:
-        registry.require_unchanged(registry.plan_view(v, store.stored_versions(c.config.warehouse, v.name)))
+        registry.require_unchanged(registry.plan_view(v, store.stored_versions(c.spark, c.config.warehouse, v.name)))
     for v in targets:
         plan_chunks = store.chunks(start, end, step_days)
         if dry_run:
@@ -196,7 +207,7 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
         with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,
                                hidden=not show) as bar:
             results = store.backfill(c.spark, v, start, end, warehouse=c.config.warehouse, step_days=step_days,
-                                     resume=resume, on_chunk=lambda *_: bar.update(1))
+                                     resume=resume, data=c.config.data, on_chunk=lambda *_: bar.update(1))
         for r in results:
             extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
             if not quiet:
@@ -218,7 +229,7 @@ def history(c: Context, view: str, version: int | None) -> None:
 
     v = c.repo.view(view)
     path = store.table_path(c.config.warehouse, v.name, version or v.version)
-    entries = store.commits(path)
+    entries = store.commits(c.spark, path)
     if not entries:
         raise UsageError(f"view '{v.name}' v{version or v.version} has no table at {path}",
                          hint=f"run `tally backfill {v.name} --start ... --end ...` first")
@@ -271,11 +282,14 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
     from tally import manifests, training
 
     views = c.repo.views
+    recorded, source_versions = None, None
     if from_manifest:
         recorded = manifests.read(from_manifest)
         spine, spine_format = recorded["spine"]["path"], recorded["spine"]["format"]
         timestamp, refs = recorded["spine"]["timestamp"], recorded["features"]
         pins: dict = manifests.pins(recorded, views)
+        source_versions = manifests.source_versions(recorded)
+        allow_missing = recorded["options"]["allow_missing"]
         out_format = out_format or recorded["output"]["format"]
     else:
         missing = [name for name, value in (("--spine", spine), ("--timestamp", timestamp), ("--features", features))
@@ -291,14 +305,28 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
             pins[name] = int(value) if value.isdigit() else value
         out_format = out_format or "parquet"
     spine_df = _read_table(c.spark, spine, spine_format, "spine")
+    spine_hash = training.content_hash(spine_df)
+    if recorded:
+        manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
+                               hint="restore the spine the manifest names, or build a new training set from it")
     df, built = training.build(c.spark, spine_df, refs, timestamp, views=views, warehouse=c.config.warehouse,
-                               as_of=pins, allow_missing=allow_missing)
+                               as_of=pins, allow_missing=allow_missing, data=c.config.data,
+                               source_versions=source_versions, pin_sources=True)
+    if recorded:  # every input is checked before anything is written
+        manifests.require_same_sources(recorded, built["sources"])
     df.write.format(out_format).mode("overwrite").save(out)
-    rows = c.spark.read.format(out_format).load(out).count()
-    manifest = manifests.make(spine_path=spine, spine_format=spine_format, spine_rows=rows, built=built,
-                              features=refs, out=out, out_format=out_format, warehouse=c.config.warehouse)
+    out_hash = training.content_hash(c.spark.read.format(out_format).load(out))
+    if recorded:
+        manifests.require_same(f"the rebuilt training set at {out}", recorded["output"], out_hash,
+                               hint="the inputs matched the manifest, so this is a tally bug: please report it")
+    manifest = manifests.make(spine_path=spine, spine_format=spine_format, spine_hash=spine_hash, built=built,
+                              features=refs, out=out, out_format=out_format, out_hash=out_hash,
+                              warehouse=c.config.warehouse)
     written = manifests.write(manifest, out)
-    click.echo(f"{rows} rows -> {out} ({out_format}); manifest {written}")
+    rows = out_hash["rows"]
+    click.echo(f"{rows} rows -> {out} ({out_format}); content hash {out_hash['hash']}; manifest {written}")
+    if recorded:
+        click.echo(f"  reproduced {from_manifest}: same {rows} rows and content hash {out_hash['hash']}")
     for entry in built["views"]:
         gaps = entry.get("rows_in_missing_days")
         note = f"; {gaps} rows in days the table lacks were filled with nulls" if gaps else ""
@@ -334,7 +362,7 @@ def validate(c: Context, source_names, view_names) -> None:
     for name in sorted(chosen or repo.sources):
         source = repo.sources[name]
         users = [v for v in repo.views.values() if v.source.name == name]
-        df = sources.read(c.spark, source)
+        df = sources.read(c.spark, source, data=c.config.data)
         for v in users:
             registry.check_columns(v, df.schema)
         report = validation.source_report(df, source, users)
@@ -373,7 +401,7 @@ def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
 @click.option("--charges", default=1_000_000, show_default=True, type=click.IntRange(min=1000))
 @click.option("--days", default=90, show_default=True, type=click.IntRange(min=14))
 @click.option("--seed", default=7, show_default=True, type=int)
-@click.option("--data", default="demo-data", show_default=True, help="Where the generated data goes.")
+@click.option("--data", default=None, help="Where the generated data goes (default: the data root, `data` in tally.toml).")
 @pass_ctx
 def demo(c: Context, charges, days, seed, data) -> None:
     """Run the end-to-end demo: generate payments, plan, backfill, build a training set, train, compare AUC-PR.
@@ -385,8 +413,8 @@ def demo(c: Context, charges, days, seed, data) -> None:
     """
     from tally import demo as demo_module
 
-    demo_module.run(warehouse=c.config.warehouse, echo=click.echo, data=data, charges=charges, days=days, seed=seed,
-                    repo=c.config.repo)
+    demo_module.run(warehouse=c.config.warehouse, echo=click.echo, data=data or c.config.data, charges=charges,
+                    days=days, seed=seed, repo=c.config.repo)
 
 
 def main(argv: list[str] | None = None) -> int:

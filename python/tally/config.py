@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tally.errors import UsageError
 
-DEFAULTS = {"warehouse": "warehouse", "repo": "features", "master": "local[*]"}
+DEFAULTS = {"warehouse": "warehouse", "repo": "features", "master": "local[*]", "data": "data"}
 _SECRET = re.compile(r"(secret|password|token|credential|access[._-]?key|private)", re.I)
 
 
@@ -27,6 +27,7 @@ class Config:
     warehouse: str
     repo: str
     master: str
+    data: str = DEFAULTS["data"]  # the data root: relative source paths live under it
     spark_conf: dict[str, str] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
 
@@ -68,4 +69,4 @@ def load(cwd: str | Path | None = None, **flags: str | None) -> Config:
         if key in DEFAULTS and value is not None:
             values[key], origins[key] = value, f"flag --{key}"
     return Config(warehouse=str(values["warehouse"]), repo=str(values["repo"]), master=str(values["master"]),
-                  spark_conf=conf, origins=origins)
+                  data=str(values["data"]), spark_conf=conf, origins=origins)

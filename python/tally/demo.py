@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 
@@ -86,10 +85,9 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
     from pyspark.sql import functions as F
 
     import tally as tl
-    from tally import registry, store, training
+    from tally import registry, store, training, utc
 
     clock = Clock(echo)
-    os.environ["TALLY_DATA"] = str(Path(data).resolve())
     spark = tl.session(warehouse=warehouse, conf={"spark.driver.memory": "6g"})
     try:
         _data(spark, Path(data).resolve(), charges, days, seed, clock)
@@ -98,13 +96,13 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
         clock.step(f"feature repository {repo}: {len(views)} views, "
                    f"{sum(len(v.features) for v in views.values())} features; plan:")
         for v in sorted(views.values(), key=lambda v: v.name):
-            echo("    " + registry.plan_view(v, store.stored_versions(warehouse, v.name)).describe())
+            echo("    " + registry.plan_view(v, store.stored_versions(spark, warehouse, v.name)).describe())
 
         end = START + dt.timedelta(days=days - 1)
         test_start = START + dt.timedelta(days=days * 2 // 3)
         for v in sorted(views.values(), key=lambda v: v.name):
             t = time.time()
-            results = store.backfill(spark, v, START, end, warehouse=warehouse, step_days=31, resume=True)
+            results = store.backfill(spark, v, START, end, warehouse=warehouse, step_days=31, resume=True, data=data)
             rows = sum(r.get("rows") or 0 for r in results)
             clock.step(f"backfilled {v.name} v{v.version} {START}..{end}: {len(results)} commit(s), {rows:,} rows "
                        f"({time.time() - t:.0f}s)")
@@ -120,10 +118,10 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
         used = sorted(views.values(), key=lambda v: v.name)
         clock.step(f"building the training set: {len(used)} views onto {charges_df.count():,} charges ...")
         train_set, built = training.build(spark, spine, used, "created", views=views, warehouse=warehouse,
-                                          allow_missing=True)
+                                          allow_missing=True, data=data)
         path = str(Path(warehouse).resolve() / "training_sets" / "fraud_demo")
         train_set.write.format("delta").mode("overwrite").save(path)
-        ts = spark.read.format("delta").load(path).withColumn("day", F.to_date("created"))
+        ts = spark.read.format("delta").load(path).withColumn("day", utc.day_of(F.col("created")))
         clock.step(f"training set written to {path}: {ts.count():,} rows, "
                    f"{len(ts.columns) - len(spine.columns) - 1} feature columns")
 

@@ -1,9 +1,14 @@
 """Training-set manifests: everything needed to rebuild the identical rows later.
 
-A manifest sits beside the data (`<out>.manifest.json`) and records the spine (path, format, row count,
-timestamp column), each view's version, fingerprint, accuracy and the Delta version read, the semantics, the
-tally version and when it was built. Rebuilding pins every snapshot view to the recorded Delta version and
-refuses a view whose definition no longer matches its recorded fingerprint.
+A manifest sits beside the data (`<out>.manifest.json`) and records everything that determines the rows: the
+spine (path, format, timestamp column, row count and content hash), each view's version, fingerprint, accuracy
+and the Delta version read, each temporal view's source (its Delta version, or the row count and content hash of
+what was read), the options (`allow_missing`), the semantics, the output's row count and content hash, the tally
+version and when it was built.
+
+A rebuild reads every snapshot table and Delta source at its recorded version, refuses before writing anything
+when a definition, the spine or a non-Delta source changed (saying which and how), and checks that the rows it
+wrote have the recorded count and content hash.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from tally.errors import SpecChangedError, UsageError
+from tally.errors import DataError, SpecChangedError, UsageError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 
 
 def path_for(out: str | Path) -> Path:
@@ -22,19 +27,21 @@ def path_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
-def make(*, spine_path: str, spine_format: str, spine_rows: int, built: dict, features: list[str], out: str,
-         out_format: str, warehouse: str) -> dict:
+def make(*, spine_path: str, spine_format: str, spine_hash: dict, built: dict, features: list[str], out: str,
+         out_format: str, out_hash: dict, warehouse: str) -> dict:
     from tally import __version__
 
     return {
         "manifest_version": MANIFEST_VERSION,
-        "spine": {"path": str(Path(spine_path).resolve()), "format": spine_format, "rows": spine_rows,
-                  "timestamp": built["timestamp"]},
+        "spine": {"path": str(Path(spine_path).resolve()), "format": spine_format, "timestamp": built["timestamp"],
+                  **spine_hash},
         "features": features,
+        "options": built["options"],
         "views": built["views"],
+        "sources": built.get("sources", {}),
         "semantics": built["semantics"],
         "warehouse": str(Path(warehouse).resolve()),
-        "output": {"path": str(Path(out).resolve()), "format": out_format},
+        "output": {"path": str(Path(out).resolve()), "format": out_format, **out_hash},
         "tally_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -75,3 +82,25 @@ def pins(manifest: dict, views: dict) -> dict[str, int]:
         if entry["accuracy"] == "snapshot":
             out[view.name] = entry["delta_version"]
     return out
+
+
+def source_versions(manifest: dict) -> dict[str, int]:
+    """The Delta version each Delta source was read at."""
+    return {name: pin["delta_version"] for name, pin in manifest.get("sources", {}).items() if "delta_version" in pin}
+
+
+def require_same(what: str, recorded: dict, now: dict, hint: str) -> None:
+    """Refuses when `what` no longer has the recorded row count and content hash."""
+    if (recorded.get("rows"), recorded.get("hash")) != (now["rows"], now["hash"]):
+        raise DataError(f"{what} changed since the manifest was written: it had {recorded.get('rows')} rows "
+                        f"(content hash {recorded.get('hash')}), now {now['rows']} rows (content hash {now['hash']})",
+                        hint=hint)
+
+
+def require_same_sources(manifest: dict, now: dict) -> None:
+    """Refuses when a source that is not pinned by a Delta version was read with other rows than recorded."""
+    for name, pin in manifest.get("sources", {}).items():
+        if "hash" in pin:
+            require_same(f"source '{name}'", pin, now.get(name, {"rows": None, "hash": None}),
+                         hint="a file source cannot be read as it was; restore its files, or build a new training "
+                              "set (Delta sources are read at their recorded version instead)")

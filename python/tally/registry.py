@@ -1,14 +1,15 @@
 """A feature repository: every Entity, Source and FeatureView defined in the Python files under a folder.
 
 Loading checks names; `check_columns` checks each aggregation's column against its source's schema; `plan`
-compares each view with what the warehouse holds: new view, new version, unchanged, or spec changed under an
-existing version (refused: bump the version).
+compares each view with what the warehouse holds (new view, new version, unchanged, or spec changed under an
+existing version: refused, bump the version) and reports what is wrong between a view and its source's schema.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,19 +72,45 @@ def _import(file: Path, root: Path):
     return module
 
 
-def check_columns(view: FeatureView, schema) -> None:
-    """Every column a view needs exists in its source's schema (a pyspark StructType)."""
-    names = set(schema.fieldNames())
-    needed = [("timestamp", view.source.timestamp), ("available_at", view.source.available_at)]
-    needed += [("key", k) for k in view.entity.keys]
-    for what, col in needed:
-        if col and col not in names:
-            raise DataError(f"view '{view.name}': source '{view.source.name}' has no {what} column '{col}'",
-                            hint=f"its columns: {', '.join(sorted(names))}")
+_NUMERIC = {"byte", "short", "integer", "long", "float", "double", "decimal"}
+_ORDERED = _NUMERIC | {"string", "boolean", "timestamp", "timestamp_ntz"}
+_TIMES = {"timestamp", "timestamp_ntz", "date", "string"}
+# The value types each kernel takes (tally.agg.Aggregators.build); functions not listed take no column.
+_TAKES = {"sum": _NUMERIC | {"boolean"}, **{f: _NUMERIC for f in (
+    "mean", "variance", "variance_pop", "stddev", "stddev_pop", "approx_percentile", "decayed_sum")},
+    **{f: _ORDERED for f in ("min", "max", "first", "last", "last_k", "approx_distinct", "top_k")}}
+
+
+def schema_problems(view: FeatureView, schema) -> list[str]:
+    """What is wrong between a view and its source's schema (a pyspark StructType): missing or mistyped columns."""
+    types = {f.name: f.dataType.typeName() for f in schema.fields}
+    columns = ", ".join(sorted(types))
+    src = f"source '{view.source.name}'"
+    problems = []
+    for what, col in [("timestamp", view.source.timestamp), ("available_at", view.source.available_at)]:
+        if col and col not in types:
+            problems.append(f"{src} has no {what} column '{col}' (its columns: {columns})")
+        elif col and types[col] not in _TIMES:
+            problems.append(f"{src}: {what} column '{col}' is {types[col]}, not a timestamp")
+    for k in view.entity.keys:
+        if k not in types:
+            problems.append(f"{src} has no key column '{k}' of entity '{view.entity.name}' (its columns: {columns})")
     for f in view.features:
-        if f.column and f.column not in names:
-            raise DataError(f"view '{view.name}', feature '{f.name}': source '{view.source.name}' has no column "
-                            f"'{f.column}'", hint=f"its columns: {', '.join(sorted(names))}")
+        if f.column and f.column not in types:
+            problems.append(f"feature '{f.name}': {src} has no column '{f.column}' (its columns: {columns})")
+        elif f.column and types[f.column] not in _TAKES.get(f.function, _ORDERED):
+            problems.append(f"feature '{f.name}': {f.function} does not take column '{f.column}' of type "
+                            f"{types[f.column]} (it takes {', '.join(sorted(_TAKES.get(f.function, _ORDERED)))})")
+    return problems
+
+
+def check_columns(view: FeatureView, schema) -> None:
+    """Every column a view needs exists in its source's schema with a type its aggregations take."""
+    problems = schema_problems(view, schema)
+    if problems:
+        raise DataError(f"view '{view.name}': " + "; ".join(problems),
+                        hint="fix the view's columns or the source (derived columns: Source(columns={...}))",
+                        details={"view": view.name, "problems": problems})
 
 
 @dataclass(frozen=True)
@@ -93,12 +120,16 @@ class PlanItem:
     status: str  # new_view | new_version | unchanged | spec_changed
     fingerprint: str
     stored_fingerprint: str | None
+    problems: tuple[str, ...] = ()  # what is wrong with the view's source schema
 
     @property
     def ok(self) -> bool:
-        return self.status != "spec_changed"
+        return self.status != "spec_changed" and not self.problems
 
     def describe(self) -> str:
+        return "\n".join([self._status_line(), *(f"    ! {p}" for p in self.problems)])
+
+    def _status_line(self) -> str:
         return {
             "new_view": f"+ {self.view} v{self.version}: new view",
             "new_version": f"+ {self.view} v{self.version}: new version (older versions stay readable)",
@@ -108,13 +139,15 @@ class PlanItem:
         }[self.status]
 
 
-def plan_view(view: FeatureView, stored: dict[int, str | None]) -> PlanItem:
-    """`stored` maps each version present in the warehouse to the fingerprint it was written with."""
+def plan_view(view: FeatureView, stored: dict[int, str | None], problems: Sequence[str] = ()) -> PlanItem:
+    """`stored` maps each version present in the warehouse to the fingerprint it was written with; `problems`
+    are what `schema_problems` found in the view's source."""
     if view.version in stored:
         old = stored[view.version]
         status = "unchanged" if old in (None, view.fingerprint) else "spec_changed"
-        return PlanItem(view.name, view.version, status, view.fingerprint, old)
-    return PlanItem(view.name, view.version, "new_version" if stored else "new_view", view.fingerprint, None)
+        return PlanItem(view.name, view.version, status, view.fingerprint, old, tuple(problems))
+    return PlanItem(view.name, view.version, "new_version" if stored else "new_view", view.fingerprint, None,
+                    tuple(problems))
 
 
 def require_unchanged(item: PlanItem) -> None:
