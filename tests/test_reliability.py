@@ -72,17 +72,17 @@ def test_sigkill_during_a_chunk_write_leaves_the_previous_version_and_resume_mat
     killed_at = None
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
-        if (table / "_delta_log").is_dir() and store.commits(table):
+        if (table / "_delta_log").is_dir() and store.commits(spark, table):
             on_disk = {str(p.relative_to(table)) for p in table.rglob("*.parquet")}
             if on_disk - committed_files(table):  # data files of chunk 2 written but not yet committed
                 os.killpg(proc.pid, signal.SIGKILL)
-                killed_at = len(store.commits(table))
+                killed_at = len(store.commits(spark, table))
                 break
         time.sleep(0.005)
     proc.wait(timeout=60)
     assert killed_at is not None, "the backfill finished before it could be killed mid-write"
     # the table reads cleanly at the last committed version: exactly the first chunk
-    versions = store.commits(table)
+    versions = store.commits(spark, table)
     assert len(versions) == killed_at >= 1
     df = spark.read.format("delta").load(str(table))
     days = sorted({str(r.ds) for r in df.select("ds").distinct().collect()})

@@ -55,7 +55,7 @@ def test_backfilling_the_same_range_twice_gives_identical_rows_and_a_new_version
     second = store.backfill(spark, v, START, START + dt.timedelta(days=5), warehouse=tmp_path, step_days=3)
     assert [r["delta_version"] for r in first] == [0, 1] and [r["delta_version"] for r in second] == [2, 3]
     assert content_hash(store.read_features(spark, v, warehouse=tmp_path)) == h1
-    assert content_hash(store.read_features(spark, v, warehouse=tmp_path, as_of=1)) == h1
+    assert content_hash(store.read_features(spark, v, warehouse=tmp_path, version=1)) == h1
 
 
 def test_overlapping_range_replaces_only_its_days(spark, charges, tmp_path):
@@ -70,7 +70,7 @@ def test_overlapping_range_replaces_only_its_days(spark, charges, tmp_path):
     assert days == [str(START + dt.timedelta(days=i)) for i in range(9)]
     for d, h in before_rows.items():
         assert content_hash(after.where(f"ds = '{d}'")) == h, d
-    ops = store.commits(store.table_path(tmp_path, v.name, v.version))
+    ops = store.commits(spark, store.table_path(tmp_path, v.name, v.version))
     assert [c["tally"]["range"] for c in ops] == [[str(START), str(START + dt.timedelta(days=5))],
                                                   [str(START + dt.timedelta(days=4)), str(START + dt.timedelta(days=8))]]
 
@@ -88,7 +88,7 @@ def test_failure_in_chunk_k_keeps_earlier_commits_and_resume_matches_a_clean_run
     finally:
         FAIL["after"] = None
     path = store.table_path(broken, v.name, v.version)
-    assert [c["tally"]["range"][0] for c in store.commits(path)] == [str(START)]
+    assert [c["tally"]["range"][0] for c in store.commits(spark, path)] == [str(START)]
     resumed = store.backfill(spark, v, START, end, warehouse=broken, step_days=3, resume=True)
     assert [r["status"] for r in resumed] == ["skipped", "written", "written"]
     assert content_hash(store.read_features(spark, v, warehouse=broken)) == \
@@ -101,7 +101,7 @@ def test_changed_spec_under_the_same_version_is_refused(spark, charges, tmp_path
     with pytest.raises(SpecChangedError, match="bump version"):
         store.backfill(spark, changed, START, START, warehouse=tmp_path)
     store.backfill(spark, make_view(charges, version=2, windows=("1d", "14d")), START, START, warehouse=tmp_path)
-    assert set(store.stored_versions(tmp_path, "card_stats")) == {1, 2}
+    assert set(store.stored_versions(spark, tmp_path, "card_stats")) == {1, 2}
 
 
 def test_snapshot_values_equal_the_engine_at_midnight(spark, charges, tmp_path):
