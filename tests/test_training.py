@@ -139,22 +139,32 @@ def test_cli_training_set_writes_a_manifest_and_rebuilds_identical_rows_after_ne
     assert [(v["view"], v["accuracy"], v["delta_version"]) for v in manifest["views"]] == \
         [("daily", "snapshot", 0), ("live", "temporal", None)]
     # a newer backfill replaces the same days with new values (new source data) ...
+    original_files = set(data.glob("*"))
     spark.createDataFrame([("c1", at(-1, 12), 100.0)], "card_id string, created timestamp, amount double") \
         .write.mode("append").parquet(str(data))
     r = runner.invoke(cli, [*base, "backfill", "daily", "--start", str(D - dt.timedelta(days=2)), "--end", str(D)],
                       standalone_mode=False)
     assert r.exception is None, r.output
-    # ... yet the rebuild reads Delta version 0 and gives the identical snapshot rows
+    # ... the temporal view's parquet source grew: it cannot be read as it was, so the rebuild refuses, writing nothing
     again = tmp_path / "again"
     r = runner.invoke(cli, [*base, "training-set", "--from-manifest", str(tmp_path / "train.manifest.json"),
                             "--out", str(again)], standalone_mode=False)
+    assert "source 'charges' changed since the manifest" in str(r.exception) and not again.exists()
+    # ... with the source restored, the rebuild reads the snapshot table at Delta version 0: identical rows, temporal
+    # column included, although the newer backfill replaced those days
+    for extra in set(data.glob("*")) - original_files:
+        extra.unlink()
+    r = runner.invoke(cli, [*base, "training-set", "--from-manifest", str(tmp_path / "train.manifest.json"),
+                            "--out", str(again)], standalone_mode=False)
     assert r.exception is None, r.output
-    cols = ["id", "card_id", "ts", "label", "daily__sum_amount_7d"]
+    cols = ["id", "card_id", "ts", "label", "daily__sum_amount_7d", "live__count_1d"]
     assert content_hash(spark.read.parquet(str(again)).select(cols)) == \
         content_hash(spark.read.parquet(str(out)).select(cols))
+    assert f"same 3 rows and content hash {manifest['output']['hash']}" in r.output
     fresh = tl.training_set(spark, spark.read.parquet(str(spine_path)), ["daily"],
                             views={"daily": __import__("tally").registry.load(repo).views["daily"]},
                             timestamp="ts", warehouse=tmp_path / "wh")
+    cols = cols[:-1]
     assert content_hash(fresh.select(cols)) != content_hash(spark.read.parquet(str(out)).select(cols))
 
 

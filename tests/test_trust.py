@@ -323,7 +323,8 @@ def label_view(spark, on_invalid: str):
 
 def test_a_null_available_at_is_refused_naming_the_source_and_column(spark, tmp_path):
     spine = spark.createDataFrame([("c1", utc(2026, 3, 3))], "card_id string, ts timestamp")
-    with pytest.raises(DataError, match=r"(?s)source 'labels'.*known not_null: 1 row\(s\) fail.*'created': '2026-03-02 00:00:00\+00:00'"):
+    refused = r"(?s)source 'labels'.*known not_null: 1 row\(s\) fail.*'created': '2026-03-02 00:00:00\+00:00'"
+    with pytest.raises(DataError, match=refused):
         tl.training_set(spark, spine, [label_view(spark, "fail")], timestamp="ts")
     v = label_view(spark, "quarantine")
     store.backfill(spark, v, dt.date(2026, 3, 1), dt.date(2026, 3, 6), warehouse=tmp_path)
@@ -341,8 +342,8 @@ def test_a_timestamp_column_of_other_strings_is_refused_with_examples(spark):
     v = tl.FeatureView("strs", entity=CARD, source=tl.Source("charges", dataframe=lambda s: df, timestamp="created"),
                        aggregations=[tl.Aggregation("count", windows=["1d"])])
     spine = spark.createDataFrame([("c1", utc(2024, 7, 3))], "card_id string, ts timestamp")
-    with pytest.raises(DataError, match=r"source 'charges': column 'created' holds strings that are not timestamps, "
-                                        r"e\.g\. '07/01/2024 23:30'"):
+    with pytest.raises(DataError, match=r"source 'charges': column 'created' holds strings that are not timestamps in "
+                                        r"1 row\(s\), e\.g\. \{'created': '07/01/2024 23:30'"):
         tl.training_set(spark, spine, [v], timestamp="ts")
 
 

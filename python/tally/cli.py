@@ -200,8 +200,9 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
             click.echo(f"{v.name} v{v.version} -> {store.table_path(c.config.warehouse, v.name, v.version)}")
             for chunk in plan_chunks:
                 lo, hi = store.source_range(v, chunk)
+                since = f"{lo:%Y-%m-%d %H:%M:%S}" if lo else "beginning"
                 click.echo(f"  chunk {chunk}: reads {v.source.name} {v.source.timestamp} in "
-                           f"[{lo or 'beginning'}, {hi}]")
+                           f"[{since}, {hi:%Y-%m-%d %H:%M:%S}] UTC")
             continue
         show = not quiet and sys.stderr.isatty()
         with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,

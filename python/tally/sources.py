@@ -95,10 +95,10 @@ def _as_instant(df, source: Source, col: str, scan: bool):
     parsed = F.when(text.rlike(_OFFSET), text.try_cast("timestamp")).otherwise(
         utc.wall_time_in(text.try_cast("timestamp_ntz"), source.timezone))
     bad = df.where(c.isNotNull() & parsed.isNull())
-    examples = [r[0] for r in bad.select(c).limit(3).collect()] if scan else []
+    examples = [r.asDict() for r in bad.select(c, *[x for x in df.columns if x != col][:5]).limit(3).collect()] if scan else []
     if examples:
-        raise DataError(f"source '{source.name}': column '{col}' holds strings that are not timestamps, "
-                        f"e.g. {', '.join(repr(e) for e in examples)}",
+        raise DataError(f"source '{source.name}': column '{col}' holds strings that are not timestamps in "
+                        f"{bad.count()} row(s), e.g. {'; '.join(str(e) for e in examples)}",
                         hint="store ISO-8601 timestamps ('2024-07-01 23:30:00', optionally with an offset such as 'Z'), "
                              f"or derive a timestamp column with columns={{...: \"to_timestamp({col}, 'MM/dd/yyyy HH:mm')\"}}",
                         details={"source": source.name, "column": col, "examples": examples})

@@ -56,7 +56,13 @@ def commits(spark, path: str | Path) -> list[dict]:
 
     if not is_table(path):
         return []
-    history = DeltaTable.forPath(spark, str(path)).history().select(
+    try:
+        table = DeltaTable.forPath(spark, str(path))
+    except Exception as exc:  # the log folder exists before the first commit lands in it
+        if "DELTA_TABLE_NOT_FOUND" in str(exc) or "DELTA_MISSING_DELTA_TABLE" in str(exc):
+            return []
+        raise
+    history = table.history().select(
         "version", F.unix_micros("timestamp").alias("us"), "operation", "userMetadata",
         F.col("operationMetrics").getItem("numOutputRows").alias("rows"))
     out = []
