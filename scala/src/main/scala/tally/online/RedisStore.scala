@@ -67,7 +67,7 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
     val byName = fields.asScala.map { case (f, v) => new String(f, US_ASCII) -> v }
     byName.iterator.collect {
       case (name, payload) if !name.endsWith(StampSuffix) =>
-        val (length, start) = parseField(name, q, key)
+        val (length, start) = parseField(name, hash(q.view, q.version, key))
         val stamp = byName.getOrElse(name + StampSuffix, throw new OnlineStoreException(
           s"Redis online store at $where: hash ${hash(q.view, q.version, key)} has tile field '$name' without its " +
             s"stamp field: it was not written by tally; prune the view version or delete the hash"))
@@ -75,10 +75,10 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
     }.toSeq
   }
 
-  private def parseField(name: String, q: TileQuery, key: EntityKey): (Long, Long) = name.split(':') match {
+  private def parseField(name: String, hashKey: String): (Long, Long) = name.split(':') match {
     case Array(l, s) if l.toLongOption.isDefined && s.toLongOption.isDefined => (l.toLong, s.toLong)
-    case _ => throw new OnlineStoreException(s"Redis online store at $where: hash ${hash(q.view, q.version, key)} has " +
-      s"field '$name', not <lengthUs>:<startUs>: it was not written by tally; delete the hash")
+    case _ => throw new OnlineStoreException(s"Redis online store at $where: hash $hashKey has field '$name', not " +
+      "<lengthUs>:<startUs>: it was not written by tally; delete the hash")
   }
 
   def watermark(view: String, version: Int): Option[Long] = io("read a watermark") {
@@ -107,7 +107,7 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
         p.sync()
         names.map { case (h, fields) =>
           h -> fields.get.asScala.toSeq.filterNot(_.endsWith(StampSuffix)).filter { f =>
-            val Array(l, s) = f.split(':'); s.toLong + l.toLong <= beforeUs
+            val (length, start) = parseField(f, h); start + length <= beforeUs
           }
         }.filter(_._2.nonEmpty)
       }
