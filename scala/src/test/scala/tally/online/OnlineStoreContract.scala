@@ -228,23 +228,29 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     } finally again.close()
   }
 
-  storeTest("readers on several threads while a writer writes see every tile whole") { store =>
-    val keys = (0 until 50).map(i => EntityKey.of(s"card_$i"))
-    val pool = Executors.newFixedThreadPool(4)
+  /** Write call b (1 to `batches`) puts payload "b<b>" with stamp b into every key's tile at 0, on one thread, while
+    * `readers` threads read all keys until the writes are done, passing each answer to `check`. */
+  protected def readWhileWriting(store: OnlineStore, keys: Seq[EntityKey], batches: Int, readers: Int)
+                                (check: Map[EntityKey, Seq[Tile]] => Unit): Unit = {
+    val pool = Executors.newFixedThreadPool(readers + 1)
     try {
-      // Write b puts payload "b<b>" with stamp b in every key's tile: a payload that does not match its stamp would
-      // be half a tile. (Whether one read sees one write whole across keys is the store's own matter: SQLite does.)
       val writer = pool.submit(new Callable[Unit] {
-        def call(): Unit = (1 to 40).foreach(b => store.write(keys.map(k => tile(k, 0, payload = s"b$b", stamp = b))))
+        def call(): Unit = (1 to batches).foreach(b => store.write(keys.map(k => tile(k, 0, payload = s"b$b", stamp = b))))
       })
-      val readers = (0 until 3).map(_ => pool.submit(new Callable[Unit] {
-        def call(): Unit = (0 until 60).foreach { _ =>
-          store.read("card_velocity", 1, keys, 0, Hour).values.flatten.foreach(t => assertEquals(text(t), s"b${t.stamp}"))
-        }
+      val reads = (0 until readers).map(_ => pool.submit(new Callable[Unit] {
+        def call(): Unit = do check(store.read("card_velocity", 1, keys, 0, Hour)) while (!writer.isDone)
       }))
       writer.get(60, TimeUnit.SECONDS)
-      readers.foreach(_.get(60, TimeUnit.SECONDS))
-      assertEquals(store.read("card_velocity", 1, keys, 0, Hour).values.flatten.map(text).toSet, Set("b40"))
+      reads.foreach(_.get(60, TimeUnit.SECONDS))
+      assertEquals(store.read("card_velocity", 1, keys, 0, Hour).values.flatten.map(text).toSet, Set(s"b$batches"))
     } finally pool.shutdownNow()
+  }
+
+  storeTest("readers on several threads while a writer writes see every tile whole") { store =>
+    // A payload that does not match its stamp would be half a tile. (Whether one read sees one write call whole
+    // across keys is the store's own matter: SQLite does, Redis per key only.)
+    readWhileWriting(store, (0 until 50).map(i => EntityKey.of(s"card_$i")), batches = 40, readers = 3) { got =>
+      got.values.flatten.foreach(t => assertEquals(text(t), s"b${t.stamp}"))
+    }
   }
 }

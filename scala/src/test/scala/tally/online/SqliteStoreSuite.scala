@@ -68,19 +68,10 @@ class SqliteStoreSuite extends OnlineStoreContract {
   }
 
   storeTest("a reader sees a whole write call or none of it") { store =>
-    val keys = (0 until 300).map(i => EntityKey.of(s"card_$i"))
-    val pool = Executors.newFixedThreadPool(2)
-    try {
-      val writer = pool.submit(new Callable[Unit] {
-        def call(): Unit = (1 to 30).foreach(b => store.write(keys.map(k => tile(k, 0, payload = s"b$b", stamp = b))))
-      })
-      val seen = pool.submit(new Callable[Set[Set[Long]]] {
-        def call(): Set[Set[Long]] = Iterator.continually(store.read("card_velocity", 1, keys, 0, Hour))
-          .takeWhile(_ => !writer.isDone).map(_.values.flatten.map(_.stamp).toSet).toSet
-      })
-      writer.get(60, TimeUnit.SECONDS)
-      seen.get(60, TimeUnit.SECONDS).foreach(stamps => assert(stamps.size <= 1, s"one read saw several write calls: $stamps"))
-    } finally pool.shutdownNow()
+    readWhileWriting(store, (0 until 300).map(i => EntityKey.of(s"card_$i")), batches = 30, readers = 1) { got =>
+      val stamps = got.values.flatten.map(_.stamp).toSet
+      assert(stamps.size <= 1, s"one read saw several write calls: $stamps")
+    }
   }
 
   storeTest("a file with a newer layout is refused, naming the file") { store =>
