@@ -32,7 +32,6 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
                                 val namespace: String, release: () => Unit) extends OnlineStore {
   import RedisStore._
 
-
   private val watermarks = s"$namespace:watermarks"
   private val batches = s"$namespace:batches"
 
