@@ -8,7 +8,7 @@ TOOLS       := .tools
 SBT_VERSION := $(shell sed -n 's/^sbt.version=//p' project/build.properties)
 SBT_LAUNCH  := $(TOOLS)/sbt-launch-$(SBT_VERSION).jar
 MVN_DEP     := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
-DELTA_JARS  := $(TOOLS)/jars/.resolved
+RUNTIME_JARS := $(TOOLS)/jars/.resolved
 JAR         := target/tally.jar
 SCALA_SRC   := $(shell find scala -name '*.scala' 2>/dev/null) build.sbt project/build.properties
 
@@ -28,9 +28,9 @@ endif
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup jar test test-scala test-python demo bench lint clean
+.PHONY: setup redis jar test test-scala test-python demo bench lint clean
 
-setup: $(VENV)/.installed $(DELTA_JARS) $(JAR)
+setup: $(VENV)/.installed $(RUNTIME_JARS) $(JAR) redis
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,10 +42,21 @@ $(SBT_LAUNCH):
 	mkdir -p $(TOOLS)
 	mvn -q $(MVN_DEP):copy -Dartifact=org.scala-sbt:sbt-launch:$(SBT_VERSION) -DoutputDirectory=$(TOOLS) -Dmdep.overWriteReleases=false
 
-$(DELTA_JARS): project/runtime-jars.xml
+$(RUNTIME_JARS): project/runtime-jars.xml
 	rm -rf $(TOOLS)/jars
 	mvn -q -f project/runtime-jars.xml package
 	touch $@
+
+# The Redis online-store tests start a real redis-server: installed from Debian's package where it is missing and
+# the machine allows (root); elsewhere a message says how, and those tests fail until it is there.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing and this user cannot apt-get it: install it (Debian: sudo apt-get install" \
+	         "redis-server; macOS: brew install redis), or the Redis online-store tests will fail" >&2; \
+	  fi; }
 
 jar: $(JAR)
 

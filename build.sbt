@@ -1,10 +1,13 @@
 // tally's Scala side: aggregation kernels (agg/), the sweep engine (window/), the thin Spark layer (spark/)
 // and the py4j entry point (bridge/). `sbt package` gives a thin JAR: Spark, Delta and DataSketches are
-// provided by the Spark runtime (pyspark bundles Spark and DataSketches; Delta JARs are resolved at setup).
+// provided by the Spark runtime (pyspark bundles Spark and DataSketches; Delta JARs are resolved at setup). The online
+// store's drivers (sqlite-jdbc, Jedis) are ordinary dependencies, also resolved at setup into .tools/jars.
 
 val sparkVersion       = "4.2.0"  // = the pinned pyspark
 val deltaVersion       = "4.4.0"  // = the pinned delta-spark
 val datasketchesVersion = "6.2.0" // = the datasketches-java that Spark 4.2 bundles
+val sqliteJdbcVersion  = "3.54.1.0" // online store, embedded (= project/runtime-jars.xml)
+val jedisVersion       = "8.0.2"    // online store, Redis and Redis Cluster (= project/runtime-jars.xml)
 
 ThisBuild / scalaVersion := "2.13.18" // = the scala-library that pyspark 4.2.0 bundles
 ThisBuild / organization := "dev.tally"
@@ -23,6 +26,9 @@ lazy val root = (project in file("."))
       "org.apache.spark"  %% "spark-sql"              % sparkVersion        % Provided,
       "io.delta"           % "delta-spark_4.2_2.13"   % deltaVersion        % Provided,
       "org.apache.datasketches" % "datasketches-java" % datasketchesVersion % Provided,
+      // Not bundled by Spark: tally's users get them with the JAR (make setup copies them to .tools/jars).
+      "org.xerial"         % "sqlite-jdbc"            % sqliteJdbcVersion,
+      "redis.clients"      % "jedis"                  % jedisVersion,
       "org.scalameta"     %% "munit"                  % "1.2.4"             % Test
     ),
     Test / fork := true,

@@ -3,11 +3,12 @@ package tally
 import java.nio.file.{Files, Path, Paths}
 import scala.jdk.CollectionConverters._
 
-/** The house rule that keeps kernels reusable outside Spark: agg/ and window/ import nothing from Spark. */
+/** The house rule that keeps kernels reusable outside Spark: agg/ and window/ import nothing from Spark, and neither
+  * does online/ (the stores and, later, the fetcher run in a server with no Spark session). */
 class PuritySuite extends munit.FunSuite {
   private val root = Paths.get("scala/src/main/scala/tally")
 
-  for (pkg <- Seq("agg", "window")) test(s"$pkg/ does not import Spark") {
+  for (pkg <- Seq("agg", "window", "online")) test(s"$pkg/ does not import Spark") {
     val dir = root.resolve(pkg)
     val files = if (Files.isDirectory(dir)) Files.walk(dir).iterator.asScala.filter(_.toString.endsWith(".scala")).toList else Nil
     val offenders = files.filter((p: Path) => new String(Files.readAllBytes(p), "UTF-8").contains("org.apache.spark"))

@@ -1,0 +1,89 @@
+package tally.online
+
+/** Where online tiles live, behind one interface: [[SqliteStore]] (embedded default, one file) and [[RedisStore]]
+  * (Redis or Redis Cluster). Callers (the tile builder, the stream, the fetcher, `describe`) never ask which.
+  *
+  * The stamp rule (exactly-once per tile, without multi-key transactions, which Redis Cluster cannot do across
+  * slots): every tile a writer writes in one pass (a stream micro-batch, a materialize run) carries that pass's
+  * id as its stamp. The store applies a tile unless it already holds that tile with the same stamp, atomically
+  * per tile. So a pass that dies half-way and is replayed under the same id rewrites only the tiles its first
+  * attempt did not reach; a writer that folds new events into stored tiles reads them first ([[read]] returns
+  * stamps) and skips the ones stamped with its own id, and should it fold one again anyway the store refuses it.
+  * Ids must therefore differ between passes that write different content to a tile of one view version (a
+  * materialize run must not reuse a stream's batch id). Tiles written with another stamp replace the stored ones.
+  *
+  * Implementations are thread-safe: the fetcher reads from many threads while a stream writes.
+  */
+trait OnlineStore extends AutoCloseable {
+
+  /** Writes tiles, each atomically; returns how many were applied (the others already carried their stamp).
+    * Why: the tile builder and each stream micro-batch load their tiles in one call. SQLite applies the whole call
+    * in one transaction; Redis applies all tiles of one entity key in one command, pipelined over keys. A call
+    * must not hold two tiles with one address: that is a writer's bug, refused before anything is written. */
+  final def write(tiles: Seq[Tile]): Int = {
+    val seen = new java.util.HashSet[(String, Int, EntityKey, Long, Long)]()
+    tiles.foreach { t =>
+      require(seen.add(t.address), s"view '${t.view}' v${t.version} key ${t.key.encoded}: two tiles at " +
+        s"[${t.startUs}, +${t.lengthUs}) in one write; fold them into one before writing")
+    }
+    if (tiles.isEmpty) 0 else writeTiles(tiles)
+  }
+
+  /** The tiles of each query's keys that overlap its span, with their stamps: one map per query, in order, holding
+    * every key asked for (with no tiles: an empty list), tiles sorted by (startUs, lengthUs) so that merges run
+    * in one order everywhere. Why: a fetch merges, per view and key, the tiles covering each window; a stream
+    * reads the tiles it will fold into (and their stamps, for the rule above). All queries of one call take one
+    * round trip on a single Redis node (see [[RedisStore]]), so a request for many views costs one. */
+  final def read(queries: Seq[TileQuery]): Seq[Map[EntityKey, Seq[Tile]]] =
+    if (queries.isEmpty) Nil else readTiles(queries.map(q => q.copy(keys = q.keys.distinct)))
+
+  /** One view version's tiles for `keys` overlapping `[fromUs, toUs)`: [[read]] for a single query. */
+  final def read(view: String, version: Int, keys: Seq[EntityKey], fromUs: Long, toUs: Long): Map[EntityKey, Seq[Tile]] =
+    read(Seq(TileQuery(view, version, keys, fromUs, toUs))).head
+
+  /** The newest event time loaded for a view version, if any. Why: `describe` shows how fresh the online view is,
+    * and a fetcher can tell a request beyond what is loaded. */
+  def watermark(view: String, version: Int): Option[Long]
+
+  /** Raises a view version's watermark to `eventUs` (never lowers it: reloading older tiles keeps the newest).
+    * Why: the tile builder and each micro-batch call it after their tiles are written. */
+  final def advanceWatermark(view: String, version: Int, eventUs: Long): Unit = {
+    Names.checkView(view, version)
+    require(math.abs(eventUs) <= OnlineStore.MaxExactMicros,
+      s"view '$view' v$version: watermark $eventUs µs is beyond ±2^53 µs (year 2255), which Redis scores hold exactly")
+    raiseWatermark(view, version, eventUs)
+  }
+
+  /** The last micro-batch a stream recorded as fully written, if any. Why: a restarted stream skips batches it
+    * already completed, and replays the one it did not under the same id (the stamp rule covers its tiles). */
+  def lastBatch(stream: String): Option[Long]
+
+  /** Records that `stream` wrote every tile of `batchId`; the last record wins (a stream reset from scratch starts
+    * again at 0). Why: written after the batch's tiles and watermark, it closes the batch. */
+  final def recordBatch(stream: String, batchId: Long): Unit = { Names.checkStream(stream); setBatch(stream, batchId) }
+
+  /** Removes a view version's tiles that end at or before `beforeUs`; returns how many. Why: the store keeps only
+    * what requests can still need (the longest window or ttl), and dropping an old version is a prune to +inf. */
+  final def prune(view: String, version: Int, beforeUs: Long): Long = { Names.checkView(view, version); pruneTiles(view, version, beforeUs) }
+
+  /** Releases connections (SQLite: the file; Redis: the pool). The store is unusable after. */
+  def close(): Unit
+
+  protected def writeTiles(tiles: Seq[Tile]): Int
+  protected def readTiles(queries: Seq[TileQuery]): Seq[Map[EntityKey, Seq[Tile]]]
+  protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit
+  protected def setBatch(stream: String, batchId: Long): Unit
+  protected def pruneTiles(view: String, version: Int, beforeUs: Long): Long
+}
+
+object OnlineStore {
+  /** Redis keeps watermarks as sorted-set scores (doubles), exact up to 2^53. */
+  val MaxExactMicros: Long = 1L << 53
+
+  /** Sorts one key's tiles as [[OnlineStore.read]] promises. */
+  private[online] def ordered(tiles: Seq[Tile]): Seq[Tile] = tiles.sortBy(t => (t.startUs, t.lengthUs))
+}
+
+/** A store that cannot do what was asked for a reason outside tally's data (unreachable, wrong file): the message
+  * says which store, where, and what to do. */
+final class OnlineStoreException(message: String, cause: Throwable = null) extends RuntimeException(message, cause)

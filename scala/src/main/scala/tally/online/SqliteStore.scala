@@ -1,0 +1,214 @@
+package tally.online
+
+import java.nio.file.{Files, Path}
+import java.sql.{Connection, PreparedStatement, SQLException}
+import java.util.concurrent.ConcurrentLinkedQueue
+
+import org.sqlite.SQLiteConfig
+
+import scala.collection.mutable
+import scala.util.Using
+
+/** The embedded online store: one SQLite file (by default `<warehouse>/online/tally.db`), nothing to start.
+  *
+  * Layout (schema version 1, in `PRAGMA user_version`):
+  * {{{
+  *   tiles(view, version, key BLOB, length, start, stamp, payload BLOB)  PRIMARY KEY (view, version, key, length, start)
+  *   watermarks(view, version, event_us)                                  PRIMARY KEY (view, version)
+  *   stream_batches(stream, batch_id)                                     PRIMARY KEY (stream)
+  * }}}
+  * all `WITHOUT ROWID`, so a tile is stored in its primary-key b-tree and one key's tiles sit together: a read is a
+  * seek on (view, version, key) and a short scan. `key` is [[EntityKey.bytes]].
+  *
+  * Concurrency: WAL journal, so readers never block the writer nor the writer readers; a reader sees a snapshot
+  * of whole write calls. One writer connection (a lock serializes this process's writers; another process's
+  * writer waits up to the busy timeout); reader connections are pooled, one per concurrent reader.
+  * Writes open `BEGIN IMMEDIATE` themselves (the connection stays in auto-commit between calls: the driver's own
+  * transaction mode would open the next transaction eagerly and hold the write lock while idle).
+  * `synchronous=NORMAL`: a power loss may drop the last calls but never corrupts; every writer can redo them
+  * (a stream replays its last batch, `tally materialize` re-runs). */
+final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends OnlineStore {
+  import SqliteStore._
+
+  private val url = "jdbc:sqlite:" + path.toAbsolutePath
+  private val writer = new Writer(connect())
+  private val readers = new ConcurrentLinkedQueue[Reader]()
+  @volatile private var closed = false
+
+  private def connect(): Connection = {
+    val config = new SQLiteConfig()
+    config.setJournalMode(SQLiteConfig.JournalMode.WAL)
+    config.setSynchronous(SQLiteConfig.SynchronousMode.NORMAL)
+    config.setBusyTimeout(busyTimeoutMs)
+    try config.createConnection(url)
+    catch { case e: SQLException => throw new OnlineStoreException(s"cannot open the SQLite online store $path: ${e.getMessage}", e) }
+  }
+
+  protected def writeTiles(tiles: Seq[Tile]): Int = writer.transaction { w =>
+    tiles.foreach { t =>
+      val s = w.upsert
+      s.setString(1, t.view); s.setInt(2, t.version); s.setBytes(3, t.key.bytes); s.setLong(4, t.lengthUs)
+      s.setLong(5, t.startUs); s.setLong(6, t.stamp); s.setBytes(7, t.payload)
+      s.addBatch()
+    }
+    w.upsert.executeBatch().count(_ > 0)
+  }
+
+  protected def readTiles(queries: Seq[TileQuery]): Seq[Map[EntityKey, Seq[Tile]]] = withReader { r =>
+    // One read transaction: every key of every query sees the same snapshot (no half of a concurrent write).
+    r.snapshot(queries.map(q => q.keys.map(key => key -> (if (q.fromUs < q.toUs) tilesOf(r, q, key) else Nil)).toMap))
+  }
+
+  private def tilesOf(r: Reader, q: TileQuery, key: EntityKey): Seq[Tile] = {
+    val s = r.tiles
+    s.setString(1, q.view); s.setInt(2, q.version); s.setBytes(3, key.bytes); s.setLong(4, q.toUs); s.setLong(5, q.fromUs)
+    Using.resource(s.executeQuery()) { rs =>
+      val out = mutable.ArrayBuffer.empty[Tile]
+      while (rs.next()) out += Tile(q.view, q.version, key, rs.getLong(2), rs.getLong(1), rs.getBytes(4), rs.getLong(3))
+      out.toSeq
+    }
+  }
+
+  def watermark(view: String, version: Int): Option[Long] = withReader { r =>
+    r.watermark.setString(1, view); r.watermark.setInt(2, version)
+    Using.resource(r.watermark.executeQuery())(rs => if (rs.next()) Some(rs.getLong(1)) else None)
+  }
+
+  protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit = writer.transaction { w =>
+    w.watermark.setString(1, view); w.watermark.setInt(2, version); w.watermark.setLong(3, eventUs)
+    w.watermark.executeUpdate()
+  }
+
+  def lastBatch(stream: String): Option[Long] = withReader { r =>
+    r.batch.setString(1, stream)
+    Using.resource(r.batch.executeQuery())(rs => if (rs.next()) Some(rs.getLong(1)) else None)
+  }
+
+  protected def setBatch(stream: String, batchId: Long): Unit = writer.transaction { w =>
+    w.batch.setString(1, stream); w.batch.setLong(2, batchId)
+    w.batch.executeUpdate()
+  }
+
+  protected def pruneTiles(view: String, version: Int, beforeUs: Long): Long = writer.transaction { w =>
+    w.prune.setString(1, view); w.prune.setInt(2, version); w.prune.setLong(3, beforeUs)
+    w.prune.executeUpdate().toLong
+  }
+
+  def close(): Unit = {
+    closed = true
+    writer.synchronized(writer.conn.close())
+    drainReaders()
+  }
+
+  private def withReader[A](f: Reader => A): A = {
+    check()
+    val r = Option(readers.poll()).getOrElse(new Reader(connect()))
+    try f(r)
+    finally {
+      readers.offer(r)
+      if (closed) drainReaders() // close() may have drained the pool while this reader was out
+    }
+  }
+
+  private def drainReaders(): Unit = Iterator.continually(readers.poll()).takeWhile(_ != null).foreach(_.conn.close())
+
+  private def check(): Unit = if (closed) throw new IllegalStateException(s"the SQLite online store $path is closed")
+
+  /** The one connection that writes, with its prepared statements; `transaction` serializes callers. */
+  private final class Writer(val conn: Connection) {
+    migrate(conn, path)
+    val upsert: PreparedStatement = conn.prepareStatement(UpsertTile)
+    val watermark: PreparedStatement = conn.prepareStatement(RaiseWatermark)
+    val batch: PreparedStatement = conn.prepareStatement(SetBatch)
+    val prune: PreparedStatement = conn.prepareStatement(PruneTiles)
+
+    def transaction[A](f: Writer => A): A = synchronized {
+      check()
+      Using.resource(conn.createStatement()) { st =>
+        st.execute("BEGIN IMMEDIATE")
+        try { val a = f(this); st.execute("COMMIT"); a }
+        catch {
+          case e: Throwable =>
+            try { upsert.clearBatch(); st.execute("ROLLBACK") } catch { case r: SQLException => e.addSuppressed(r) }
+            throw e
+        }
+      }
+    }
+  }
+
+  /** A pooled reading connection; `snapshot` holds one read transaction over several statements. */
+  private final class Reader(val conn: Connection) {
+    val tiles: PreparedStatement = conn.prepareStatement(SelectTiles)
+    val watermark: PreparedStatement = conn.prepareStatement(SelectWatermark)
+    val batch: PreparedStatement = conn.prepareStatement(SelectBatch)
+
+    def snapshot[A](f: => A): A = Using.resource(conn.createStatement()) { st =>
+      st.execute("BEGIN")
+      try f finally st.execute("COMMIT")
+    }
+  }
+}
+
+object SqliteStore {
+  /** Opens (creating if needed) the store at `path`; its folder is created too. */
+  def apply(path: Path, busyTimeoutMs: Int = 10000): SqliteStore = {
+    Option(path.toAbsolutePath.getParent).foreach(Files.createDirectories(_))
+    new SqliteStore(path, busyTimeoutMs)
+  }
+
+  /** Where the store lives in a warehouse unless configured otherwise: `<warehouse>/online/tally.db`. */
+  def defaultPath(warehouse: Path): Path = warehouse.resolve("online").resolve("tally.db")
+
+  /** The layout this code reads and writes; a file with a newer one is refused rather than misread. */
+  val SchemaVersion = 1
+
+  private val Schema = Seq(
+    """CREATE TABLE IF NOT EXISTS tiles (
+      |  view TEXT NOT NULL, version INTEGER NOT NULL, key BLOB NOT NULL, length INTEGER NOT NULL,
+      |  start INTEGER NOT NULL, stamp INTEGER NOT NULL, payload BLOB NOT NULL,
+      |  PRIMARY KEY (view, version, key, length, start)) WITHOUT ROWID""".stripMargin,
+    """CREATE TABLE IF NOT EXISTS watermarks (
+      |  view TEXT NOT NULL, version INTEGER NOT NULL, event_us INTEGER NOT NULL,
+      |  PRIMARY KEY (view, version)) WITHOUT ROWID""".stripMargin,
+    """CREATE TABLE IF NOT EXISTS stream_batches (
+      |  stream TEXT NOT NULL PRIMARY KEY, batch_id INTEGER NOT NULL) WITHOUT ROWID""".stripMargin,
+    s"PRAGMA user_version = $SchemaVersion")
+
+  // The stamp rule: the update applies unless the stored tile already carries the incoming stamp.
+  private val UpsertTile =
+    """INSERT INTO tiles (view, version, key, length, start, stamp, payload) VALUES (?, ?, ?, ?, ?, ?, ?)
+      |ON CONFLICT (view, version, key, length, start) DO UPDATE SET stamp = excluded.stamp, payload = excluded.payload
+      |WHERE tiles.stamp <> excluded.stamp""".stripMargin
+  private val SelectTiles =
+    """SELECT length, start, stamp, payload FROM tiles
+      |WHERE view = ? AND version = ? AND key = ? AND start < ? AND start + length > ?
+      |ORDER BY start, length""".stripMargin
+  private val RaiseWatermark =
+    """INSERT INTO watermarks (view, version, event_us) VALUES (?, ?, ?)
+      |ON CONFLICT (view, version) DO UPDATE SET event_us = max(event_us, excluded.event_us)""".stripMargin
+  private val SelectWatermark = "SELECT event_us FROM watermarks WHERE view = ? AND version = ?"
+  private val SetBatch =
+    "INSERT INTO stream_batches (stream, batch_id) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET batch_id = excluded.batch_id"
+  private val SelectBatch = "SELECT batch_id FROM stream_batches WHERE stream = ?"
+  private val PruneTiles = "DELETE FROM tiles WHERE view = ? AND version = ? AND start + length <= ?"
+
+  /** Creates the layout in a new file, accepts the current one, refuses a newer one or a file that is not SQLite. */
+  private def migrate(conn: Connection, path: Path): Unit =
+    try Using.resource(conn.createStatement()) { st =>
+      st.execute("BEGIN IMMEDIATE")
+      val found = Using.resource(st.executeQuery("PRAGMA user_version"))(rs => { rs.next(); rs.getInt(1) })
+      if (found > SchemaVersion) {
+        st.execute("ROLLBACK")
+        throw new OnlineStoreException(s"the SQLite online store $path has layout version $found, newer than this " +
+          s"tally's $SchemaVersion: upgrade tally, or point the online store at another file")
+      }
+      Schema.foreach(st.execute)
+      st.execute("COMMIT")
+    } catch {
+      case e: OnlineStoreException => conn.close(); throw e
+      case e: SQLException =>
+        conn.close()
+        throw new OnlineStoreException(s"cannot use $path as the SQLite online store: ${e.getMessage} (is it an " +
+          "SQLite file written by tally? move it away, or configure another online store path)", e)
+    }
+}

@@ -1,0 +1,60 @@
+package tally.online
+
+/** One key's aggregation state over one time span of one view version: the unit the online store keeps.
+  *
+  * @param startUs  first microsecond the tile covers (UTC, hop-aligned by its builder); it covers
+  *                 `[startUs, startUs + lengthUs)`
+  * @param lengthUs the span; tiles of several lengths may coexist for one key (coarser tiles for old spans)
+  * @param payload  opaque to the store: the kernels' encoded IRs, later also raw events of a partial tile
+  * @param stamp    the id of the write that produced this content (a stream micro-batch id, a materialize run id).
+  *                 The store keeps a tile's stamp with it and never applies the same (tile, stamp) twice, which is
+  *                 how a replayed batch stays exactly-once per tile: see [[OnlineStore.write]].
+  *
+  * A case class for its copy and pattern matching; equality compares the payload's bytes, not the array. */
+final case class Tile(view: String, version: Int, key: EntityKey, startUs: Long, lengthUs: Long, payload: Array[Byte],
+                      stamp: Long) {
+  Names.checkView(view, version)
+  require(key != null, s"view '$view' v$version: a tile without an entity key")
+  require(payload != null, s"view '$view' v$version key ${key.encoded}: a tile without a payload (use an empty array)")
+  require(lengthUs > 0, s"view '$view' v$version key ${key.encoded}: tile at $startUs has length $lengthUs µs, not > 0")
+  require(startUs <= Long.MaxValue - lengthUs,
+    s"view '$view' v$version key ${key.encoded}: tile at $startUs of $lengthUs µs ends past the last representable µs")
+
+  /** The first microsecond after the tile. */
+  def endUs: Long = startUs + lengthUs
+
+  /** Whether the tile shares a microsecond with `[fromUs, toUs)`: what a request for that span must merge. */
+  def overlaps(fromUs: Long, toUs: Long): Boolean = fromUs < toUs && startUs < toUs && endUs > fromUs
+
+  /** Where the tile lives in the store; two tiles with one address are versions of each other. */
+  def address: (String, Int, EntityKey, Long, Long) = (view, version, key, lengthUs, startUs)
+
+  override def equals(other: Any): Boolean = other match {
+    case t: Tile => address == t.address && stamp == t.stamp && java.util.Arrays.equals(payload, t.payload)
+    case _ => false
+  }
+  override def hashCode: Int = (address, stamp, java.util.Arrays.hashCode(payload)).hashCode
+  override def toString: String =
+    s"Tile($view v$version ${key.encoded} [$startUs, +$lengthUs) ${payload.length} B stamp $stamp)"
+}
+
+/** A read of one view version: the tiles of `keys` that overlap `[fromUs, toUs)`. */
+final case class TileQuery(view: String, version: Int, keys: Seq[EntityKey], fromUs: Long, toUs: Long) {
+  Names.checkView(view, version)
+  require(fromUs <= toUs, s"view '$view' v$version: read of [$fromUs, $toUs) ends before it starts")
+}
+
+/** Names the stores build keys from, checked once. View names follow the Python definitions' rule
+  * (`[a-z_][a-z0-9_]*`), which also keeps `:` and `{}` out of Redis keys and hash tags. */
+private[online] object Names {
+  private val view = "[a-z_][a-z0-9_]*".r
+
+  def checkView(name: String, version: Int): Unit = {
+    require(name != null && view.matches(name),
+      s"view name '$name' is not an identifier (lower-case letters, digits, '_'; as in the feature definitions)")
+    require(version >= 0, s"view '$name': version $version is negative")
+  }
+
+  def checkStream(stream: String): Unit =
+    require(stream != null && stream.nonEmpty, "a stream needs a non-empty name (for example its checkpoint's view and source)")
+}
