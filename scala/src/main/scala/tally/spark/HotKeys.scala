@@ -1,7 +1,6 @@
 package tally.spark
 
 import org.apache.spark.sql.{Column, DataFrame}
-import org.apache.spark.sql.catalyst.CatalystTypeConverters
 import org.apache.spark.sql.functions._
 
 /** The hot-key split of the sweep: a key with more events than a task should carry is swept in several time
@@ -79,7 +78,7 @@ object HotKeys {
       val top = scala.jdk.CollectionConverters.MapHasAsScala(seen).asScala.toSeq.sortBy(-_._2(0)).take(MaxHotKeys).map {
         case (k, s) =>
           val parts = if (nKeys == 1) Seq(k) else k.asInstanceOf[Seq[Any]]
-          parts.zip(types).map { case (v, dt) => CatalystTypeConverters.convertToScala(v, dt) } -> s
+          parts.zip(types).map { case (v, dt) => Keys.external(v, dt) } -> s
       }
       Iterator.single(total -> top)
     }.collect()

@@ -4,7 +4,7 @@ import org.apache.spark.sql.{Column, DataFrame}
 import org.apache.spark.sql.catalyst.InternalRow
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow
 import org.apache.spark.sql.functions._
-import org.apache.spark.sql.tally.InternalFrames
+import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
 
 import tally.agg.{Aggregators, VType}
@@ -158,7 +158,7 @@ object TemporalJob {
     val result = sorted.queryExecution.toRdd.mapPartitions { it =>
       new PartitionSweep(it, () => new Sweep(view, features, ttl, layout.withAvail), layout, types, view)
     }
-    InternalFrames.fromInternalRows(spine.sparkSession, result, outSchema)
+    SparkInternals.fromInternalRows(spine.sparkSession, result, outSchema)
   }
 
   /** Catalyst types of the shuffled row, of the spine, and the features' kernel types. */
@@ -292,17 +292,6 @@ object TemporalJob {
     }
   }
 
-  /** A timestamp (or date) column as epoch microseconds, UTC. */
-  private def micros(df: DataFrame, name: String, view: String): Column = {
-    val field = df.schema.find(_.name == name).getOrElse(
-      throw new IllegalArgumentException(s"view '$view': no timestamp column '$name' (columns: ${df.columns.mkString(", ")})"))
-    field.dataType match {
-      case TimestampType    => unix_micros(col(name))
-      case TimestampNTZType => unix_micros(col(name).cast(TimestampType))
-      case DateType         => unix_micros(col(name).cast(TimestampType))
-      case LongType         => col(name)
-      case other => throw new IllegalArgumentException(
-        s"view '$view': column '$name' must be a timestamp, got ${other.simpleString}")
-    }
-  }
+  /** A time column as epoch microseconds, UTC (see [[Times]]). */
+  private def micros(df: DataFrame, name: String, view: String): Column = Times.micros(df, name, s"view '$view'", allowMicros = true)
 }
