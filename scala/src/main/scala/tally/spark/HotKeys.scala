@@ -7,9 +7,9 @@ import org.apache.spark.sql.functions._
   * buckets, on several tasks, instead of by one task alone.
   *
   * A bucket of length L holds the queries at times [b*L, (b+1)*L) and every event any of them can see: its own
-  * events and those of the `overlap` before it (overlap = the longest window + its delay, or the ttl). With
-  * L >= overlap, an event at ts goes to bucket floor(ts / L) and, when floor((ts + overlap) / L) is the next
-  * one, also there as a copy that is only an event, never a query. Buckets are one more key column of the
+  * events and those of the `overlap` before it (overlap = the longest window + its delay + its hop, or the
+  * ttl). With L >= overlap, an event at ts goes to bucket floor(ts / L) and, when floor((ts + overlap) / L) is
+  * the next one, also there as a copy that is only an event, never a query. Buckets are one more key column of the
   * shuffle and the sweep, so nothing else changes. Views with a lifetime window need all of a key's history in
   * one place and are never split.
   *

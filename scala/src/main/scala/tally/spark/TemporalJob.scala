@@ -65,10 +65,11 @@ object TemporalJob {
     shiftleft(hash, TimeBits).bitwiseOR(steps)
   }
 
-  /** How far back a query looks: the longest window plus its delay, or the ttl; None with a lifetime window. */
+  /** How far back a query looks: the longest window plus its delay and its hop (a hopped window's start is
+    * rounded down by up to one hop), or the ttl; None with a lifetime window. */
   private def overlapOf(spec: ViewSpec): Option[Long] =
     if (spec.features.exists(_.lengthUs.isEmpty)) None
-    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get) ++ spec.ttlUs).max)
+    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ spec.ttlUs).max)
 
   /** The keys of `source` the sweep splits into time buckets (see [[HotKeys]]). */
   def hotKeys(source: DataFrame, spec: ViewSpec, partitions: Int): Seq[HotKeys.Hot] =
@@ -97,7 +98,7 @@ object TemporalJob {
         case e: IllegalArgumentException => throw new IllegalArgumentException(s"view '$view', feature '${f.name}': ${e.getMessage}", e)
       }
       Feature(f.name, agg, f.column.map(valueCols.indexOf).getOrElse(-1),
-        Window(f.lengthUs.getOrElse(Window.Lifetime), f.delayUs, f.closed == "right"),
+        Window(f.lengthUs.getOrElse(Window.Lifetime), f.delayUs, f.closed == "right", f.hopUs),
         f.default.map(Catalyst.coerce(_, agg.outputType)).orNull)
     }.toIndexedSeq
     val outTypes = features.map(_.agg.outputType).toArray

@@ -2,29 +2,6 @@ package tally.window
 
 import tally.agg.{Aggregator, Invertible}
 
-/** A window of the time semantics (DESIGN.md, "Time semantics"), in epoch microseconds.
-  *
-  * For a query at t, an event at ts (available at `avail`) is inside when
-  *   left-closed  (default): t-d-w <= ts <  t-d  and avail <  t
-  *   right-closed          : t-d-w <  ts <= t-d  and avail <= t
-  * A lifetime window has w = +infinity. Rewritten per event, with enter = max(ts+d, avail) and exit = ts+d+w:
-  *   left : enter <  t <= exit        right: enter <= t <  exit
-  * so each event is inside over one interval of query time, and the sweep adds it when t passes `enter` and
-  * removes it when t passes `exit`. Equal timestamps share enter and exit, so ties are all in or all out.
-  */
-final case class Window(length: Long, delay: Long, rightClosed: Boolean) {
-  require(length > 0, s"window length must be positive, got $length us")
-  require(delay >= 0, s"window delay must not be negative, got $delay us")
-  def lifetime: Boolean = length == Window.Lifetime
-  /** Has an event whose enter time is `enter` entered the window by query time t? */
-  @inline def entered(enter: Long, t: Long): Boolean = if (rightClosed) enter <= t else enter < t
-  /** Has an event at ts left the window by query time t? */
-  @inline def exited(ts: Long, t: Long): Boolean =
-    !lifetime && { val exit = ts + delay + length; if (rightClosed) exit <= t else exit < t }
-}
-
-object Window { val Lifetime: Long = Long.MaxValue }
-
 /** One output column: an aggregation of one event value (`column`, or -1 for "every event") over a window. */
 final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, window: Window, default: Any)
 
@@ -42,16 +19,17 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   *        not), once, and forgets it: nothing ever leaves a lifetime window, so it keeps no events and no queue.
   *     c. A sliding window adds each entering event (`update` for invertible aggregators, a push on the
   *        two-stacks queue for the others) and expires events whose exit time has passed, in buffer (= ts) order
-  *        (`remove`, or a pop). An event that expires before it was admitted (its label arrived after its window)
-  *        is skipped. Under `available_at`, admission order differs from expiry order, so the two-stacks queue
-  *        (FIFO) cannot serve: non-invertible aggregators are folded afresh from the admitted events at each query
+  *        (`remove`, or a pop); a hopped window's exit is rounded up to its hop, still monotone in ts (see
+  *        [[Window]]). An event that expires before it was admitted (its label arrived after its window) is
+  *        skipped. Under `available_at`, admission order differs from expiry order, so the two-stacks queue (FIFO)
+  *        cannot serve: non-invertible aggregators are folded afresh from the admitted events at each query
   *        (O(events in the window)).
   *     d. read: finish each aggregator as of t; an empty result takes the feature's default.
   *  4. The buffer drops events that no window needs: those every sliding window has expired and every lifetime
   *     window has taken in (events still waiting for their `available_at` wait on the lifetime window's own heap,
   *     values included, so they pin nothing). Memory per key is thus bounded by the events inside the longest
-  *     sliding window (delay included) plus those waiting for their `available_at`, never by the key's whole
-  *     history. A key may have many events between two queries (a merchant's charges, a sparse spine), so
+  *     sliding window (delay and hop included) plus those waiting for their `available_at`, never by the key's
+  *     whole history. A key may have many events between two queries (a merchant's charges, a sparse spine), so
   *     `event` also moves the windows to its time and compacts whenever the buffer has doubled since the last
   *     compaction: at most twice the window between queries, amortized O(1) per event.
   *

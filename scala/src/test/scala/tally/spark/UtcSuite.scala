@@ -26,7 +26,10 @@ class UtcSuite extends munit.FunSuite {
   private lazy val spark = LocalSpark.session
   override val munitTimeout = scala.concurrent.duration.Duration(5, "min") // a few dozen small Spark jobs per test
 
-  override def beforeAll(): Unit = { spark; () } // started in the JVM's own zone
+  // The session starts in the JVM's own zone. No hot-key sampling job before each sweep (the hot-key test turns
+  // the split on).
+  override def beforeAll(): Unit = spark.conf.set(HotKeys.ModeConf, "off")
+  override def afterAll(): Unit = spark.conf.unset(HotKeys.ModeConf)
 
   /** Runs `body` once per (JVM zone, session zone), restoring both after. */
   private def inEveryZone(body: String => Unit): Unit =
@@ -75,7 +78,7 @@ class UtcSuite extends munit.FunSuite {
   // ---- the temporal job ----
 
   private def feature(name: String, function: String, column: Option[String], length: Option[Long], closed: String = "left") =
-    FeatureSpec(name, function, column, length, 0L, closed, Map.empty, None)
+    FeatureSpec(name, function, column, length, 0L, closed, 0L, Map.empty, None)
   private def view(time: String) = ViewSpec("utc", 1, Seq("card"), time, Some("known"), None, Seq(
     feature("n_1h", "count", None, Some(Hour)),
     feature("n_1h_right", "count", None, Some(Hour), closed = "right"),
@@ -156,7 +159,7 @@ class UtcSuite extends munit.FunSuite {
         val n = TemporalJob.run(source(), source(), tally.bridge.Spec.parse(spec("day")), "ts", "f_", 4)
           .where("amount = 100").select("f_n").collect().head.getLong(0)
         assertEquals(n, 1L, zones)
-      } finally { spark.conf.unset(HotKeys.ModeConf); spark.conf.unset(HotKeys.SampleConf) }
+      } finally { spark.conf.set(HotKeys.ModeConf, "off"); spark.conf.unset(HotKeys.SampleConf) }
     }
   }
 

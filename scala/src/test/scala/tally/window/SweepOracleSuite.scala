@@ -8,14 +8,15 @@ import tally.agg.{Aggregator, Aggregators, Catalogue, Num, VType}
 /** The sweep against a brute-force oracle on seeded random cases, for every (function, input type) the registry
   * allows.
   *
-  * [[NaiveEngine]] restates DESIGN.md's time semantics directly — per event, enter = max(ts+d, avail) and
-  * exit = ts+d+w; left-closed: enter < t <= exit, right-closed: enter <= t < exit, lifetime: no exit — and folds
+  * [[NaiveEngine]] restates DESIGN.md's time semantics as written (not the sweep's enter/exit form) and folds
   * each query's window from zero, in time order. Cases mix hot keys, ties (a coarse time grid, queries at event
-  * times), every window shape, `available_at`, ttl, null values and defaults.
+  * times, hop boundaries on event times), every window shape (exact and hopped, with hops that divide the length
+  * or not), `available_at`, ttl, null values and defaults.
   *
   * Coverage cannot silently shrink: the pairs come from the registry (`Aggregators.functions` x `VType.scalars`,
   * kept where `Aggregators.takes`), a pair that does not build fails the suite by name, and every pair must have
-  * been compared, with non-empty results, over sliding and lifetime windows, with and without `available_at`.
+  * been compared, with non-empty results, over exact, hopped and lifetime windows, with and without
+  * `available_at`.
   */
 class SweepOracleSuite extends munit.FunSuite {
   override val munitTimeout = scala.concurrent.duration.Duration(5, "min") // ~20 s alone; far more on a busy machine
@@ -62,11 +63,19 @@ class SweepOracleSuite extends munit.FunSuite {
   object NaiveEngine {
     final case class Ev(ts: Long, avail: Long, values: Array[Any])
 
+    /** DESIGN.md's lines, as written: visible (avail < t, or <= t right-closed), before the end (ts < t-d, or
+      * <= t-d), after the start (t-d-w <= ts, or < right-closed; floor_hop(t-d-w) <= ts for a hopped window,
+      * either way; none for a lifetime window). */
     def inside(e: Ev, w: Window, t: Long): Boolean = {
-      val enter = math.max(e.ts + w.delay, e.avail)
-      val afterEnter = if (w.rightClosed) enter <= t else enter < t
-      val beforeExit = w.lifetime || { val exit = e.ts + w.delay + w.length; if (w.rightClosed) t < exit else t <= exit }
-      afterEnter && beforeExit
+      val end = t - w.delay
+      val visible = if (w.rightClosed) e.avail <= t else e.avail < t
+      val beforeEnd = if (w.rightClosed) e.ts <= end else e.ts < end
+      val afterStart = w.lifetime || {
+        val start = end - w.length
+        if (w.hop > 0) Math.floorDiv(start, w.hop) * w.hop <= e.ts
+        else if (w.rightClosed) start < e.ts else start <= e.ts
+      }
+      visible && beforeEnd && afterStart
     }
 
     /** Each feature's value at t, and the sum of squares of the numeric values it folded (for tolerances). */
@@ -100,7 +109,10 @@ class SweepOracleSuite extends munit.FunSuite {
     val length = if (r.nextInt(4) == 0) Window.Lifetime
       else if (r.nextBoolean()) Grid * (1 + r.nextInt(3)) else Grid * (20 + r.nextInt(60))
     val delay = if (r.nextBoolean()) 0L else Grid * r.nextInt(5) + (if (r.nextInt(4) == 0) 3L else 0L)
-    Window(length, delay, rightClosed = r.nextBoolean())
+    // Hops on the grid (boundaries tie with events) or off it, dividing the length or not, up to past it.
+    val hop = if (length == Window.Lifetime || r.nextInt(3) > 0) 0L
+      else Seq(1L, 7L, Grid, 2 * Grid, 3 * Grid, 13 * Grid, length / 2 max 1L, length, length + 3)(r.nextInt(9))
+    Window(length, delay, rightClosed = r.nextBoolean(), hop)
   }
 
   private val strings = Vector("", "a", "ab", "B", "é", "z", "\uD83D\uDE00", "card-17", "card-3")
@@ -156,7 +168,9 @@ class SweepOracleSuite extends munit.FunSuite {
     } yield Feature(s"f${wi}_$ai@${label(fn, vt)}", agg.get, column, w, default(r, agg.get.outputType))).toIndexedSeq
     def pairOf(f: Feature) = f.name.split("@")(1)
     val fns = features.map(f => pairOf(f).takeWhile(_ != '('))
-    val kind = features.map(f => (if (f.window.lifetime) "lifetime" else "sliding") + (if (withAvail) "+avail" else ""))
+    val kind = features.map { f =>
+      (if (f.window.lifetime) "lifetime" else if (f.window.hop > 0) "hopped" else "sliding") + (if (withAvail) "+avail" else "")
+    }
     val sweep = new Sweep("oracle", features, ttl, withAvail)
     val out = new Array[Any](features.length)
 
@@ -201,7 +215,7 @@ class SweepOracleSuite extends munit.FunSuite {
   test("sweep equals the brute-force engine on 400 seeded random cases, for every pair and window kind") {
     val queries = (1L to 400L).map(runCase).sum
     assert(queries > 10000, s"only $queries queries compared")
-    val kinds = Seq("sliding", "lifetime", "sliding+avail", "lifetime+avail")
+    val kinds = Seq("sliding", "hopped", "lifetime").flatMap(k => Seq(k, k + "+avail"))
     val thin = for ((fn, vt) <- pairs; k <- kinds if nonEmpty((label(fn, vt), k)) < 10)
       yield s"${label(fn, vt)} over $k windows: ${compared((label(fn, vt), k))} queries, ${nonEmpty((label(fn, vt), k))} with a result"
     assert(thin.isEmpty, s"pairs the random cases barely compared (under 10 non-empty results):\n${thin.mkString("\n")}")
