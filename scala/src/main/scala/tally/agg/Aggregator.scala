@@ -53,6 +53,10 @@ object VType {
   final case class ArrayOf(element: VType) extends VType
   final case class StructOf(fields: Seq[(String, VType)]) extends VType
 
+  /** One type of each scalar kind a column can hold (this decimal stands for every precision and scale): what
+    * the oracle suites feed every kernel. Keep in step with the cases above. */
+  val scalars: Seq[VType] = Seq(Long, Double, Decimal(18, 2), String, Boolean, Timestamp)
+
   def isNumeric(t: VType): Boolean = t match {
     case Long | Double | Boolean | _: Decimal => true
     case _                                     => false

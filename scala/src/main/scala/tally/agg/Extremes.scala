@@ -1,7 +1,8 @@
 package tally.agg
 
 /** Min and max over any ordered type (long, double, decimal, string, boolean, timestamp); the result keeps the
-  * input type. Not invertible: the sweep engine keeps min/max with monotonic deques instead.
+  * input type. Not invertible: over a sliding window the sweep keeps them on a two-stacks queue (amortized O(1)
+  * merges per event); over a lifetime window it folds each event once.
   *
   * Order is Spark's (see [[Values.ordering]]): NaN is larger than every other double, so max of a set with a
   * NaN is NaN and min ignores it unless every value is NaN; -0.0 sorts below 0.0. Empty gives null. */

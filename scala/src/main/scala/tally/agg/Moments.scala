@@ -45,7 +45,9 @@ final case class Moments(moment: Moment) extends Invertible[MomentsIR] {
         val before = s.mean
         s.n -= 1
         s.mean -= (x - before) / s.n
-        s.m2 = math.max(0.0, s.m2 - (x - s.mean) * (x - before))
+        // One value left has no deviation: m2 is exactly 0, not the residue of the removals (whose square root,
+        // ~sqrt(eps) * |x|, a stddev would report).
+        s.m2 = if (s.n == 1) 0.0 else math.max(0.0, s.m2 - (x - s.mean) * (x - before))
       }
     }
     s

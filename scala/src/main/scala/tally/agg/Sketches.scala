@@ -7,9 +7,10 @@ import org.apache.datasketches.kll.KllDoublesSketch
 import org.apache.datasketches.memory.Memory
 import org.apache.datasketches.quantilescommon.QuantileSearchCriteria
 
-/** Sketches from Apache DataSketches (the version Spark bundles, so the JAR stays thin). None is invertible: the
-  * sweep engine keeps them in hop buckets or two stacks and merges. Each IR's encoding is the format byte, the
-  * sketch parameters, then the sketch's own stable serialized form. `copy` goes through that form: it is rare
+/** Sketches from Apache DataSketches (the version Spark bundles, so the JAR stays thin). None is invertible: over a
+  * sliding window the sweep keeps them on a two-stacks queue and merges; over a lifetime window it folds each
+  * event once. Each IR's encoding is the format byte, the sketch parameters, then the sketch's own stable
+  * serialized form. `copy` goes through that form: it is rare
   * (two-stacks flips), and DataSketches has no cheaper deep copy for every kind. */
 
 /** approx_distinct: HyperLogLog (HLL_8 registers), `lg_k` in [4, 21]. Relative standard error

@@ -4,8 +4,12 @@ import scala.jdk.CollectionConverters._
 
 import com.fasterxml.jackson.databind.{JsonNode, ObjectMapper}
 
-/** The versioned JSON spec Python sends across py4j (python/tally/definitions.py writes it; golden files under
-  * tests/golden/ pin it on both sides). Parsing fails with a message naming the view and the field. */
+/** The versioned JSON spec Python sends across py4j (python/tally/definitions.py writes it). Parsing fails with a
+  * message naming the view and the field.
+  *
+  * A feature's window: `{"length_us": <int or null for lifetime>, "delay_us": <int, default 0>, "closed": "left" |
+  * "right" (default "left"), "hop_us": <int, optional>}`. `hop_us` absent, null or 0 means an exact window; it was
+  * added within spec version 1, so specs without it (and their fingerprints) are unchanged. */
 final case class FeatureSpec(
     name: String,
     function: String,
@@ -13,6 +17,7 @@ final case class FeatureSpec(
     lengthUs: Option[Long],   // None = lifetime
     delayUs: Long,
     closed: String,           // "left" | "right"
+    hopUs: Long,              // 0 = exact
     params: Map[String, Any],
     default: Option[Any])
 
@@ -51,13 +56,22 @@ object Spec {
     val name = text(f, "name", view)
     val closed = window.path("closed").asText("left")
     require(closed == "left" || closed == "right", s"view '$view', feature '$name': closed must be left or right, got '$closed'")
+    val lengthUs = opt(window.path("length_us")).map(_.asLong)
+    val hopUs = opt(window.path("hop_us")).map { h =>
+      require(h.canConvertToExactIntegral && h.asLong >= 0,
+        s"view '$view', feature '$name': window hop_us must be a whole number of microseconds >= 0, got $h")
+      h.asLong
+    }.getOrElse(0L)
+    require(hopUs == 0 || lengthUs.isDefined,
+      s"view '$view', feature '$name': a lifetime window takes no hop (hop_us = $hopUs); drop the hop or give the window a length")
     FeatureSpec(
       name = name,
       function = text(f, "function", s"$view.$name"),
       column = opt(f.path("column")).map(_.asText),
-      lengthUs = opt(window.path("length_us")).map(_.asLong),
+      lengthUs = lengthUs,
       delayUs = window.path("delay_us").asLong(0L),
       closed = closed,
+      hopUs = hopUs,
       params = opt(f.path("params")).map(p => p.properties().asScala.map(e => e.getKey -> plain(e.getValue)).toMap).getOrElse(Map.empty),
       default = opt(f.path("default")).map(plain))
   }

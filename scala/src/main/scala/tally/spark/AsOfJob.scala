@@ -4,7 +4,7 @@ import org.apache.spark.sql.DataFrame
 import org.apache.spark.sql.catalyst.InternalRow
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow
 import org.apache.spark.sql.functions._
-import org.apache.spark.sql.tally.InternalFrames
+import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
 
 /** As-of join: for each spine row at t, the right-hand row of the same key with the latest time <= t (and, with
@@ -38,12 +38,7 @@ object AsOfJob {
       val (s, r) = (spine.schema(k).dataType, right.schema(k).dataType)
       require(s == r, s"key column '$k' is ${s.simpleString} in the spine but ${r.simpleString} in the feature table; cast the spine's '$k'")
     }
-    def micros(df: DataFrame, c: String) = df.schema(c).dataType match {
-      case TimestampType    => unix_micros(col(c))
-      case TimestampNTZType => unix_micros(col(c).cast(TimestampType))
-      case DateType         => unix_micros(col(c).cast(TimestampType))
-      case other => throw new IllegalArgumentException(s"column '$c' must be a timestamp, got ${other.simpleString}")
-    }
+    def micros(df: DataFrame, c: String) = Times.micros(df, c, "as-of join", allowMicros = false)
     val keyCols = keys.map(k => col(s"`$k`"))
     val rest = spine.columns.toIndexedSeq.filterNot(keys.contains)
     val valueFields = valueCols.map(c => right.schema(c).copy(name = prefix + c, nullable = true))
@@ -94,7 +89,7 @@ object AsOfJob {
         out: InternalRow
       }
     }
-    InternalFrames.fromInternalRows(spine.sparkSession, rows, outSchema)
+    SparkInternals.fromInternalRows(spine.sparkSession, rows, outSchema)
   }
 }
 

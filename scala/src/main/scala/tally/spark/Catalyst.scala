@@ -10,7 +10,8 @@ import tally.agg.VType
 /** Maps between Catalyst's types and values and the kernels' pure [[VType]]s and boxed JVM values. */
 object Catalyst {
   /** The kernel type of a column, or None when kernels cannot read it. Integer types widen to long, float to
-    * double; timestamps (with or without time zone) are epoch microseconds. */
+    * double; timestamps are epoch microseconds, UTC: a timestamp_ntz's wall time is read as UTC (its internal value
+    * already is), so results of type timestamp name the instant that reading gives. */
   def vtype(t: DataType): Option[VType] = t match {
     case ByteType | ShortType | IntegerType | LongType => Some(VType.Long)
     case FloatType | DoubleType                        => Some(VType.Double)

@@ -1,16 +1,15 @@
 package tally.spark
 
 import org.apache.spark.sql.{Column, DataFrame}
-import org.apache.spark.sql.catalyst.CatalystTypeConverters
 import org.apache.spark.sql.functions._
 
 /** The hot-key split of the sweep: a key with more events than a task should carry is swept in several time
   * buckets, on several tasks, instead of by one task alone.
   *
   * A bucket of length L holds the queries at times [b*L, (b+1)*L) and every event any of them can see: its own
-  * events and those of the `overlap` before it (overlap = the longest window + its delay, or the ttl). With
-  * L >= overlap, an event at ts goes to bucket floor(ts / L) and, when floor((ts + overlap) / L) is the next
-  * one, also there as a copy that is only an event, never a query. Buckets are one more key column of the
+  * events and those of the `overlap` before it (overlap = the longest window + its delay + its hop, or the
+  * ttl). With L >= overlap, an event at ts goes to bucket floor(ts / L) and, when floor((ts + overlap) / L) is
+  * the next one, also there as a copy that is only an event, never a query. Buckets are one more key column of the
   * shuffle and the sweep, so nothing else changes. Views with a lifetime window need all of a key's history in
   * one place and are never split.
   *
@@ -79,7 +78,7 @@ object HotKeys {
       val top = scala.jdk.CollectionConverters.MapHasAsScala(seen).asScala.toSeq.sortBy(-_._2(0)).take(MaxHotKeys).map {
         case (k, s) =>
           val parts = if (nKeys == 1) Seq(k) else k.asInstanceOf[Seq[Any]]
-          parts.zip(types).map { case (v, dt) => CatalystTypeConverters.convertToScala(v, dt) } -> s
+          parts.zip(types).map { case (v, dt) => Keys.external(v, dt) } -> s
       }
       Iterator.single(total -> top)
     }.collect()

@@ -1,7 +1,9 @@
 package tally.spark
 
-import org.apache.spark.sql.catalyst.InternalRow
-import org.apache.spark.sql.types.DataType
+import java.time.{Instant, LocalDate, LocalDateTime, ZoneOffset}
+
+import org.apache.spark.sql.catalyst.{CatalystTypeConverters, InternalRow}
+import org.apache.spark.sql.types.{DataType, DateType, TimestampNTZType, TimestampType}
 import org.apache.spark.unsafe.types.UTF8String
 
 /** Entity keys read from the leading columns of Catalyst rows, as values with content equality and hashing
@@ -18,5 +20,18 @@ object Keys {
     }
     if (get.length == 1) (row, stable) => one(row, 0, stable)
     else (row, stable) => get.indices.map(i => one(row, i, stable))
+  }
+
+  /** A key value (Catalyst's internal form) as the Scala value `lit` takes back: dates and timestamps as java.time
+    * values, which carry no zone. The default converters give java.sql.Date and Timestamp, built and read in the
+    * JVM's default zone, which may differ between the executor that converts and the driver that makes the
+    * literal (a date key would then move by a day). */
+  def external(v: Any, t: DataType): Any = (v, t) match {
+    case (null, _)                   => null
+    case (d: Int, DateType)          => LocalDate.ofEpochDay(d.toLong)
+    case (m: Long, TimestampType)    => Instant.ofEpochSecond(Math.floorDiv(m, 1000000L), Math.floorMod(m, 1000000L) * 1000L)
+    case (m: Long, TimestampNTZType) =>
+      LocalDateTime.ofEpochSecond(Math.floorDiv(m, 1000000L), (Math.floorMod(m, 1000000L) * 1000L).toInt, ZoneOffset.UTC)
+    case _                           => CatalystTypeConverters.convertToScala(v, t)
   }
 }

@@ -4,7 +4,7 @@ import org.apache.spark.sql.{Column, DataFrame}
 import org.apache.spark.sql.catalyst.InternalRow
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow
 import org.apache.spark.sql.functions._
-import org.apache.spark.sql.tally.InternalFrames
+import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
 
 import tally.agg.{Aggregators, VType}
@@ -65,10 +65,11 @@ object TemporalJob {
     shiftleft(hash, TimeBits).bitwiseOR(steps)
   }
 
-  /** How far back a query looks: the longest window plus its delay, or the ttl; None with a lifetime window. */
+  /** How far back a query looks: the longest window plus its delay and its hop (a hopped window's start is
+    * rounded down by up to one hop), or the ttl; None with a lifetime window. */
   private def overlapOf(spec: ViewSpec): Option[Long] =
     if (spec.features.exists(_.lengthUs.isEmpty)) None
-    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get) ++ spec.ttlUs).max)
+    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ spec.ttlUs).max)
 
   /** The keys of `source` the sweep splits into time buckets (see [[HotKeys]]). */
   def hotKeys(source: DataFrame, spec: ViewSpec, partitions: Int): Seq[HotKeys.Hot] =
@@ -97,7 +98,7 @@ object TemporalJob {
         case e: IllegalArgumentException => throw new IllegalArgumentException(s"view '$view', feature '${f.name}': ${e.getMessage}", e)
       }
       Feature(f.name, agg, f.column.map(valueCols.indexOf).getOrElse(-1),
-        Window(f.lengthUs.getOrElse(Window.Lifetime), f.delayUs, f.closed == "right"),
+        Window(f.lengthUs.getOrElse(Window.Lifetime), f.delayUs, f.closed == "right", f.hopUs),
         f.default.map(Catalyst.coerce(_, agg.outputType)).orNull)
     }.toIndexedSeq
     val outTypes = features.map(_.agg.outputType).toArray
@@ -158,7 +159,7 @@ object TemporalJob {
     val result = sorted.queryExecution.toRdd.mapPartitions { it =>
       new PartitionSweep(it, () => new Sweep(view, features, ttl, layout.withAvail), layout, types, view)
     }
-    InternalFrames.fromInternalRows(spine.sparkSession, result, outSchema)
+    SparkInternals.fromInternalRows(spine.sparkSession, result, outSchema)
   }
 
   /** Catalyst types of the shuffled row, of the spine, and the features' kernel types. */
@@ -292,17 +293,6 @@ object TemporalJob {
     }
   }
 
-  /** A timestamp (or date) column as epoch microseconds, UTC. */
-  private def micros(df: DataFrame, name: String, view: String): Column = {
-    val field = df.schema.find(_.name == name).getOrElse(
-      throw new IllegalArgumentException(s"view '$view': no timestamp column '$name' (columns: ${df.columns.mkString(", ")})"))
-    field.dataType match {
-      case TimestampType    => unix_micros(col(name))
-      case TimestampNTZType => unix_micros(col(name).cast(TimestampType))
-      case DateType         => unix_micros(col(name).cast(TimestampType))
-      case LongType         => col(name)
-      case other => throw new IllegalArgumentException(
-        s"view '$view': column '$name' must be a timestamp, got ${other.simpleString}")
-    }
-  }
+  /** A time column as epoch microseconds, UTC (see [[Times]]). */
+  private def micros(df: DataFrame, name: String, view: String): Column = Times.micros(df, name, s"view '$view'", allowMicros = true)
 }

@@ -53,28 +53,36 @@ final class EventBuffer {
   }
 }
 
-/** A binary min-heap of (key, index) pairs of longs, without boxing. Ties pop the smaller index first. */
+/** A binary min-heap of (key, index) pairs of longs, without boxing, each with an optional payload (the event's
+  * values, for a window that keeps waiting events itself). Ties pop the smaller index first. */
 final class LongMinHeap {
   private var keys = new Array[Long](16)
   private var idxs = new Array[Long](16)
+  private var payloads = new Array[Array[Any]](16)
   private var n = 0
   def isEmpty: Boolean = n == 0
-  def clear(): Unit = n = 0
+  def size: Int = n
+  def clear(): Unit = { java.util.Arrays.fill(payloads.asInstanceOf[Array[AnyRef]], 0, n, null); n = 0 }
   def minKey: Long = keys(0)
   def minIndex: Long = idxs(0)
+  def minPayload: Array[Any] = payloads(0)
   private def less(i: Int, j: Int): Boolean = keys(i) < keys(j) || (keys(i) == keys(j) && idxs(i) < idxs(j))
   private def swap(i: Int, j: Int): Unit = {
     val k = keys(i); keys(i) = keys(j); keys(j) = k
     val x = idxs(i); idxs(i) = idxs(j); idxs(j) = x
+    val p = payloads(i); payloads(i) = payloads(j); payloads(j) = p
   }
-  def push(key: Long, index: Long): Unit = {
-    if (n == keys.length) { keys = java.util.Arrays.copyOf(keys, n * 2); idxs = java.util.Arrays.copyOf(idxs, n * 2) }
-    keys(n) = key; idxs(n) = index
+  def push(key: Long, index: Long, payload: Array[Any] = null): Unit = {
+    if (n == keys.length) {
+      keys = java.util.Arrays.copyOf(keys, n * 2); idxs = java.util.Arrays.copyOf(idxs, n * 2)
+      payloads = java.util.Arrays.copyOf(payloads, n * 2)
+    }
+    keys(n) = key; idxs(n) = index; payloads(n) = payload
     var i = n; n += 1
     while (i > 0 && less(i, (i - 1) / 2)) { swap(i, (i - 1) / 2); i = (i - 1) / 2 }
   }
   def pop(): Unit = {
-    n -= 1; keys(0) = keys(n); idxs(0) = idxs(n)
+    n -= 1; keys(0) = keys(n); idxs(0) = idxs(n); payloads(0) = payloads(n); payloads(n) = null
     var i = 0
     var done = false
     while (!done) {
@@ -101,6 +109,8 @@ final class TwoStacks(agg: Aggregator[AnyRef]) {
   private val front = new java.util.ArrayDeque[AnyRef]() // top = aggregate of every value in front
 
   def clear(): Unit = { backValues.clear(); backTimes.clear(); back = agg.zero(); front.clear() }
+  /** Values held (the back stack's, and one suffix aggregate per front value). */
+  def size: Int = backValues.size + front.size
 
   def push(value: Any, ts: Long): Unit = {
     backValues.addLast(value); backTimes.addLast(ts)

@@ -2,29 +2,6 @@ package tally.window
 
 import tally.agg.{Aggregator, Invertible}
 
-/** A window of the time semantics (DESIGN.md, "Time semantics"), in epoch microseconds.
-  *
-  * For a query at t, an event at ts (available at `avail`) is inside when
-  *   left-closed  (default): t-d-w <= ts <  t-d  and avail <  t
-  *   right-closed          : t-d-w <  ts <= t-d  and avail <= t
-  * A lifetime window has w = +infinity. Rewritten per event, with enter = max(ts+d, avail) and exit = ts+d+w:
-  *   left : enter <  t <= exit        right: enter <= t <  exit
-  * so each event is inside over one interval of query time, and the sweep adds it when t passes `enter` and
-  * removes it when t passes `exit`. Equal timestamps share enter and exit, so ties are all in or all out.
-  */
-final case class Window(length: Long, delay: Long, rightClosed: Boolean) {
-  require(length > 0, s"window length must be positive, got $length us")
-  require(delay >= 0, s"window delay must not be negative, got $delay us")
-  def lifetime: Boolean = length == Window.Lifetime
-  /** Has an event whose enter time is `enter` entered the window by query time t? */
-  @inline def entered(enter: Long, t: Long): Boolean = if (rightClosed) enter <= t else enter < t
-  /** Has an event at ts left the window by query time t? */
-  @inline def exited(ts: Long, t: Long): Boolean =
-    !lifetime && { val exit = ts + delay + length; if (rightClosed) exit <= t else exit < t }
-}
-
-object Window { val Lifetime: Long = Long.MaxValue }
-
 /** One output column: an aggregation of one event value (`column`, or -1 for "every event") over a window. */
 final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, window: Window, default: Any)
 
@@ -35,39 +12,57 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   *     event before any query (so right-closed windows with no delay see an event at exactly t).
   *  2. `event(ts, avail, values)` appends the event to the key's buffer; nothing is aggregated yet.
   *  3. `query(t, out)`, for each window:
-  *     a. admit: events whose enter time has passed are added — `update` for invertible aggregators, a push on
-  *        the two-stacks queue for the others. Without `available_at`, enter order is buffer order and admitting
-  *        is a pointer walk; with it, events wait in a min-heap keyed by enter time.
-  *     b. expire: events whose exit time has passed leave in buffer (= ts) order — `remove`, or a pop of the
-  *        two-stacks queue. An event that expires before it was admitted (its label arrived after its window) is
-  *        skipped.
-  *     c. read: finish each aggregator as of t; an empty result takes the feature's default.
-  *  4. The buffer drops events that every window has expired (lifetime windows keep none: their IRs are
-  *     running totals), so memory per key is bounded by the events inside the longest window plus those still
-  *     waiting for their `available_at`, never by the key's whole history. A key may have many events between
-  *     two queries (a merchant's charges, a sparse spine), so `event` also moves the windows to its time and
-  *     compacts whenever the buffer has doubled since the last compaction: at most twice the window between
-  *     queries, amortized O(1) per event.
+  *     a. admit: events whose enter time has passed enter the window. Without `available_at`, enter order is
+  *        buffer (= ts) order and admitting is a pointer walk; with it, events wait in a min-heap keyed by enter
+  *        time.
+  *     b. A lifetime window folds each event into every aggregator's IR as it enters (`update`, invertible or
+  *        not), once, and forgets it: nothing ever leaves a lifetime window, so it keeps no events and no queue.
+  *     c. A sliding window adds each entering event (`update` for invertible aggregators, a push on the
+  *        two-stacks queue for the others) and expires events whose exit time has passed, in buffer (= ts) order
+  *        (`remove`, or a pop); a hopped window's exit is rounded up to its hop, still monotone in ts (see
+  *        [[Window]]). An event that expires before it was admitted (its label arrived after its window) is
+  *        skipped. Under `available_at`, admission order differs from expiry order, so the two-stacks queue (FIFO)
+  *        cannot serve: non-invertible aggregators are folded afresh from the admitted events at each query
+  *        (O(events in the window)).
+  *     d. read: finish each aggregator as of t; an empty result takes the feature's default.
+  *  4. The buffer drops events that no window needs: those every sliding window has expired and every lifetime
+  *     window has taken in (events still waiting for their `available_at` wait on the lifetime window's own heap,
+  *     values included, so they pin nothing). Memory per key is thus bounded by the events inside the longest
+  *     sliding window (delay and hop included) plus those waiting for their `available_at`, never by the key's
+  *     whole history. A key may have many events between two queries (a merchant's charges, a sparse spine), so
+  *     `event` also moves the windows to its time and compacts whenever the buffer has doubled since the last
+  *     compaction: at most twice the window between queries, amortized O(1) per event.
   *
-  * Invariants (checked with `require`, naming the view and key): times never go backwards within a key; a
-  * window's admitted events are exactly those with enter passed and exit not passed.
+  * Invariants: times never go backwards within a key (checked with `require`, naming the view and key); a
+  * window's admitted events are exactly those with enter passed and exit not passed (kept by construction, pinned
+  * by the brute-force oracle in SweepOracleSuite).
   *
-  * With `available_at`, admission order differs from expiry order, so the two-stacks queue (FIFO) cannot serve
-  * non-invertible aggregators; they are recomputed from the admitted events at each query (O(events in window)).
+  * Update order. Under `available_at` a lifetime window folds events in the order they become available, not in
+  * time order. The result does not depend on that order: first, last, last_k and time_since_last decide by
+  * (ts, value), never by arrival (see Order.scala); min and max by value; counts, sums, moments and decayed sums
+  * are sums. Sketches hold the same contents in any order while they are exact (HLL in its list and set modes,
+  * KLL before its first compaction, top_k below 3/4 of its map); beyond, their estimates may differ with the
+  * order (HLL's HIP estimator), within the sketch's stated error, as they do between two Spark plans. (KLL's
+  * compaction is randomized: its estimates differ between runs whatever the order.)
   */
 final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long], withAvailability: Boolean) {
   private val buffer = new EventBuffer
   private val windows: Array[WindowState] = { // an array and while loops: this is the per-event path
     val ttlWindow = ttl.map(l => Window(l, 0L, rightClosed = false))
-    val byWindow = features.zipWithIndex.groupBy(_._1.window).toIndexedSeq
-    val states = byWindow.map { case (w, fs) => new WindowState(w, fs.map(_._2).toIndexedSeq) }
-    (states ++ ttlWindow.filterNot(byWindow.map(_._1).contains).map(w => new WindowState(w, IndexedSeq.empty))).toArray
+    val byWindow = features.zipWithIndex.groupBy(_._1.window).toIndexedSeq.map { case (w, fs) => w -> fs.map(_._2).toIndexedSeq }
+    val all = byWindow ++ ttlWindow.filterNot(byWindow.map(_._1).contains).map(w => w -> IndexedSeq.empty[Int])
+    all.map { case (w, idx) =>
+      if (w.lifetime) new LifetimeWindow(w, idx)
+      else if (withAvailability) new SlidingByAvailability(w, idx)
+      else new SlidingInOrder(w, idx): WindowState
+    }.toArray
   }
   @inline private def eachWindow(f: WindowState => Unit): Unit = { var i = 0; while (i < windows.length) { f(windows(i)); i += 1 } }
   private val ttlState: Option[WindowState] = ttl.map(l => windows.find(_.window == Window(l, 0L, rightClosed = false)).get)
   private var key: Any = null
   private var lastTime: Long = Long.MinValue
   private var compactAt: Int = Sweep.CompactSlack
+  eachWindow(_.reset())
 
   def reset(newKey: Any): Unit = {
     key = newKey; lastTime = Long.MinValue; buffer.clear(); eachWindow(_.reset()); compactAt = Sweep.CompactSlack
@@ -79,8 +74,9 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     if (buffer.length >= compactAt) { eachWindow(_.moveTo(ts)); compact() }
   }
 
-  /** Events held for the current key (for tests of the memory bound). */
-  def buffered: Int = buffer.length
+  /** Events held for the current key, in the buffer and in the windows' own heaps and queues (a probe for the
+    * memory tests). */
+  private[window] def retained: Int = { var n = buffer.length; eachWindow(w => n += w.held); n }
 
   /** Fills `out(i)` with feature i as of t. */
   def query(t: Long, out: Array[Any]): Unit = {
@@ -105,108 +101,172 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     compactAt = 2 * buffer.length + Sweep.CompactSlack
   }
 
-  private final class WindowState(val window: Window, featureIdx: IndexedSeq[Int]) {
-    private val feats = featureIdx.map(features).toArray
-    private val columns = feats.map(_.column)
-    // The invertible view of each aggregator, or null: it is added and removed in O(1), no queue needed.
-    private val inverses = feats.map { f => f.agg match { case i: Invertible[_] => i.asInstanceOf[Invertible[AnyRef]]; case _ => null } }
-    private val allInvertible = inverses.forall(_ != null)
-    private val states = new Array[AnyRef](feats.length)
-    private val queues = feats.indices.map(i => if (inverses(i) != null) null else new TwoStacks(feats(i).agg)).toArray
-    private var nextEnter = 0L   // without availability: next buffer index to admit
-    private var nextExit = 0L    // next buffer index to expire (expiry is in ts order)
-    // With availability: events not yet admitted wait on a heap keyed by enter time; `isIn` marks admitted ones.
-    private val pending = new LongMinHeap
-    private var pendingScan = 0L  // next buffer index to put on the heap
-    private var settled = 0L      // every index below it is admitted or expired
-    private val isIn = new java.util.BitSet()
-    private var bitBase = 0L
+  /** One window's aggregators and the events it holds; three kinds, by how events enter and leave. */
+  private abstract class WindowState(val window: Window, featureIdx: IndexedSeq[Int]) {
+    protected val feats: Array[Feature] = featureIdx.map(features).toArray
+    protected val columns: Array[Int] = feats.map(_.column)
+    protected val states = new Array[AnyRef](feats.length)
+    /** Events inside the window now (the ttl's liveness test). */
     var admitted: Long = 0L
 
     def reset(): Unit = {
       var i = 0
-      while (i < feats.length) { states(i) = feats(i).agg.zero(); if (queues(i) != null) queues(i).clear(); i += 1 }
-      nextEnter = 0L; nextExit = 0L; pendingScan = 0L; settled = 0L
-      pending.clear(); isIn.clear(); bitBase = 0L; admitted = 0L
+      while (i < feats.length) { states(i) = feats(i).agg.zero(); i += 1 }
+      admitted = 0L
     }
-    reset()
-
+    /** Admits and expires events as of query time t (never decreasing within a key). */
+    def moveTo(t: Long): Unit
     /** The oldest buffer index this window may still read. */
-    def oldestNeeded: Long =
-      if (!withAvailability) { if (window.lifetime) nextEnter else nextExit }
-      else if (window.lifetime) { if (allInvertible) settled else 0L }
-      else nextExit
-
-    def moveTo(t: Long): Unit =
-      if (!withAvailability) {
-        while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { add(nextEnter); nextEnter += 1 }
-        if (!window.lifetime) while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { drop(nextExit); nextExit += 1 }
-      } else {
-        while (pendingScan < buffer.end) {
-          pending.push(math.max(buffer.ts(pendingScan) + window.delay, buffer.avail(pendingScan)), pendingScan)
-          pendingScan += 1
-        }
-        while (!pending.isEmpty && window.entered(pending.minKey, t)) {
-          val idx = pending.minIndex; pending.pop()
-          // An event whose exit passed before its label arrived never enters.
-          if (window.lifetime || (idx >= nextExit && !window.exited(buffer.ts(idx), t))) { setIn(idx, in = true); add(idx) }
-        }
-        if (!window.lifetime) while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
-          if (inAt(nextExit)) { setIn(nextExit, in = false); drop(nextExit) }
-          nextExit += 1
-        }
-        settled = math.max(settled, nextExit)
-        while (settled < pendingScan && inAt(settled)) settled += 1
-      }
-
-    private def add(idx: Long): Unit = { admitted += 1; apply(idx, adding = true) }
-    private def drop(idx: Long): Unit = { admitted -= 1; apply(idx, adding = false) }
-
-    /** The event at `idx` into (or out of) every aggregator of this window: update / remove for invertible
-      * ones, push / pop of the two-stacks queue for the others (which, under availability, recompute instead). */
-    private def apply(idx: Long, adding: Boolean): Unit = if (feats.length > 0) {
-      val values = buffer.values(idx)
-      val ts = buffer.ts(idx)
-      var i = 0
-      while (i < feats.length) {
-        val v = valueIn(values, columns(i))
-        if (v != null) {
-          if (inverses(i) != null) states(i) = if (adding) inverses(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
-          else if (!withAvailability) { if (adding) queues(i).push(v, ts) else queues(i).pop() }
-        }
-        i += 1
-      }
-    }
+    def oldestNeeded: Long
+    /** Events (or their aggregates) this window holds outside the buffer. */
+    def held: Int
 
     def read(t: Long, out: Array[Any]): Unit = {
       var i = 0
       while (i < feats.length) {
-        val f = feats(i)
-        val v =
-          if (inverses(i) != null) f.agg.finish(states(i), t)
-          else if (!withAvailability) queues(i).finish(t)
-          else recompute(f, t)
-        out(featureIdx(i)) = if (v == null) f.default else v
+        val v = result(i, t)
+        out(featureIdx(i)) = if (v == null) feats(i).default else v
         i += 1
       }
     }
+    protected def result(i: Int, t: Long): Any = feats(i).agg.finish(states(i), t)
+  }
 
-    /** Non-invertible aggregators under `available_at`: fold the admitted events afresh. */
-    private def recompute(f: Feature, t: Long): Any = {
-      var s = f.agg.zero()
-      var idx = math.max(nextExit, bitBase)
-      while (idx < pendingScan) {
-        if (inAt(idx)) { val v = valueIn(buffer.values(idx), f.column); if (v != null) s = f.agg.update(s, v, buffer.ts(idx)) }
-        idx += 1
+  /** A lifetime window: an event never leaves it, so each is folded into every aggregator once, as it enters, and
+    * forgotten (see "Update order" above). Without `available_at` events enter in buffer order, a pointer walk;
+    * with it they wait on a heap keyed by enter time that holds their values, so the buffer need not keep them. */
+  private final class LifetimeWindow(window: Window, featureIdx: IndexedSeq[Int]) extends WindowState(window, featureIdx) {
+    private var next = 0L // the next buffer index to admit (in order) or to move onto the heap (availability)
+    private val waiting = if (withAvailability) new LongMinHeap else null // key: enter time; index: ts
+
+    override def reset(): Unit = { super.reset(); next = 0L; if (waiting != null) waiting.clear() }
+    def oldestNeeded: Long = next
+    def held: Int = if (waiting == null) 0 else waiting.size
+
+    def moveTo(t: Long): Unit =
+      if (waiting == null) {
+        while (next < buffer.end && window.entered(buffer.ts(next) + window.delay, t)) {
+          fold(buffer.ts(next), buffer.values(next)); next += 1
+        }
+      } else {
+        while (next < buffer.end) {
+          val ts = buffer.ts(next)
+          waiting.push(math.max(ts + window.delay, buffer.avail(next)), ts, buffer.values(next))
+          next += 1
+        }
+        while (!waiting.isEmpty && window.entered(waiting.minKey, t)) { fold(waiting.minIndex, waiting.minPayload); waiting.pop() }
       }
-      f.agg.finish(s, t)
+
+    private def fold(ts: Long, values: Array[Any]): Unit = {
+      admitted += 1
+      var i = 0
+      while (i < feats.length) {
+        val v = valueIn(values, columns(i))
+        if (v != null) states(i) = feats(i).agg.update(states(i), v, ts)
+        i += 1
+      }
     }
+  }
+
+  /** A window of finite length: events enter and leave. Invertible aggregators take each event in and out in
+    * O(1) (`update`, `remove`); what the others do is the subclass's. */
+  private abstract class SlidingWindow(window: Window, featureIdx: IndexedSeq[Int]) extends WindowState(window, featureIdx) {
+    // The invertible view of each aggregator, or null.
+    protected val inverses: Array[Invertible[AnyRef]] =
+      feats.map { f => f.agg match { case i: Invertible[_] => i.asInstanceOf[Invertible[AnyRef]]; case _ => null } }
+
+    /** The event at `idx` into (or out of) every aggregator of this window. */
+    protected def move(idx: Long, adding: Boolean): Unit = {
+      admitted += (if (adding) 1 else -1)
+      if (feats.length > 0) {
+        val values = buffer.values(idx)
+        val ts = buffer.ts(idx)
+        var i = 0
+        while (i < feats.length) {
+          val v = valueIn(values, columns(i))
+          if (v != null) {
+            if (inverses(i) != null) states(i) = if (adding) inverses(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
+            else moveOther(i, v, ts, adding)
+          }
+          i += 1
+        }
+      }
+    }
+    /** A non-null value of non-invertible aggregator i enters (or leaves) the window. */
+    protected def moveOther(i: Int, v: Any, ts: Long, adding: Boolean): Unit
+  }
+
+  /** A sliding window without `available_at`: events enter and leave in buffer order, two pointer walks.
+    * Non-invertible aggregators sit on a two-stacks queue (amortized O(1) per event). */
+  private final class SlidingInOrder(window: Window, featureIdx: IndexedSeq[Int]) extends SlidingWindow(window, featureIdx) {
+    private val queues = feats.indices.map(i => if (inverses(i) != null) null else new TwoStacks(feats(i).agg)).toArray
+    private var nextEnter = 0L // the next buffer index to admit
+    private var nextExit = 0L  // the next buffer index to expire
+
+    override def reset(): Unit = {
+      super.reset(); nextEnter = 0L; nextExit = 0L
+      var i = 0
+      while (i < queues.length) { if (queues(i) != null) queues(i).clear(); i += 1 }
+    }
+    def oldestNeeded: Long = nextExit
+    def held: Int = queues.foldLeft(0)((n, q) => if (q == null) n else n + q.size)
+
+    def moveTo(t: Long): Unit = {
+      while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { move(nextEnter, adding = true); nextEnter += 1 }
+      while (nextExit < nextEnter && window.exited(buffer.ts(nextExit), t)) { move(nextExit, adding = false); nextExit += 1 }
+    }
+    protected def moveOther(i: Int, v: Any, ts: Long, adding: Boolean): Unit = if (adding) queues(i).push(v, ts) else queues(i).pop()
+    override protected def result(i: Int, t: Long): Any = if (queues(i) == null) super.result(i, t) else queues(i).finish(t)
+  }
+
+  /** A sliding window under `available_at`: events enter in enter-time order (a heap), leave in buffer order.
+    * `isIn` marks the admitted ones, so that expiry removes only what entered. Non-invertible aggregators are
+    * folded afresh from the admitted events at each query. */
+  private final class SlidingByAvailability(window: Window, featureIdx: IndexedSeq[Int]) extends SlidingWindow(window, featureIdx) {
+    private val pending = new LongMinHeap // events not yet admitted, keyed by enter time
+    private var pendingScan = 0L          // the next buffer index to put on the heap
+    private var nextExit = 0L             // the next buffer index to expire
+    private val isIn = new java.util.BitSet()
+    private var bitBase = 0L
+
+    override def reset(): Unit = { super.reset(); pending.clear(); pendingScan = 0L; nextExit = 0L; isIn.clear(); bitBase = 0L }
+    def oldestNeeded: Long = nextExit
+    def held: Int = pending.size
+
+    def moveTo(t: Long): Unit = {
+      while (pendingScan < buffer.end) {
+        pending.push(math.max(buffer.ts(pendingScan) + window.delay, buffer.avail(pendingScan)), pendingScan)
+        pendingScan += 1
+      }
+      while (!pending.isEmpty && window.entered(pending.minKey, t)) {
+        val idx = pending.minIndex; pending.pop()
+        // An event whose exit passed before its label arrived never enters.
+        if (idx >= nextExit && !window.exited(buffer.ts(idx), t)) { setIn(idx, in = true); move(idx, adding = true) }
+      }
+      while (nextExit < pendingScan && window.exited(buffer.ts(nextExit), t)) {
+        if (inAt(nextExit)) { setIn(nextExit, in = false); move(nextExit, adding = false) }
+        nextExit += 1
+      }
+    }
+    protected def moveOther(i: Int, v: Any, ts: Long, adding: Boolean): Unit = ()
+
+    override protected def result(i: Int, t: Long): Any =
+      if (inverses(i) != null) super.result(i, t)
+      else {
+        val f = feats(i)
+        var s = f.agg.zero()
+        var idx = math.max(nextExit, bitBase)
+        while (idx < pendingScan) {
+          if (inAt(idx)) { val v = valueIn(buffer.values(idx), f.column); if (v != null) s = f.agg.update(s, v, buffer.ts(idx)) }
+          idx += 1
+        }
+        f.agg.finish(s, t)
+      }
 
     private def setIn(idx: Long, in: Boolean): Unit = {
-      val floor = oldestNeeded
-      if (idx - bitBase >= (1L << 16) && floor > bitBase) { // slide the bitset forward over settled indices
-        val moved = isIn.get((floor - bitBase).toInt, math.max((floor - bitBase).toInt, isIn.length))
-        isIn.clear(); isIn.or(moved); bitBase = floor
+      if (idx - bitBase >= (1L << 16) && nextExit > bitBase) { // slide the bitset forward over expired indices
+        val moved = isIn.get((nextExit - bitBase).toInt, math.max((nextExit - bitBase).toInt, isIn.length))
+        isIn.clear(); isIn.or(moved); bitBase = nextExit
       }
       isIn.set((idx - bitBase).toInt, in)
     }

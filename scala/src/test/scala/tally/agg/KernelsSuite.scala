@@ -31,6 +31,19 @@ class KernelsSuite extends munit.FunSuite {
     }
   }
 
+  test("moments: removing down to one value leaves a variance of exactly 0, not the removals' residue") {
+    for (f <- Seq("variance_pop", "stddev_pop")) {
+      val m = Aggregators.build(f, VType.Double).asInstanceOf[Invertible[AnyRef]]
+      for (seed <- 1 to 20) {
+        val r = new scala.util.Random(seed)
+        val xs = Seq.fill(50)(math.exp(r.nextGaussian() * 3) * 100)
+        var s = xs.foldLeft(m.zero())((s, v) => m.update(s, v, 0L))
+        for (v <- r.shuffle(xs.tail)) s = m.remove(s, v, 0L)
+        assertEquals(m.finish(s, 0L), 0.0, s"$f, seed $seed")
+      }
+    }
+  }
+
   test("NaN: max is NaN, min ignores it; mean is NaN until the NaN is removed") {
     assert(run("max", VType.Double, Seq(1.0, Double.NaN, Double.PositiveInfinity)).asInstanceOf[Double].isNaN)
     assertEquals(run("min", VType.Double, Seq(1.0, Double.NaN, -0.0, 0.0)), -0.0)
