@@ -7,6 +7,7 @@ fingerprint is a hash of that canonical spec.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -204,11 +205,14 @@ def _code_hash(fn: Callable) -> str:
 class Window:
     """A time window: `length` ('24h'; None = lifetime), `delay` ('7d': end the window 7 days before the
     query), `closed` ('left', the leakage-safe default, excludes events at the window's end; 'right' includes
-    them, such as the query's own row)."""
+    them, such as the query's own row), `hop` ('1h': the window's start is rounded down to a multiple of the hop
+    since the UTC epoch, so online serving merges whole tiles; its end stays exact). Offline paths compute hopped
+    windows exactly too, so training equals serving."""
 
     length: str | None
     delay: str | None = None
     closed: str = "left"
+    hop: str | None = None
 
     def __post_init__(self) -> None:
         where = f"window {self.length!r}" + (f" with delay {self.delay!r}" if self.delay is not None else "")
@@ -221,6 +225,25 @@ class Window:
             parse_duration(self.delay, where=where)
         if self.closed not in ("left", "right"):
             raise DefinitionError(f"{where}: closed must be 'left' or 'right', got {self.closed!r}")
+        if self.hop is not None:
+            if self.length is None:
+                raise DefinitionError(f"{where}: a lifetime window takes no hop", hint="drop hop=, or give a length")
+            if parse_duration(self.hop, where=f"{where}: hop") > self.length_us:
+                raise DefinitionError(f"{where}: hop '{self.hop}' is longer than the window",
+                                      hint="a hop is a fraction of the window, such as length / 24")
+
+    @property
+    def hop_us(self) -> int | None:
+        return None if self.hop is None else parse_duration(self.hop, where=f"hop {self.hop!r}")
+
+    def with_default_hop(self) -> Window:
+        """This window with the online default hop when it has none (DESIGN.md): the largest of 1m, 5m, 1h, 1d
+        that is at most length / 24; lifetime windows stay as they are."""
+        if self.hop is not None or self.length is None:
+            return self
+        fits = [h for h in ("1d", "1h", "5m", "1m") if parse_duration(h, where="hop") * 24 <= self.length_us]
+        hop = fits[0] if fits else "1m" if self.length_us >= 60_000_000 else self.length  # windows under a minute: one tile
+        return Window(self.length, self.delay, self.closed, hop)
 
     @property
     def length_us(self) -> int | None:
@@ -237,8 +260,9 @@ class Window:
             text += f"_delay_{str(self.delay).strip()}"
         return text
 
-    def spec(self) -> dict:
-        return {"length_us": self.length_us, "delay_us": self.delay_us, "closed": self.closed}
+    def spec(self) -> dict:  # hop_us only when hopped: exact windows keep the fingerprints they always had
+        out = {"length_us": self.length_us, "delay_us": self.delay_us, "closed": self.closed}
+        return out if self.hop is None else {**out, "hop_us": self.hop_us}
 
     @staticmethod
     def of(value: Window | str | None) -> Window:
@@ -316,7 +340,11 @@ class Aggregation:
 
 @dataclass(frozen=True)
 class FeatureView:
-    """Features of one entity from one source, versioned. Change a definition -> bump `version`."""
+    """Features of one entity from one source, versioned. Change a definition -> bump `version`.
+
+    `online=True` marks a view served online: each of its windows without a hop gets the default hop
+    (`Window.with_default_hop`), in training sets and backfills alike, so the values trained on are the values served.
+    """
 
     name: str
     entity: Entity
@@ -328,6 +356,7 @@ class FeatureView:
     description: str = ""
     owner: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    online: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.name, "view")
@@ -355,7 +384,10 @@ class FeatureView:
 
     @property
     def features(self) -> list[Feature]:
-        return [f for agg in self.aggregations for f in agg.features()]
+        out = [f for agg in self.aggregations for f in agg.features()]
+        if self.online:
+            out = [dataclasses.replace(f, window=f.window.with_default_hop()) for f in out]
+        return out
 
     def feature(self, name: str) -> Feature:
         for f in self.features:

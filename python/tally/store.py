@@ -108,7 +108,7 @@ def _extent_us(view: FeatureView) -> int | None:
     for f in view.features:
         if f.window.length_us is None:
             return None
-        reach.append(f.window.length_us + f.window.delay_us)
+        reach.append(f.window.length_us + f.window.delay_us + (f.window.hop_us or 0))  # a hop reaches one more back
     if view.ttl_us is not None:
         reach.append(view.ttl_us)
     return max(reach)
