@@ -3,8 +3,8 @@
 A manifest sits beside the data (`<out>.manifest.json`) and records everything that determines the rows: the
 spine (path, format, timestamp column, row count and content hash), each view's version, fingerprint, accuracy
 and the Delta version read, each temporal view's source (its Delta version, or the row count and content hash of
-what was read), the options (`allow_missing`), the semantics, the output's row count and content hash, the tally
-version and when it was built.
+what was read), the options (`allow_missing`), the semantics, the output's row count and content hash (sketch
+estimates left out: they may differ in their last digits between runs), the tally version and when it was built.
 
 A rebuild reads every snapshot table and Delta source at its recorded version, refuses before writing anything
 when a definition, the spine or a non-Delta source changed (saying which and how), and checks that the rows it

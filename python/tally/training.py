@@ -114,11 +114,23 @@ def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions:
     return out
 
 
-def content_hash(df) -> dict:
-    """Row count and an order-independent hash of every row's values: what says two reads saw the same rows."""
+# Sketch estimates may differ in their last digits between two runs over the same rows: KLL compacts at random, and
+# HLL and frequent items depend on update order, which Spark does not fix among events with equal timestamps.
+SKETCHES = ("approx_distinct", "approx_percentile", "top_k")
+
+
+def sketch_columns(built: dict, views: Mapping[str, FeatureView]) -> list[str]:
+    """The training-set columns holding sketch estimates (see SKETCHES)."""
+    return [f"{e['view']}__{name}" for e in built["views"] for name in e["features"]
+            if views[e["view"]].feature(name).function in SKETCHES]
+
+
+def content_hash(df, exclude: Sequence[str] = ()) -> dict:
+    """Row count and an order-independent hash of every row's values (but the `exclude`d columns): what says two
+    reads saw the same rows."""
     from pyspark.sql import functions as F
 
-    cols = [F.col(f"`{c}`") for c in df.columns]
+    cols = [F.col(f"`{c}`") for c in df.columns if c not in exclude]
     row = df.agg(F.count(F.lit(1)).alias("n"),
                  F.sum(F.xxhash64(*cols).cast("decimal(38,0)")).alias("h")).first()
     return {"rows": int(row.n), "hash": format(int(row.h or 0) % (1 << 64), "016x")}
