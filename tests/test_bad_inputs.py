@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from tally.cli import main
+from utc import utc
 
-BASE = dt.datetime(2026, 5, 1)
+BASE = utc(2026, 5, 1)
 GOOD_ROWS = [(f"e{i}", f"c{i % 5}", BASE + dt.timedelta(hours=3 * i), 100 + i, "USD") for i in range(40)]
 SCHEMA = "charge_id string, card_id string, created timestamp, amount bigint, currency string"
 
@@ -70,7 +71,9 @@ def test_null_timestamps(spark, tmp_path, capsys):
 
 
 def test_unparseable_timestamp_strings(spark, tmp_path, capsys):
-    rows = [(a, b, c.isoformat(sep=" "), d, e) for a, b, c, d, e in GOOD_ROWS] + [("x9", "c1", "31/02/2026 25:00", 5, "USD")]
+    # naive strings, read as UTC; one that is no timestamp at all
+    rows = [(a, b, c.strftime("%Y-%m-%d %H:%M:%S"), d, e) for a, b, c, d, e in GOOD_ROWS]
+    rows.append(("x9", "c1", "31/02/2026 25:00", 5, "USD"))
     _, args = make(spark, tmp_path, rows, SCHEMA.replace("created timestamp", "created string"))
     assert_refused(main([*args, "validate"]), capsys, tmp_path,
                    "column 'created' holds strings that are not timestamps in 1 row(s)", "31/02/2026 25:00")
@@ -97,7 +100,7 @@ def test_empty_source(spark, tmp_path, capsys):
 
 
 def test_timestamps_outside_bounds(spark, tmp_path, capsys):
-    _, args = make(spark, tmp_path, GOOD_ROWS + [("old", "c1", dt.datetime(1901, 1, 1), 5, "USD")])
+    _, args = make(spark, tmp_path, GOOD_ROWS + [("old", "c1", utc(1901, 1, 1), 5, "USD")])
     assert_refused(main([*args, "validate"]), capsys, tmp_path, "created between", "old")
 
 
@@ -109,7 +112,7 @@ def spine_args(spark, tmp_path, args, rows, schema):
 
 
 def test_spine_without_its_timestamp_column(spark, tmp_path, capsys):
-    _, args = make(spark, tmp_path)
+    _, args = make(spark, tmp_path, write=False)  # refused from the spine's schema: the source is never read
     code = main(spine_args(spark, tmp_path, args, [("c1", BASE)], "card_id string, when timestamp"))
     assert_refused(code, capsys, tmp_path, "no timestamp column 'ts'")
     assert not (tmp_path / "train").exists()
@@ -132,19 +135,19 @@ def test_spine_with_null_keys(spark, tmp_path, capsys):
 @pytest.mark.parametrize("features,needle", [("nope", "unknown feature view 'nope'"),
                                              ("card_spend:count_99d", "has no feature 'count_99d'")])
 def test_unknown_view_or_feature_in_features(spark, tmp_path, capsys, features, needle):
-    _, args = make(spark, tmp_path)
+    _, args = make(spark, tmp_path, write=False)  # refused while resolving names: no data is read
     argv = spine_args(spark, tmp_path, args, [("c1", BASE)], "card_id string, ts timestamp")
     argv[argv.index("card_spend")] = features
     assert_refused(main(argv), capsys, tmp_path, needle)
 
 
 def test_window_7x(spark, tmp_path, capsys):
-    _, args = make(spark, tmp_path, windows='["7x"]')
+    _, args = make(spark, tmp_path, windows='["7x"]', write=False)  # refused while loading the repository
     assert_refused(backfill(args), capsys, tmp_path, "cards.py", "'7x' is not a duration")
 
 
 def test_negative_delay(spark, tmp_path, capsys):
-    _, args = make(spark, tmp_path, windows='[tl.Window("1d", delay="-7d")]')
+    _, args = make(spark, tmp_path, windows='[tl.Window("1d", delay="-7d")]', write=False)
     assert_refused(backfill(args), capsys, tmp_path, "cards.py", "delay '-7d' is negative")
 
 
@@ -185,7 +188,7 @@ def test_spec_changed_under_an_existing_version(spark, tmp_path, capsys):
 
 
 def test_duplicate_view_names_in_the_repository(spark, tmp_path, capsys):
-    _, args = make(spark, tmp_path)
+    _, args = make(spark, tmp_path, write=False)
     src = (tmp_path / "features" / "cards.py").read_text().replace('ttl="30d"', 'ttl="60d"')
     (tmp_path / "features" / "copy.py").write_text(src)
     assert_refused(main([*args, "plan"]), capsys, tmp_path, "two FeatureViews are named 'card_spend'")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from tally.cli import cli, main
+from utc import utc
 
 VIEW = """
 import tally as tl
@@ -26,7 +27,7 @@ card_activity = tl.FeatureView(
 
 @pytest.fixture()
 def project(spark, tmp_path):
-    rows = [(f"c{i % 7}", dt.datetime(2026, 1, 1) + dt.timedelta(hours=5 * i), float(i)) for i in range(200)]
+    rows = [(f"c{i % 7}", utc(2026, 1, 1) + dt.timedelta(hours=5 * i), float(i)) for i in range(200)]
     data = tmp_path / "charges"
     spark.createDataFrame(rows, "card_id string, created timestamp, amount double").write.parquet(str(data))
     repo = tmp_path / "features"
@@ -64,13 +65,22 @@ def test_plan_backfill_history_describe_flow(project):
     assert "= card_activity v1: unchanged" in r.output
 
 
-def test_changed_spec_plan_exits_1_and_says_bump_the_version(project, monkeypatch):
+def test_changed_spec_plan_exits_1_and_says_bump_the_version(project, monkeypatch, capsys):
     tmp_path, repo, data = project
     assert run(tmp_path, "backfill", "card_activity", "--start", "2026-01-10", "--end", "2026-01-10").exception is None
     write_view(repo, data, 1, ["1d", "30d"])
     monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     code = main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "plan"])
+    out = capsys.readouterr()
     assert code == 1
+    assert "! card_activity v1: definition changed since it was backfilled" in out.out, out.out
+    assert "view 'card_activity' version 1 was backfilled with a different definition" in out.err, out.err
+    assert "bump version= of 'card_activity' to 2" in out.err, out.err
+    # with the version bumped, the plan is clean again and names the new version
+    write_view(repo, data, 2, ["1d", "30d"])
+    assert main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "plan"]) == 0
+    assert "+ card_activity v2: new version" in capsys.readouterr().out
 
 
 def test_usage_errors_name_the_thing_and_bad_flags_exit_2(project, capsys):
@@ -78,6 +88,7 @@ def test_usage_errors_name_the_thing_and_bad_flags_exit_2(project, capsys):
     assert main(["--repo", str(repo), "--warehouse", str(tmp_path / "wh"), "describe", "nope"]) == 1
     assert "unknown feature view 'nope'" in capsys.readouterr().err
     assert main(["--repo", str(repo), "backfill", "card_activity", "--start", "2026-13-01", "--end", "2026-01-02"]) == 2
+    assert "'2026-13-01' is not a date (YYYY-MM-DD)" in capsys.readouterr().err
 
 
 def test_config_shows_origins_and_redacts_secrets(tmp_path, monkeypatch):
@@ -96,6 +107,7 @@ def test_every_command_has_help_with_an_example():
         assert r.exit_code == 0 and "Example" in r.output, name
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_as_a_subprocess(project):
     tmp_path, repo, _ = project
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}

@@ -258,9 +258,10 @@ def test_write_round_trips_to_parquet_and_delta(spark, tmp_path):
 
 
 def test_bad_arguments_are_usage_errors(spark, tmp_path):
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="charges must be a positive integer, got 0"):
         datagen.generate(spark, 0, 30, SEED)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="start must be an ISO date like 2026-01-01, got 'January'"):
         datagen.generate(spark, 100, 30, SEED, start="January")
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="unknown format 'csv'"):
         datagen.write(spark, str(tmp_path), 100, 30, SEED, format="csv")
+    assert not any(tmp_path.iterdir()), "nothing is written for bad arguments"

@@ -1,148 +1,122 @@
-"""The sweep engine against a brute-force DuckDB oracle on seeded random data with hot keys and ties."""
+"""The sweep engine against the brute-force oracle (tests/oracle.py) on seeded random data with hot keys and ties:
+every function tally registers, over every kind of window, with and without available_at and ttl, on keys swept
+whole and on keys split into time buckets."""
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 
-import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 import tally as tl
+from oracle import micros, mismatches
+from tally import kernels
+from tally.definitions import FUNCTIONS
+from utc import utc
 
-# Functions the oracle knows, as DuckDB aggregates over the in-window rows; empty-window value follows DESIGN.md.
-ORACLE = {
-    "count": ("count({c})", 0),
-    "sum": ("sum({c})", 0),
-    "mean": ("avg({c})", None),
-    "min": ("min({c})", None),
-    "max": ("max({c})", None),
-}
 WINDOWS = [
     tl.Window("10m"), tl.Window("1h", closed="right"), tl.Window("1d", delay="1h"),
     tl.Window("6h", delay="30m", closed="right"), tl.Window(None), tl.Window(None, delay="2h", closed="right"),
 ]
-EPOCH = dt.datetime(2026, 1, 1)
+# Without lifetime windows a key can be split into time buckets (a lifetime window needs all of its history).
+BOUNDED = [w for w in WINDOWS if w.length is not None]
+EPOCH = utc(2026, 1, 1)
+MCC = ["5411", "5812", "5999", "4829", "7995", "5411x", "Z", "a", "é"]
+
+# Every registered function with the columns (and parameters) it is checked on. A function missing here fails
+# the test by name: the oracle must grow with the kernel library.
+CASES: dict[str, list[dict]] = {
+    "count": [{}, {"column": "amount"}],
+    "sum": [{"column": "amount"}, {"column": "qty"}],
+    "mean": [{"column": "amount"}, {"column": "qty"}],
+    "min": [{"column": "amount"}, {"column": "qty"}, {"column": "mcc"}],
+    "max": [{"column": "amount"}, {"column": "mcc"}],
+    "variance": [{"column": "amount"}, {"column": "qty"}],
+    "variance_pop": [{"column": "amount"}],
+    "stddev": [{"column": "qty"}],
+    "stddev_pop": [{"column": "amount"}],
+    "first": [{"column": "amount"}, {"column": "mcc"}],
+    "last": [{"column": "qty"}, {"column": "mcc"}],
+    "last_k": [{"column": "mcc", "params": {"k": 3}}, {"column": "amount", "params": {"k": 2}}],
+    "time_since_last": [{}],
+    "approx_distinct": [{"column": "mcc"}, {"column": "qty", "params": {"lg_k": 10}}],
+    "approx_percentile": [{"column": "amount", "params": {"quantiles": [0.0, 0.1, 0.5, 0.9, 1.0]}}],
+    # k sizes the sketch's map: with 55 distinct quantities, k=5 keeps every count exact (k=2 would not)
+    "top_k": [{"column": "mcc", "params": {"k": 3}}, {"column": "qty", "params": {"k": 5}}],
+    "decayed_sum": [{"column": "amount", "params": {"half_life": "6h"}}],
+    "decayed_count": [{"params": {"half_life": "2h"}}],
+}
 
 
-def _events(seed: int, n: int, with_avail: bool) -> pd.DataFrame:
+def test_every_registered_function_has_an_oracle_case():
+    assert sorted(CASES) == sorted(FUNCTIONS), \
+        f"functions without an oracle case: {sorted(set(FUNCTIONS) - set(CASES))}; unknown: {sorted(set(CASES) - set(FUNCTIONS))}"
+
+
+def _aggregations(windows) -> list[tl.Aggregation]:
+    out = []
+    for fn in FUNCTIONS:
+        for i, case in enumerate(CASES.get(fn, [])):
+            out.append(tl.Aggregation(fn, column=case.get("column"), windows=windows, params=case.get("params", {}),
+                                      name=f"{fn}_{case.get('column') or 'rows'}_{i}"))
+    return out
+
+
+def _events(seed: int, n: int, with_avail: bool) -> list[dict]:
     rng = np.random.default_rng(seed)
     keys = np.where(rng.random(n) < 0.5, "hot", np.char.add("k", rng.integers(0, 40, n).astype(str)))
     minutes = rng.integers(0, 3 * 24 * 60, n)  # a coarse grid: many equal timestamps
     amount = np.round(rng.lognormal(3, 1, n), 2)
-    amount[rng.random(n) < 0.1] = np.nan
-    df = pd.DataFrame({"card_id": keys, "created": [EPOCH + dt.timedelta(minutes=int(m)) for m in minutes],
-                       "amount": amount, "qty": rng.integers(-5, 50, n)})
-    if with_avail:
-        lag = rng.integers(-30, 6 * 60, n)
-        df["known"] = [None if r < 0.2 else c + dt.timedelta(minutes=int(x)) for c, x, r in zip(df.created, lag, rng.random(n))]
-    return df
-
-
-def _spine(seed: int, n: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed + 1)
-    keys = np.where(rng.random(n) < 0.4, "hot", np.char.add("k", rng.integers(0, 45, n).astype(str)))
-    minutes = rng.integers(-60, 3 * 24 * 60 + 600, n)
-    return pd.DataFrame({"card_id": keys, "ts": [EPOCH + dt.timedelta(minutes=int(m)) for m in minutes],
-                         "row_id": np.arange(n)})
-
-
-def _oracle(events: pd.DataFrame, spine: pd.DataFrame, view: tl.FeatureView, avail: bool) -> pd.DataFrame:
-    con = duckdb.connect()
-    ev = events.assign(amount=events.amount.astype("float64"))
-    con.register("events", ev)
-    con.register("spine", spine)
-    con.execute("CREATE TABLE e AS SELECT card_id, epoch_us(created) AS ts, "
-                + ("epoch_us(known)" if avail else "NULL::BIGINT") + " AS av, amount, qty FROM events")
-    con.execute("CREATE TABLE s AS SELECT card_id, epoch_us(ts) AS t, row_id FROM spine")
-    cols = []
-    for f in view.features:
-        w = f.window
-        d = w.delay_us
-        if w.closed == "left":
-            cond = f"e.ts < s.t - {d} AND (e.av IS NULL OR e.av < s.t)"
-            if w.length_us is not None:
-                cond += f" AND e.ts >= s.t - {d} - {w.length_us}"
-        else:
-            cond = f"e.ts <= s.t - {d} AND (e.av IS NULL OR e.av <= s.t)"
-            if w.length_us is not None:
-                cond += f" AND e.ts > s.t - {d} - {w.length_us}"
-        expr, empty = ORACLE[f.function]
-        col = f"e.{f.column}" if f.column else "e.ts"
-        agg = expr.format(c=f"CASE WHEN {cond} THEN {col} END")
-        cols.append(f"coalesce({agg}, {empty if empty is not None else 'NULL'}) AS \"{f.name}\"")
-    ttl = ""
-    if view.ttl_us is not None:
-        ttl = (f", count(CASE WHEN e.ts < s.t AND e.ts >= s.t - {view.ttl_us} AND (e.av IS NULL OR e.av < s.t) "
-               "THEN 1 END) AS alive")
-    sql = (f"SELECT s.row_id, {', '.join(cols)}{ttl} FROM s LEFT JOIN e ON e.card_id = s.card_id "
-           "GROUP BY s.row_id ORDER BY s.row_id")
-    out = con.execute(sql).df()
-    if ttl:
-        for f in view.features:
-            out.loc[out.alive == 0, f.name] = None
-        out = out.drop(columns="alive")
+    qty = rng.integers(-5, 50, n)
+    mcc = rng.choice(MCC, n)
+    lag = rng.integers(-30, 6 * 60, n)
+    nulls = rng.random((3, n)) < 0.1
+    out = []
+    for i in range(n):
+        created = EPOCH + dt.timedelta(minutes=int(minutes[i]))
+        known = None if not with_avail or rng.random() < 0.2 else created + dt.timedelta(minutes=int(lag[i]))
+        out.append({"card_id": str(keys[i]), "created": created, "known": known,
+                    "amount": None if nulls[0, i] else float(amount[i]), "qty": None if nulls[1, i] else int(qty[i]),
+                    "mcc": None if nulls[2, i] else str(mcc[i])})
     return out
 
 
-def _rows(df: pd.DataFrame) -> list[tuple]:
-    def cell(x):
-        if x is None or x is pd.NaT or (isinstance(x, float) and math.isnan(x)):
-            return None
-        if isinstance(x, pd.Timestamp):
-            return x.to_pydatetime()
-        return x.item() if isinstance(x, np.generic) else x
-
-    return [tuple(cell(x) for x in row) for row in df.astype(object).itertuples(index=False)]
+def _spine(seed: int, n: int) -> list[dict]:
+    rng = np.random.default_rng(seed + 1)
+    keys = np.where(rng.random(n) < 0.4, "hot", np.char.add("k", rng.integers(0, 45, n).astype(str)))
+    minutes = rng.integers(-60, 3 * 24 * 60 + 600, n)
+    return [{"card_id": str(k), "ts": EPOCH + dt.timedelta(minutes=int(m)), "row_id": i}
+            for i, (k, m) in enumerate(zip(keys, minutes))]
 
 
-def _close(a, b) -> bool:
-    if pd.isna(a) or pd.isna(b):
-        return bool(pd.isna(a) and pd.isna(b))
-    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-
-
-@pytest.mark.parametrize("seed,with_avail,ttl", [(1, False, None), (2, True, None), (3, False, "12h"), (4, True, "1d")])
-def test_engine_equals_duckdb_brute_force(spark, seed, with_avail, ttl):
-    events = _events(seed, 1500, with_avail)
-    spine = _spine(seed, 600)
-    aggregations = [tl.Aggregation("count", windows=WINDOWS)]
-    for fn in ORACLE:
-        for column in ("amount", "qty"):
-            if fn == "count" and column == "qty":
-                continue
-            try:
-                aggregations.append(tl.Aggregation(fn, column=column, windows=WINDOWS, name=f"{fn}_{column}"))
-            except tl.DefinitionError:
-                pass
-    schema = "card_id string, created timestamp, amount double, qty bigint" + (", known timestamp" if with_avail else "")
-    sdf = spark.createDataFrame(_rows(events), schema)
-    source = tl.Source("charges", dataframe=lambda s: sdf, timestamp="created",
-                       available_at="known" if with_avail else None)
-    view = tl.FeatureView("v", entity=tl.Entity("card", keys=["card_id"]), source=source, aggregations=[
-        a for a in aggregations if _kernel_exists(spark, a.function)], ttl=ttl)
-    spine_df = spark.createDataFrame(_rows(spine), "card_id string, ts timestamp, row_id bigint")
-    got = tl.training_set(spark, spine_df, [view], timestamp="ts").orderBy("row_id").toPandas()
-    expected = _oracle(events, spine, view, with_avail)
-    assert len(got) == len(spine)
-    mismatches = []
-    for f in view.features:
-        for i, (a, b) in enumerate(zip(got[f"v__{f.name}"], expected[f.name])):
-            if not _close(a, b):
-                mismatches.append((f.name, int(spine.row_id[i]), spine.card_id[i], str(spine.ts[i]), a, b))
-    assert not mismatches, f"{len(mismatches)} mismatches, first: {mismatches[:5]}"
-
-
-_KERNELS: dict[str, bool] = {}
-
-
-def _kernel_exists(spark, function: str) -> bool:
-    """Oracle functions whose kernel is not in this JAR yet are left out (the kernel library grows)."""
-    if function not in _KERNELS:
-        try:
-            spark.sql(f"SELECT tally_{function}(1.0D)").collect() if function not in ("count", "sum") else None
-            _KERNELS[function] = True
-        except Exception:
-            _KERNELS[function] = False
-    return _KERNELS[function]
+@pytest.mark.parametrize("seed,with_avail,ttl,split", [
+    (1, False, None, False), (2, True, None, False), (3, False, "12h", False), (4, True, "1d", False),
+    (5, True, "1d", True),
+], ids=["plain", "available_at", "ttl", "available_at-ttl", "available_at-ttl-split"])
+def test_engine_equals_the_brute_force_oracle(spark, seed, with_avail, ttl, split):
+    events = _events(seed, 1200, with_avail)
+    spine = _spine(seed, 400)
+    schema = "card_id string, created timestamp, known timestamp, amount double, qty bigint, mcc string"
+    sdf = spark.createDataFrame([tuple(e.values()) for e in events], schema)
+    source = tl.Source("charges", dataframe=lambda s: sdf, timestamp="created", available_at="known" if with_avail else None)
+    view = tl.FeatureView("v", entity=tl.Entity("card", keys=["card_id"]), source=source, ttl=ttl,
+                          aggregations=_aggregations(BOUNDED if split else WINDOWS))
+    spark.conf.set("spark.tally.sweep.split", "always" if split else "off")
+    spark.conf.set("spark.tally.sweep.splitSample", "1.0")
+    try:
+        if split:
+            assert [h["key"] for h in kernels.hot_keys(spark, sdf, view)] == [["hot"]], "the hot card was not split"
+        spine_df = spark.createDataFrame([tuple(r.values()) for r in spine], "card_id string, ts timestamp, row_id bigint")
+        got = [r.asDict(recursive=True) for r in tl.training_set(spark, spine_df, [view], timestamp="ts").orderBy("row_id").collect()]
+    finally:
+        spark.conf.unset("spark.tally.sweep.split")
+        spark.conf.unset("spark.tally.sweep.splitSample")
+    assert [g["row_id"] for g in got] == [r["row_id"] for r in spine]
+    oracle_events = [{**e, "ts": micros(e["created"]), "avail": None if e["known"] is None else micros(e["known"])}
+                     for e in events]
+    queries = [((r["card_id"],), micros(r["ts"])) for r in spine]
+    bad = mismatches(view, oracle_events, queries, got, prefix="v__")
+    by_feature = sorted({m[0] for m in bad})
+    assert not bad, f"{len(bad)} mismatches in {by_feature}; first: {bad[:5]}"
+    # every function was really compared: each appears among the view's features
+    assert {f.function for f in view.features} == set(FUNCTIONS)

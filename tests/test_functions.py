@@ -55,12 +55,12 @@ def _aggs():
         tf.min("m").alias("min_m"), tf.max("d").alias("max_d"),
         tf.first("s", "ts").alias("first_s"), tf.last("l", "ts").alias("last_l"),
         tf.last_k("s", "ts", 3).alias("last3_s"),
-        tf.time_since_last("ts", AS_OF.replace(tzinfo=None)).alias("tsl"),
+        tf.time_since_last("ts", AS_OF).alias("tsl"),
         tf.approx_distinct("l").alias("ad_l"), tf.approx_distinct("s", lg_k=10).alias("ad_s"),
         tf.approx_percentile("d", QS).alias("pct_d"),
         tf.top_k("s", k=3).alias("top_s"),
-        tf.decayed_sum("d", "ts", "7d", AS_OF.replace(tzinfo=None)).alias("dsum_d"),
-        tf.decayed_count("ts", HALF_LIFE, AS_OF.replace(tzinfo=None)).alias("dcount"),
+        tf.decayed_sum("d", "ts", "7d", AS_OF).alias("dsum_d"),
+        tf.decayed_count("ts", HALF_LIFE, AS_OF).alias("dcount"),
     ]
 
 
@@ -206,3 +206,16 @@ def test_python_wrappers_are_exported():
     ])
     for name in tf.__all__:
         assert ">>>" in getattr(tf, name).__doc__, name
+
+
+def test_as_of_given_naive_or_as_a_string_means_utc(data):
+    """DESIGN.md: naive timestamps are UTC. A naive datetime or an ISO string as `as_of` is the same instant as
+    the aware UTC one, whatever the process's local zone."""
+    _, df = data
+    forms = [AS_OF, AS_OF.replace(tzinfo=None), "2024-03-01 00:00:00", "2024-03-01T05:30:00+05:30"]
+    row = df.agg(*[tf.time_since_last("ts", f).alias(f"t{i}") for i, f in enumerate(forms)],
+                 *[tf.decayed_count("ts", "7d", f).alias(f"c{i}") for i, f in enumerate(forms)]).first()
+    assert len({row[f"t{i}"] for i in range(len(forms))}) == 1, row
+    assert len({row[f"c{i}"] for i in range(len(forms))}) == 1, row
+    latest = max(r.ts for r in df.select("ts").collect()).astimezone(timezone.utc)
+    assert row["t0"] == (AS_OF - latest).total_seconds()

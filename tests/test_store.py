@@ -6,22 +6,34 @@ import datetime as dt
 import hashlib
 
 import numpy as np
+import oracle
 import pytest
 import tally as tl
 from tally import store
 from tally.errors import SpecChangedError
+from utc import aware, midnight, utc
 
 START = dt.date(2026, 2, 1)
 
 
-@pytest.fixture(scope="module")
-def charges(spark):
+def _charge_rows() -> list[tuple]:
     rng = np.random.default_rng(11)
     n = 3000
-    base = dt.datetime(2026, 1, 20)
-    rows = [(f"c{int(k)}", base + dt.timedelta(seconds=int(s)), float(round(a, 2)))
+    base = utc(2026, 1, 20)
+    return [(f"c{int(k)}", base + dt.timedelta(seconds=int(s)), float(round(a, 2)))
             for k, s, a in zip(rng.zipf(1.6, n) % 60, rng.integers(0, 25 * 86400, n), rng.lognormal(3, 1, n))]
-    return spark.createDataFrame(rows, "card_id string, created timestamp, amount double").cache()
+
+
+CHARGES = _charge_rows()
+
+
+@pytest.fixture(scope="module")
+def charges(spark):
+    return spark.createDataFrame(CHARGES, "card_id string, created timestamp, amount double").cache()
+
+
+def oracle_events(rows=CHARGES) -> list[dict]:
+    return [{"card_id": k, "ts": oracle.micros(t), "amount": a} for k, t, a in rows]
 
 
 FAIL = {"after": None}
@@ -81,7 +93,7 @@ def test_failure_in_chunk_k_keeps_earlier_commits_and_resume_matches_a_clean_run
     clean = tmp_path / "clean"
     store.backfill(spark, v, START, end, warehouse=clean, step_days=3)
     broken = tmp_path / "broken"
-    FAIL["after"] = dt.datetime.combine(START + dt.timedelta(days=3), dt.time(12))  # read first by chunk 2
+    FAIL["after"] = midnight(START + dt.timedelta(days=3)) + dt.timedelta(hours=12)  # read first by chunk 2
     try:
         with pytest.raises(Exception, match="injected failure"):
             store.backfill(spark, v, START, end, warehouse=broken, step_days=3)
@@ -104,28 +116,36 @@ def test_changed_spec_under_the_same_version_is_refused(spark, charges, tmp_path
     assert set(store.stored_versions(spark, tmp_path, "card_stats")) == {1, 2}
 
 
-def test_snapshot_values_equal_the_engine_at_midnight(spark, charges, tmp_path):
-    v = make_view(charges)
-    store.backfill(spark, v, START, START + dt.timedelta(days=2), warehouse=tmp_path)
-    table = store.read_features(spark, v, warehouse=tmp_path)
-    spine = table.select("card_id", "snapshot_ts")
-    engine = tl.training_set(spark, spine, [v], timestamp="snapshot_ts")
-    want = {(r.card_id, r.snapshot_ts): (r.card_stats__count_1d, r.card_stats__sum_amount_7d) for r in engine.collect()}
-    got = {(r.card_id, r.snapshot_ts): (r.count_1d, r.sum_amount_7d) for r in table.collect()}
-    assert got == want and len(got) > 20
-    # and a row of day D holds the values as of D+1 00:00
-    assert all(r.snapshot_ts == dt.datetime.combine(r.ds + dt.timedelta(days=1), dt.time()) for r in table.collect())
-
-
-def test_snapshot_rows_exist_exactly_for_entities_seen_within_ttl(spark, charges, tmp_path):
-    v = make_view(charges)
-    day = START + dt.timedelta(days=3)
-    store.backfill(spark, v, day, day, warehouse=tmp_path)
-    got = {r.card_id for r in store.read_features(spark, v, warehouse=tmp_path).collect()}
-    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
-    want = {r.card_id for r in charges.where(
-        (charges.created < midnight) & (charges.created >= midnight - dt.timedelta(days=7))).select("card_id").collect()}
-    assert got == want
+def test_snapshot_rows_and_values_equal_the_oracle_for_every_key_and_day(spark, charges, tmp_path):
+    """Every card of the source (and one it never saw) on every backfilled day: a row exactly when the card had an
+    event within the ttl before D+1 00:00 UTC, and then every feature equal to the brute-force oracle at that
+    instant."""
+    source = tl.Source("charges", dataframe=lambda s: charges, timestamp="created")
+    amount = {"column": "amount"}
+    v = tl.FeatureView("card_full", entity=tl.Entity("card", keys=["card_id"]), source=source, ttl="3d", aggregations=[
+        tl.Aggregation("count", windows=["1d", "7d"]), tl.Aggregation("sum", **amount, windows=["1d", "7d"]),
+        tl.Aggregation("mean", **amount, windows=["1d"]), tl.Aggregation("max", **amount, windows=["6h"], default=-1.0),
+        tl.Aggregation("last", **amount, windows=["1d"]), tl.Aggregation("time_since_last", windows=["7d"]),
+        tl.Aggregation("count", windows=[tl.Window("1d", delay="1d")], name="count_yesterday"),
+    ])
+    days = [START + dt.timedelta(days=i) for i in range(4)]
+    store.backfill(spark, v, days[0], days[-1], warehouse=tmp_path, step_days=3)
+    rows = {(r.card_id, r.ds): r.asDict() for r in store.read_features(spark, v, warehouse=tmp_path).collect()}
+    cards = sorted({k for k, _, _ in CHARGES}) + ["never_seen"]
+    events = oracle_events()
+    queries = [((card,), oracle.micros(midnight(d + dt.timedelta(days=1)))) for d in days for card in cards]
+    want = oracle.features(v, events, queries)
+    ttl = v.ttl_us
+    seen = [any(e["card_id"] == key[0] and t - ttl <= e["ts"] < t for e in events) for key, t in queries]
+    keys = [(key[0], d) for d in days for key in [(c,) for c in cards]]
+    assert {k for k, s in zip(keys, seen) if s} == set(rows), "rows exist exactly for cards with an event in the ttl"
+    assert 20 < len(rows) < len(keys)  # the data has both kinds on these days
+    for d in days:  # a row of day D holds the values as of D+1 00:00 UTC
+        assert all(aware(r["snapshot_ts"]) == midnight(d + dt.timedelta(days=1)) for (_, day), r in rows.items() if day == d)
+    present = [(q, rows[k]) for q, k, s in zip(queries, keys, seen) if s]
+    bad = oracle.mismatches(v, events, [q for q, _ in present], [r for _, r in present])
+    assert not bad, f"{len(bad)} mismatches, first: {bad[:5]}"
+    assert all(all(value is None for value in w.values()) for w, s in zip(want, seen) if not s)
 
 
 def test_array_features_backfill_in_several_chunks(spark, charges, tmp_path):
@@ -135,5 +155,8 @@ def test_array_features_backfill_in_several_chunks(spark, charges, tmp_path):
                                                     params={"quantiles": [0.5, 0.9]}, name="p50_p90")])
     results = store.backfill(spark, v, START, START + dt.timedelta(days=3), warehouse=tmp_path, step_days=2)
     assert [r["status"] for r in results] == ["written", "written"]
-    row = store.read_features(spark, v, warehouse=tmp_path).where("p50_p90 IS NOT NULL").first()
-    assert len(row.p50_p90) == 2 and row.p50_p90[0] <= row.p50_p90[1]
+    table = store.read_features(spark, v, warehouse=tmp_path).collect()
+    assert {r.ds for r in table} == {START + dt.timedelta(days=i) for i in range(4)}
+    queries = [((r.card_id,), oracle.micros(aware(r.snapshot_ts))) for r in table]
+    bad = oracle.mismatches(v, oracle_events(), queries, [r.asDict() for r in table])
+    assert not bad, f"{len(bad)} mismatches, first: {bad[:5]}"

@@ -34,11 +34,11 @@ class Context:
     @property
     def spark(self):
         if self._spark is None:
-            from pyspark.sql import SparkSession
-
             import tally as tl
+            from tally.spark import running_session
 
-            self._owns_spark = SparkSession.getActiveSession() is None  # embedded callers keep their session
+            # An embedded caller (a notebook, a test, `main()` in-process) keeps its session, settings and all.
+            self._owns_spark = running_session() is None
             self._spark = tl.session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse)
         return self._spark
 
@@ -262,7 +262,8 @@ def _read_table(spark, path: str, fmt: str, what: str):
 @click.option("--spine-format", default="parquet", show_default=True,
               type=click.Choice(["parquet", "delta", "csv", "json", "orc"]))
 @click.option("--timestamp", help="The spine's event-time column.")
-@click.option("--features", help="Comma-separated views or view:feature references.")
+@click.option("--features", multiple=True,
+              help="Comma-separated views or view:feature references; repeatable (the lists are merged).")
 @click.option("--out", required=True, help="Output path; the manifest is written beside it.")
 @click.option("--format", "out_format", default=None, type=click.Choice(["parquet", "delta"]),
               help="Output format (default parquet, or the manifest's).")
@@ -297,7 +298,7 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
                    if not value]
         if missing:
             raise UsageError(f"training-set needs {', '.join(missing)} (or --from-manifest)")
-        refs = [r.strip() for r in features.split(",") if r.strip()]
+        refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
         pins = {}
         for item in as_of:
             name, sep, value = item.partition("=")

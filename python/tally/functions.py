@@ -13,7 +13,7 @@ double); `mean`, `variance*`, `stddev*`, `time_since_last` and `decayed_*` give 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -54,9 +54,9 @@ def _time(t) -> Column:
     if isinstance(t, Column):
         return t
     if isinstance(t, str):
-        return F.to_timestamp(F.lit(t))
+        return F.lit(t).cast("timestamp")  # a constant the kernels accept (to_timestamp(...) is not foldable)
     if isinstance(t, datetime):
-        return F.lit(t)
+        return F.lit(t if t.tzinfo else t.replace(tzinfo=timezone.utc))  # naive is UTC (DESIGN.md), never local
     raise TypeError(f"as_of must be a Column, a datetime or an ISO timestamp string, got {type(t).__name__}")
 
 

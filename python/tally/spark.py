@@ -1,7 +1,15 @@
 """SparkSession factory: the embedded default (local Spark with Delta and the tally JAR) or a cluster.
 
-Everything the session needs is on local disk after `make setup`: the tally JAR (`target/tally.jar`) and the
-Delta JARs (`.tools/jars/`). Nothing is downloaded at run time (no `spark.jars.packages`).
+Everything the embedded session needs is on local disk after `make setup`: the tally JAR (`target/tally.jar`)
+and the Delta JARs (`.tools/jars/`). Nothing is downloaded at run time (no `spark.jars.packages`).
+
+Three cases, each with its own settings:
+- a session is already running (a notebook, a test suite, the CLI called in-process): it is returned as it is,
+  with the `tally_*` functions registered; nothing of tally's defaults is applied over the caller's settings;
+- a local master (`local`, `local[*]`, `local-cluster[...]`): the laptop settings — the JARs from this checkout
+  (checked to exist), traffic on loopback, no UI, few shuffle partitions, the warehouse's spark-warehouse;
+- any other master (a cluster): only what tally's semantics need (Delta, UTC); the JAR comes with
+  `spark-submit --jars` or `spark.jars` in `conf` (this checkout's JAR is added when it exists).
 """
 
 from __future__ import annotations
@@ -25,7 +33,23 @@ def delta_jars() -> list[Path]:
     return sorted(folder.glob("*.jar"))
 
 
+def is_local(master: str) -> bool:
+    """Does `master` run on this machine (local mode, or local-cluster's executor JVMs)?"""
+    return master == "local" or master.startswith(("local[", "local-cluster["))
+
+
+def _semantic_conf() -> dict[str, str]:
+    """What tally's results depend on, wherever it runs: Delta, and timestamps read and shown in UTC."""
+    return {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "static",
+    }
+
+
 def _embedded_conf(warehouse: str) -> dict[str, str]:
+    """Laptop settings: this checkout's JARs (which must exist), loopback, no UI, small shuffles."""
     jar = jar_path()
     if not jar.is_file():
         raise SetupError(f"the tally JAR is missing: {jar}", hint="run `make jar` (or `make setup`) in the tally checkout")
@@ -37,12 +61,10 @@ def _embedded_conf(warehouse: str) -> dict[str, str]:
         )
     jars = [str(jar), *map(str, deltas)]
     return {
+        **_semantic_conf(),
         "spark.jars": ",".join(jars),
         # On the driver's own classpath too, so py4j and the Delta catalog see them from the first call.
         "spark.driver.extraClassPath": os.pathsep.join(jars),
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.session.timeZone": "UTC",
         "spark.sql.warehouse.dir": str(Path(warehouse, "spark-warehouse").resolve()),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
@@ -51,8 +73,38 @@ def _embedded_conf(warehouse: str) -> dict[str, str]:
         "spark.sql.shuffle.partitions": "8",
         "spark.sql.adaptive.enabled": "true",
         "spark.databricks.delta.snapshotPartitions": "2",
-        "spark.sql.sources.partitionOverwriteMode": "static",
     }
+
+
+def _cluster_conf() -> dict[str, str]:
+    """Cluster settings: tally's semantics only; the cluster decides addresses, UI and parallelism."""
+    conf = _semantic_conf()
+    if jar_path().is_file():  # a driver with a checkout ships its JAR; otherwise spark-submit --jars does
+        conf["spark.jars"] = str(jar_path())
+    return conf
+
+
+def settings(master: str, conf: dict[str, str] | None = None, *, warehouse: str | None = None) -> dict[str, str]:
+    """The settings a new session on `master` starts with: tally's for that kind of master, then `conf` over them."""
+    if is_local(master):
+        out = _embedded_conf(warehouse or os.environ.get("TALLY_WAREHOUSE", "warehouse"))
+    else:
+        out = _cluster_conf()
+    out.update(conf or {})
+    return out
+
+
+def running_session():
+    """The SparkSession this process already runs (this thread's active one, else the default one), or None."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    default = SparkSession._instantiatedSession  # PySpark keeps no public accessor that does not create one
+    if default is not None and default._sc._jsc is not None:
+        return default
+    return None
 
 
 def session(
@@ -66,18 +118,21 @@ def session(
 
     With no arguments: embedded `local[*]` Spark, Delta, the tally JAR, quiet logs, all traffic on loopback.
     `master=` and `conf=` reach a cluster (pass the JAR there with `spark.jars`); `conf` wins over defaults.
+    A session that is already running is returned unchanged: its owner's settings stand.
     """
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
     from tally import kernels
 
-    settings = _embedded_conf(warehouse or os.environ.get("TALLY_WAREHOUSE", "warehouse"))
-    settings.update(conf or {})
-    builder = SparkSession.builder.appName(app_name).master(master or "local[*]")
-    for key, value in settings.items():
-        builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = running_session()
+    if spark is None:
+        master = master or "local[*]"
+        if is_local(master):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = SparkSession.builder.appName(app_name).master(master)
+        for key, value in settings(master, conf, warehouse=warehouse).items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
     kernels.register(spark)
     return spark
