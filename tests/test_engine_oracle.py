@@ -74,7 +74,8 @@ def _events(seed: int, n: int, with_avail: bool) -> list[dict]:
     out = []
     for i in range(n):
         created = EPOCH + dt.timedelta(minutes=int(minutes[i]))
-        known = None if not with_avail or rng.random() < 0.2 else created + dt.timedelta(minutes=int(lag[i]))
+        # a fifth of the events are known when they happen (a null available_at is refused as a data error)
+        known = None if not with_avail else created if rng.random() < 0.2 else created + dt.timedelta(minutes=int(lag[i]))
         out.append({"card_id": str(keys[i]), "created": created, "known": known,
                     "amount": None if nulls[0, i] else float(amount[i]), "qty": None if nulls[1, i] else int(qty[i]),
                     "mcc": None if nulls[2, i] else str(mcc[i])})

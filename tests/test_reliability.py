@@ -201,7 +201,7 @@ def test_two_backfills_of_overlapping_days_at_once_never_duplicate_or_lose_rows(
         pending = uncommitted_days(table)
         arrivals = sorted(p.name for p in gate_dir.glob("arrived-*"))
         assert {"2026-06-04", "2026-06-11"} <= pending, f"uncommitted files of days {pending}; gate: {arrivals}"
-        assert len(store.commits(table)) == 1
+        assert len(store.commits(spark, table)) == 1
     finally:
         if locked:
             commit_lock.unlock()
@@ -222,7 +222,7 @@ def test_two_backfills_of_overlapping_days_at_once_never_duplicate_or_lose_rows(
     assert isinstance(error, ConcurrentWriteError), repr(error)
     assert "another backfill committed" in str(error) and "rerun" in str(error)
     assert [r["status"] for r in outcomes[winner]] == ["written"]
-    assert [c["tally"]["range"] for c in store.commits(table)] == [[str(d) for d in first],
+    assert [c["tally"]["range"] for c in store.commits(spark, table)] == [[str(d) for d in first],
                                                                    [str(d) for d in ranges[winner]]]
 
     # the raced table, as it is, equals an uninterrupted run of the same commits: no row lost, none duplicated,

@@ -98,9 +98,9 @@ def test_lifetime_window_with_delay_counts_events_before_t_minus_d(spark):
 
 
 def test_available_at_hides_events_until_they_are_known(spark):
-    events = [("c1", at(days=-10), 1.0, at(days=-1)), ("c1", at(days=-10), 2.0, at()), ("c1", at(days=-9), 4.0, None)]
+    events = [("c1", at(days=-10), 1.0, at(days=-1)), ("c1", at(days=-10), 2.0, at()), ("c1", at(days=-9), 4.0, at(days=-9))]
     v = view(spark, events, [tl.Aggregation("sum", column="amount", windows=["30d"])], available_at="known")
-    # at T0 (left): the label known at T0 is not yet visible; an event without available_at is visible
+    # at T0 (left): the label known at T0 is not yet visible; an event known when it happened is
     assert features(spark, v, [("c1", at()), ("c1", at(seconds=1))], ["sum_amount_30d"]) == [(5.0,), (7.0,)]
 
 

@@ -25,7 +25,9 @@ def read(spark, source: Source, *, data: str | Path | None = None, version: int 
 
     root = Path(data if data is not None else config.load().data)
     if source.dataframe is not None:
-        takes_root = len(inspect.signature(source.dataframe).parameters) >= 2
+        required = [p for p in inspect.signature(source.dataframe).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_root = len(required) >= 2  # `lambda s, df=df: df` (a captured default) does not ask for the root
         try:
             df = source.dataframe(spark, root) if takes_root else source.dataframe(spark)
         except Exception as exc:

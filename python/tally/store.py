@@ -170,15 +170,7 @@ def checked_source(spark, view: FeatureView, lo, hi, *, warehouse, data=None) ->
     from tally import validation
 
     events = read_source(spark, view, lo, hi, data=data)
-    report = validation.source_report(events, view.source, [view], where=f" for view '{view.name}'")
-    if report.ok:
-        return events, 0
-    if view.source.on_invalid == "quarantine" and all(f.check != "has rows" and "has type" not in f.check
-                                                      for f in report.failures):
-        target = Path(warehouse).resolve() / "quarantine" / view.source.name
-        return validation.split_invalid(events, view.source, [view], quarantine=target)
-    report.raise_if_failed()
-    return events, 0
+    return validation.apply_contract(events, view.source, [view], where=f" for view '{view.name}'", warehouse=warehouse)
 
 
 def _check_schema(spark, path: Path, df, view: FeatureView) -> None:

@@ -86,8 +86,9 @@ def _check_key_types(spine, table, view: FeatureView, what: str) -> None:
 
 
 def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions: Mapping[str, int] | None = None,
-                    pins: dict | None = None) -> dict[str, object]:
-    """Each source the temporal views read, read once and checked once against its contract for all of them.
+                    pins: dict | None = None, warehouse="warehouse") -> dict[str, object]:
+    """Each source the temporal views read, read once and checked once against its contract for all of them
+    (a quarantining source sets its failing rows aside, as in a backfill).
 
     A Delta source is read at one resolved version (`versions[name]`, else its latest). With `pins`, each source
     also records what identifies the rows read: `{"delta_version": v}` for a Delta source, else a content hash.
@@ -107,7 +108,7 @@ def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions:
         for v in users:
             registry.check_columns(v, events.schema)
         where = f" for view(s) {', '.join(repr(v.name) for v in users)}"
-        validation.source_report(events, source, users, where=where).raise_if_failed()
+        events, _ = validation.apply_contract(events, source, users, where=where, warehouse=warehouse)
         out[name] = events
         if pins is not None:
             pins[name] = {"delta_version": version} if version is not None else content_hash(events)
@@ -250,7 +251,7 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
         raise UsageError(f"as_of names view(s) not in the training set: {sorted(unknown)}")
     temporal = [s.view for s in selections if s.view.accuracy != "snapshot"]
     source_pins: dict | None = {} if pin_sources else None
-    events = checked_sources(spark, temporal, data=data, versions=source_versions, pins=source_pins)
+    events = checked_sources(spark, temporal, data=data, versions=source_versions, pins=source_pins, warehouse=warehouse)
     # A spine that is a checked source itself ("as of each charge") passed the same not-null checks just now.
     if not any(spine.sameSemantics(events[v.source.name]) and v.source.timestamp == timestamp
                and set(keys) <= set(v.entity.keys) for v in temporal):

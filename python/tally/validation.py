@@ -204,11 +204,30 @@ def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantin
     from pyspark.sql import functions as F
 
     checks = source_checks(source, views)
-    reason = F.concat_ws("; ", *[F.when(_failing(c), F.lit(c.name)) for c in checks])
-    tagged = df.withColumn("_tally_reason", reason)
+    reasons = [F.when(_failing(c), F.lit(c.name)) for c in checks]
+    if source.id:  # an id used twice cannot say which copy is right: every copy goes
+        dups = df.groupBy(source.id).count().where("count > 1").select(source.id, F.lit(True).alias("_tally_dup"))
+        df = df.join(dups, source.id, "left")
+        reasons.append(F.when(F.col("_tally_dup"), F.lit(f"{source.id} unique")))
+    tagged = df.withColumn("_tally_reason", F.concat_ws("; ", *reasons))
+    if source.id:
+        tagged = tagged.drop("_tally_dup")
     bad = tagged.where(F.col("_tally_reason") != "").withColumn("_tally_quarantined_at", F.current_timestamp())
     n_bad = bad.count()
     if n_bad:
         bad.write.format("delta").mode("append").option("mergeSchema", "true").save(str(quarantine))
     good = tagged.where(F.col("_tally_reason") == "").drop("_tally_reason")
     return good, n_bad
+
+
+def apply_contract(events, source: Source, views: Sequence[FeatureView], *, where: str, warehouse: str | Path):
+    """The source's rows after its contract: raises on failures, or with `on_invalid="quarantine"` sets the failing
+    rows aside in `<warehouse>/quarantine/<source>` and returns the good ones. Returns (rows, rows quarantined)."""
+    report = source_report(events, source, views, where=where)
+    if report.ok:
+        return events, 0
+    if source.on_invalid == "quarantine" and all(f.check != "has rows" and "has type" not in f.check
+                                                 for f in report.failures):
+        return split_invalid(events, source, views, quarantine=Path(warehouse).resolve() / "quarantine" / source.name)
+    report.raise_if_failed()
+    return events, 0

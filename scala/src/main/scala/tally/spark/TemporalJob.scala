@@ -157,7 +157,8 @@ object TemporalJob {
     val sorted = rows.repartition(partitions, keys.map(col): _*).sortWithinPartitions(col(Prefix))
     val types = RowTypes(sorted.schema.fields.map(_.dataType).toIndexedSeq, spine.schema.fields.map(_.dataType).toIndexedSeq, outTypes)
     val result = sorted.queryExecution.toRdd.mapPartitions { it =>
-      new PartitionSweep(it, () => new Sweep(view, features, ttl, layout.withAvail), layout, types, view)
+      new PartitionSweep(it, () => new Sweep(view, features, ttl, layout.withAvail), layout, types, view,
+        features.map(_.name).toArray)
     }
     SparkInternals.fromInternalRows(spine.sparkSession, result, outSchema)
   }
@@ -168,8 +169,8 @@ object TemporalJob {
   /** One partition, sorted by prefix, through one [[Sweep]] per key of the current group: spine rows with their
     * features out. Rows stay Catalyst rows: spine cells are copied as they are, only event values and results
     * are converted. */
-  private final class PartitionSweep(rows: Iterator[InternalRow], newSweep: () => Sweep, l: Layout, types: RowTypes, view: String)
-      extends Iterator[InternalRow] {
+  private final class PartitionSweep(rows: Iterator[InternalRow], newSweep: () => Sweep, l: Layout, types: RowTypes, view: String,
+      names: Array[String]) extends Iterator[InternalRow] {
     private val nOut = types.out.length
     private val features = new Array[Any](nOut)
     private val toCatalyst = types.out.map(Catalyst.toCatalyst)
@@ -276,7 +277,14 @@ object TemporalJob {
       st.sweep.query(st.time, features)
       val results = new Array[Any](nOut)
       var j = 0
-      while (j < nOut) { results(j) = toCatalyst(j)(features(j)); j += 1 }
+      while (j < nOut) {
+        try results(j) = toCatalyst(j)(features(j))
+        catch { // a decimal sum beyond its column's precision: an error that says where, never a wrong value
+          case e: ArithmeticException =>
+            throw new ArithmeticException(s"view '$view', feature '${names(j)}', key ${st.key}: ${e.getMessage}")
+        }
+        j += 1
+      }
       val offset = if (l.selfSpine) l.spineAt else 0
       var q = 0
       while (q < st.queries.size) {
