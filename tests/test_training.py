@@ -231,8 +231,10 @@ def test_as_of_a_delta_version_or_a_timestamp_reads_that_version(spark, tmp_path
     new = [w["sum_amount_7d"] for w in expected(snap, rows, events=newer)]
     assert old != new
     kolkata = dt.timezone(dt.timedelta(hours=5, minutes=30))
-    for as_of, want, version in [(0, old, 0), (1, new, 1), (None, new, 1), (between, old, 0), (between.isoformat(), old, 0),
-                                 (between.astimezone(kolkata), old, 0), (between.astimezone(kolkata).isoformat(), old, 0),
+    # a version; the latest; one instant between the commits as an aware datetime, as a string with an offset
+    # (+05:30: the same instant), and as a naive string (UTC)
+    for as_of, want, version in [(0, old, 0), (None, new, 1), (between.astimezone(kolkata), old, 0),
+                                 (between.astimezone(kolkata).isoformat(), old, 0),
                                  (between.replace(tzinfo=None).isoformat(sep=" "), old, 0)]:
         pins = {} if as_of is None else {"daily": as_of}
         out, built = training.build(spark, spine(spark, rows), [snap], "ts", warehouse=tmp_path, as_of=pins)
