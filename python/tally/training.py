@@ -100,10 +100,10 @@ def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions:
     for name in dict.fromkeys(v.source.name for v in views):
         users = [v for v in views if v.source.name == name]
         source = users[0].source
-        version = None
-        if source.format == "delta" and source.path is not None:
-            where = sources.location(source, data)
-            version = versions.get(name, store.resolve_version(spark, where) if store.is_table(where) else None)
+        version = versions.get(name)
+        if version is None and source.format == "delta" and source.path is not None:
+            table = sources.location(source, data)
+            version = store.resolve_version(spark, table) if store.is_table(table) else None
         events = sources.read(spark, source, data=data, version=version)
         for v in users:
             registry.check_columns(v, events.schema)
