@@ -104,8 +104,9 @@ object TilePayload {
 
 /** What tiles of one view version hold, derived from its spec and its value columns' types: the value columns (in
   * the spec's order, as the offline sweep reads them) and the kernels, one per distinct (function, column, params)
-  * — features that differ only in their window share a kernel and so one IR per tile. */
-final class TileLayout(val spec: ViewSpec, columnTypes: Map[String, VType]) {
+  * — features that differ only in their window share a kernel and so one IR per tile. Serializable: the tile job
+  * ships it to the executors. */
+final class TileLayout(val spec: ViewSpec, columnTypes: Map[String, VType]) extends Serializable {
   val columns: IndexedSeq[String] = spec.features.flatMap(_.column).distinct.toIndexedSeq
   val types: IndexedSeq[VType] = columns.map(c => columnTypes.getOrElse(c, throw new IllegalArgumentException(
     s"view '${spec.view}': no type for value column '$c' (known: ${columnTypes.keys.toSeq.sorted.mkString(", ")})")))
