@@ -34,4 +34,34 @@ object Bridge {
     tally.spark.AsOfJob.run(spine, spineTime, right, rightTime, keys.asScala.toSeq, values.asScala.toSeq, prefix,
       toleranceUs, partitions)
   }
+
+  // ---- Online serving, in process (notebooks, tests): the JSON of `tally serve`'s POST /features, no HTTP.
+
+  /** Stores opened by URL, kept open across calls so that repeated fetches do not reopen SQLite files or Redis pools. */
+  private val stores = new java.util.concurrent.ConcurrentHashMap[String, tally.online.OnlineStore]()
+
+  private def store(url: String): tally.online.OnlineStore = stores.computeIfAbsent(url, u => tally.online.Stores.open(u))
+
+  /** One POST /features answered in process. `viewsJson` is a JSON array of serving specs (see
+    * [[tally.online.OnlineView.parse]]); a bad request throws IllegalArgumentException with the server's 400 message. */
+  def fetch(storeUrl: String, viewsJson: String, requestJson: String): String = {
+    val views = servingSpecs(viewsJson)
+    tally.online.Requests.checkKeyTypes(views)
+    tally.online.Requests.answer(new tally.online.Fetcher(store(storeUrl), views), requestJson)
+  }
+
+  private def servingSpecs(json: String): Seq[tally.online.OnlineView] = {
+    val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
+    val root = mapper.readTree(json)
+    require(root != null && root.isArray, "the serving specs must be a JSON array of serving spec objects")
+    import scala.jdk.CollectionConverters._
+    root.elements().asScala.map(v => tally.online.OnlineView.parse(mapper.writeValueAsString(v))).toSeq
+  }
+
+  /** One view version's state in the store: `{"watermark_us": n | null}`. */
+  def onlineStatus(storeUrl: String, view: String, version: Int): String =
+    tally.online.Responses.status(store(storeUrl), view, version)
+
+  /** Closes every store the calls above opened (the next call opens them again). */
+  def closeStores(): Unit = stores.keySet.forEach(url => Option(stores.remove(url)).foreach(_.close()))
 }

@@ -33,6 +33,7 @@ class ServerSuite extends munit.FunSuite {
   override def afterAll(): Unit = {
     if (server != null) server.stop()
     if (store != null) store.close()
+    tally.bridge.Bridge.closeStores()
     RedisServer.delete(dir)
   }
 
@@ -341,6 +342,33 @@ class ServerSuite extends munit.FunSuite {
     assert(usage.process.waitFor(60, TimeUnit.SECONDS))
     assertEquals(usage.process.exitValue, 2)
     assert(usage.stderr.contains("--port must be an integer from 0 to 65535, got 'http'") && usage.stderr.contains("usage: tally serve"), usage.stderr)
+  }
+
+  // ---- the bridge: the same JSON in process
+
+  test("Bridge.fetch answers as POST /features does, and refuses with the 400's message") {
+    val url = "sqlite:" + dir.resolve("online").resolve("tally.db")
+    val viewsJson = Views.map(OnlineView.toJson).mkString("[", ",", "]")
+    val request = s"""{"features": ["card_velocity", "typed"], "rows": [{"entities": {"card_id": "c_1", "k_tiny": 7, "k_int": 70000,
+                     |"k_big": 1099511627776, "k_bool": true, "k_flt": 0.1, "k_dbl": 0.1, "k_dec": 12.5, "k_date": "2024-02-29",
+                     |"k_ts": 1709251200000001, "k_ntz": 1709251200000001, "k_bin": "AQID"}, "at": "2024-03-01T00:30:00Z"}]}""".stripMargin
+    assertEquals(mapper.readTree(tally.bridge.Bridge.fetch(url, viewsJson, request)), ok(post(request)))
+    val bad = s"""{"features": ["card_velocity"], "entities": {"card_id": 17}}"""
+    val e = intercept[IllegalArgumentException](tally.bridge.Bridge.fetch(url, viewsJson, bad))
+    assertEquals(e.getMessage, post(bad).error)
+    assertEquals(tally.bridge.Bridge.onlineStatus(url, "card_velocity", 2), s"""{"watermark_us":${T0 + 3 * M + 123}}""")
+    assertEquals(tally.bridge.Bridge.onlineStatus(url, "merchant_risk", 1), """{"watermark_us":null}""")
+  }
+
+  test("Bridge keeps one store per URL until closeStores, and reopens after") {
+    val url = "sqlite:" + dir.resolve("bridge").resolve("tally.db")
+    assertEquals(tally.bridge.Bridge.onlineStatus(url, "card_velocity", 2), """{"watermark_us":null}""")
+    // Another client raises the watermark; the cached store reads the same file.
+    val other = SqliteStore(dir.resolve("bridge").resolve("tally.db"))
+    try other.advanceWatermark("card_velocity", 2, 42L) finally other.close()
+    assertEquals(tally.bridge.Bridge.onlineStatus(url, "card_velocity", 2), """{"watermark_us":42}""")
+    tally.bridge.Bridge.closeStores()
+    assertEquals(tally.bridge.Bridge.onlineStatus(url, "card_velocity", 2), """{"watermark_us":42}""")
   }
 }
 
