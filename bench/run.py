@@ -20,6 +20,7 @@ FULL = [
     ["asof.py"],
     ["kernels.py"],
     ["backfill.py"],
+    ["serving.py"],
 ]
 QUICK = [
     ["engine.py", "--sizes", "200000"],
@@ -27,6 +28,7 @@ QUICK = [
     ["asof.py", "--spine", "200000", "--cards", "10000", "--repeat", "1"],
     ["kernels.py", "--rows", "1000000", "--keys", "10000", "--repeat", "1"],
     ["backfill.py", "--charges", "200000", "--days", "30"],
+    ["serving.py", "--charges", "100000", "--seconds", "5", "--repeat", "1"],
 ]
 
 

@@ -42,6 +42,21 @@ object Bridge {
 
   private def store(url: String): tally.online.OnlineStore = stores.computeIfAbsent(url, u => tally.online.Stores.open(u))
 
+  /** Builds one online view's tiles from its source and loads them into the store at `storeUrl` (see
+    * [[tally.spark.MaterializeJob]]); `fromUs` = Long.MinValue loads what requests at the newest event need. Returns
+    * `{"view", "version", "events", "keys", "tiles", "applied", "from_us", "watermark_us", "serving_spec"}`. */
+  def materialize(source: DataFrame, specJson: String, storeUrl: String, fromUs: Long, stamp: Long, partitions: Int): String = {
+    val spec = Spec.parse(specJson)
+    val r = tally.spark.MaterializeJob.run(source, spec, specJson, store(storeUrl), fromUs, stamp, partitions)
+    val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
+    val out = mapper.createObjectNode()
+    out.put("view", spec.view).put("version", spec.version).put("events", r.events).put("keys", r.keys)
+      .put("tiles", r.tiles).put("applied", r.applied).put("from_us", r.fromUs)
+    r.watermarkUs.fold(out.putNull("watermark_us"))(w => out.put("watermark_us", w))
+    out.set[com.fasterxml.jackson.databind.JsonNode]("serving_spec", mapper.readTree(tally.online.OnlineView.toJson(r.view)))
+    mapper.writeValueAsString(out)
+  }
+
   /** One POST /features answered in process. `viewsJson` is a JSON array of serving specs (see
     * [[tally.online.OnlineView.parse]]); a bad request throws IllegalArgumentException with the server's 400 message. */
   def fetch(storeUrl: String, viewsJson: String, requestJson: String): String = {
