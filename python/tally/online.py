@@ -115,11 +115,13 @@ def require_servable(view: FeatureView) -> None:
                               "online windows are hopped, so its values change")
 
 
-def _stamp(view: FeatureView, source_pin: dict, from_us: int) -> int:
-    """The run id tiles carry: a hash of what determines their content (definition, source rows, start), so a rerun
-    over the same rows applies nothing (`applied` 0) and changed rows replace every tile. Negative, so it never
-    equals a stream's micro-batch id (those count up from 0)."""
-    text = json.dumps([view.fingerprint, source_pin, from_us], sort_keys=True, default=str)
+def _stamp(view: FeatureView, source_pin: dict) -> int:
+    """The run id tiles carry: a hash of what determines their content (the definition and the source's rows), so a
+    rerun over the same rows applies nothing (`applied` 0) and changed rows replace every tile they touch. The
+    start is left out on purpose: the tile job rounds it down to the longest tile, so every tile it writes is whole
+    and the same whatever the start, and a run with an earlier `start` applies only the older tiles. Negative, so
+    it never equals a stream's micro-batch id (those count up from 0)."""
+    text = json.dumps([view.fingerprint, source_pin], sort_keys=True, default=str)
     return -(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 2) - 1
 
 
@@ -152,7 +154,7 @@ def materialize(spark, views: Sequence[FeatureView], *, warehouse: str | Path = 
     events = training.checked_sources(spark, views, data=data, pins=pins, warehouse=warehouse)
     out = []
     for v in views:
-        report = kernels.materialize(spark, events[v.source.name], v, url, from_us, _stamp(v, pins[v.source.name], from_us))
+        report = kernels.materialize(spark, events[v.source.name], v, url, from_us, _stamp(v, pins[v.source.name]))
         path = write_spec(warehouse, report.pop("serving_spec"), v.fingerprint)
         out.append({**report, "store": url, "spec_path": str(path)})
     return out
