@@ -66,14 +66,13 @@ $(JAR): $(SCALA_SRC) $(SBT_DEP)
 test-scala: $(SBT_DEP)
 	$(SBT) test < /dev/null
 
-# Time is UTC whatever the machine's zone: the whole suite runs in a half-hour-offset zone east of UTC, and the
-# time-semantics tests (the rules of DESIGN.md and the trust cases) again in one zone west of UTC and one east.
+# Time is UTC whatever the machine's zone: the whole suite runs in a half-hour-offset zone east of UTC without DST,
+# and the time-semantics tests (the rules of DESIGN.md and the trust cases) again in a zone west of UTC with DST.
 TIME_TESTS := tests/test_time_semantics.py tests/test_trust.py
 
 test-python: setup
 	TZ=Asia/Kolkata $(PY) -m pytest tests -q
-	for zone in America/Los_Angeles Europe/Paris; do \
-	  TZ=$$zone $(PY) -m pytest $(TIME_TESTS) -q -m "not slow" || exit 1; done
+	TZ=America/Los_Angeles $(PY) -m pytest $(TIME_TESTS) -q -m "not slow"
 
 test: setup test-scala test-python
 

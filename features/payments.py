@@ -46,7 +46,7 @@ fraud_disputes = tl.Source(
 
 # --- views --------------------------------------------------------------------------------------------------
 card_velocity = tl.FeatureView(
-    name="card_velocity", entity=card, source=charges, version=1, ttl="30d", owner="fraud-ml",
+    name="card_velocity", entity=card, source=charges, version=1, online=True, ttl="30d", owner="fraud-ml",
     tags={"domain": "fraud"},
     description="How fast and how widely a card is being used: card testing and stolen-card sprees.",
     aggregations=[
@@ -79,7 +79,7 @@ customer_profile = tl.FeatureView(
 )
 
 merchant_risk = tl.FeatureView(
-    name="merchant_risk", entity=merchant, source=charges, version=1, ttl="30d", owner="fraud-ml",
+    name="merchant_risk", entity=merchant, source=charges, version=1, online=True, ttl="30d", owner="fraud-ml",
     tags={"domain": "fraud"},
     description="Merchant volume, declines and cards: compromised merchants and card-testing targets.",
     aggregations=[
@@ -113,7 +113,7 @@ card_disputes = tl.FeatureView(
 )
 
 issuer_acceptance = tl.FeatureView(
-    name="issuer_acceptance", entity=issuer, source=charges, version=1, ttl="30d", owner="auth-rate",
+    name="issuer_acceptance", entity=issuer, source=charges, version=1, online=True, ttl="30d", owner="auth-rate",
     tags={"domain": "acceptance"},
     description="Authorization rate by issuer: the acceptance problem.",
     aggregations=[

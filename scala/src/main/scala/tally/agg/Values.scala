@@ -21,6 +21,16 @@ object Values {
     case other                        => throw new IllegalArgumentException(s"no scalar values of type $other")
   }
 
+  /** A JSON default (Long, Double, String, Boolean) as a kernel value of type `t`: the offline sweep and the online
+    * fetcher fill an empty window with the same value. */
+  def coerce(v: Any, t: VType): Any = (v, t) match {
+    case (null, _)                                  => null
+    case (n: java.lang.Number, VType.Long)          => n.longValue
+    case (n: java.lang.Number, VType.Double)        => n.doubleValue
+    case (n: java.lang.Number, VType.Decimal(_, s)) => new JDecimal(n.toString).setScale(s, java.math.RoundingMode.HALF_UP)
+    case (other, _)                                 => other
+  }
+
   /** A total order per type, the one Spark uses: doubles by `java.lang.Double.compare` (NaN above +Infinity,
     * -0.0 below 0.0), strings by Unicode code point (= Spark's UTF-8 byte order), false < true. */
   def ordering(t: VType): Ordering[AnyRef] = t match {

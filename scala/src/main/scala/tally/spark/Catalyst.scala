@@ -60,13 +60,4 @@ object Catalyst {
     case FloatType                          => DoubleType
     case other                              => other
   }
-
-  /** A JSON default (Long, Double, String, Boolean) as a kernel value of type `t`. */
-  def coerce(v: Any, t: VType): Any = (v, t) match {
-    case (null, _)                                  => null
-    case (n: java.lang.Number, VType.Long)          => n.longValue
-    case (n: java.lang.Number, VType.Double)        => n.doubleValue
-    case (n: java.lang.Number, VType.Decimal(_, s)) => new java.math.BigDecimal(n.toString).setScale(s, java.math.RoundingMode.HALF_UP)
-    case (other, _)                                 => other
-  }
 }

@@ -7,7 +7,7 @@ import org.apache.spark.sql.functions._
 import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
 
-import tally.agg.{Aggregators, VType}
+import tally.agg.{Aggregators, Values, VType}
 import tally.bridge.ViewSpec
 import tally.window.{Feature, Sweep, Window}
 
@@ -99,7 +99,7 @@ object TemporalJob {
       }
       Feature(f.name, agg, f.column.map(valueCols.indexOf).getOrElse(-1),
         Window(f.lengthUs.getOrElse(Window.Lifetime), f.delayUs, f.closed == "right", f.hopUs),
-        f.default.map(Catalyst.coerce(_, agg.outputType)).orNull)
+        f.default.map(Values.coerce(_, agg.outputType)).orNull)
     }.toIndexedSeq
     val outTypes = features.map(_.agg.outputType).toArray
 

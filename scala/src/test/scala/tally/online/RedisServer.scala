@@ -105,6 +105,6 @@ object RedisServer {
     try s.getLocalPort finally s.close()
   }
 
-  private[online] def delete(dir: Path): Unit =
+  def delete(dir: Path): Unit =
     if (Files.exists(dir)) Files.walk(dir).sorted(Comparator.reverseOrder[Path]()).forEach(p => Files.deleteIfExists(p))
 }
