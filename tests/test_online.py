@@ -445,3 +445,35 @@ def test_cli_materialize_start_online_get_and_describe(spark, tmp_path):
     r = CliRunner().invoke(cli, ["--repo", str(tmp_path / "features"), "--warehouse", str(tmp_path / "wh"),
                                  "materialize", "card_batch"], standalone_mode=False)
     assert isinstance(r.exception, UsageError) and "not an online view" in str(r.exception)
+
+
+# --- configuration ------------------------------------------------------------------------------------------------
+
+def test_the_online_store_is_configured_like_the_other_settings(tmp_path, monkeypatch):
+    from tally import config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TALLY_ONLINE_STORE", raising=False)
+    monkeypatch.delenv("TALLY_WAREHOUSE", raising=False)
+    cfg = config.load()
+    assert cfg.online_store == f"sqlite:{tmp_path.resolve()}/warehouse/online/tally.db"
+    assert cfg.origins["online_store"].startswith("default")
+    assert config.load(warehouse="/srv/wh").online_store == "sqlite:/srv/wh/online/tally.db"  # it follows the warehouse
+    (tmp_path / "tally.toml").write_text('online_store = "redis://10.0.0.5:6379/fraud"\n')
+    assert (config.load().online_store, config.load().origins["online_store"]) == ("redis://10.0.0.5:6379/fraud", "tally.toml")
+    monkeypatch.setenv("TALLY_ONLINE_STORE", "redis-cluster://a:7000,b:7001")
+    assert config.load().origins["online_store"] == "env TALLY_ONLINE_STORE"
+    cfg = config.load(online_store="sqlite:/tmp/x.db")
+    assert (cfg.online_store, cfg.origins["online_store"]) == ("sqlite:/tmp/x.db", "flag --online-store")
+    r = CliRunner().invoke(cli, ["--online-store", "redis://127.0.0.1:6390", "config"])
+    assert re.search(r"^online_store = redis://127\.0\.0\.1:6390 +\(flag --online-store\)$", r.output, re.M), r.output
+
+
+def test_store_urls_are_checked_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert online.store_url("sqlite:rel/tally.db") == f"sqlite:{tmp_path.resolve()}/rel/tally.db"
+    assert online.store_url("redis-cluster://a:7000,b:7001") == "redis-cluster://a:7000,b:7001"
+    with pytest.raises(UsageError, match="'nohost' is not host:port"):
+        online.store_url("redis://nohost")
+    with pytest.raises(UsageError, match="'mysql://db' is not a store URL"):
+        online.store_url("mysql://db")
