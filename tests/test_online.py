@@ -337,6 +337,24 @@ def test_request_times_in_any_zone_mean_the_same_instant_and_naive_ones_are_refu
 
 # --- tally serve and OnlineClient --------------------------------------------------------------------------------
 
+def _wait_for(proc, pattern: str, timeout: float = 120):
+    """The match of the first stdout line of `proc` matching `pattern`; fails (never hangs) when none comes."""
+    import selectors
+
+    seen, deadline = [], time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=1):
+                line = proc.stdout.readline().decode()
+                if not line:
+                    break
+                seen.append(line)
+                if match := re.search(pattern, line):
+                    return match
+    raise AssertionError(f"no line matching {pattern!r}; exit code {proc.poll()}; stdout: {seen}")
+
+
 def _env() -> dict:
     return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(Path(tl.__file__).resolve().parents[1])}
 
@@ -346,11 +364,9 @@ def _env() -> dict:
 def test_tally_serve_answers_as_the_in_process_fetch_and_stops_on_sigterm(spark, world, store):
     cmd = [sys.executable, "-m", "tally.cli", "--warehouse", str(world.warehouse), "--online-store", world.stores[store],
            "serve", "--port", "0", "--threads", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0, env=_env())  # unbuffered: select sees every line
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"tally serve: listening on (http://127\.0\.0\.1:(\d+)) \((\d+) views: (.*)\)", line)
-        assert match, f"unexpected first line {line!r}"
+        match = _wait_for(proc, r"tally serve: listening on (http://127\.0\.0\.1:(\d+)) \((\d+) views: (.*)\)")
         assert match.group(4) == "card_labels, card_online" and int(match.group(3)) == 2
         client = tl.OnlineClient(match.group(1))
         health = client.health()
