@@ -1,15 +1,18 @@
-"""tally: batch features for payments ML, computed by Scala kernels on Spark and stored in Delta."""
+"""tally: features for payments ML, computed by Scala kernels on Spark, stored in Delta, served online from tiles."""
 
 from tally.definitions import Aggregation, Check, Entity, FeatureView, Source, Window
 from tally.errors import (
+    BadRequestError,
     DataError,
     DefinitionError,
     RegistryError,
+    ServingError,
     SetupError,
     SpecChangedError,
     TallyError,
     UsageError,
 )
+from tally.online import OnlineClient
 from tally.spark import session
 from tally.store import read_features
 from tally.training import training_set
@@ -21,13 +24,16 @@ __all__ = [
     "Check",
     "Entity",
     "FeatureView",
+    "OnlineClient",
     "Source",
     "Window",
     "read_features",
     "training_set",
+    "BadRequestError",
     "DataError",
     "DefinitionError",
     "RegistryError",
+    "ServingError",
     "SetupError",
     "SpecChangedError",
     "TallyError",

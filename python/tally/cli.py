@@ -64,8 +64,10 @@ def _date(_ctx, param, value):
 @click.option("--repo", help="Feature repository folder (default ./features; env TALLY_REPO).")
 @click.option("--master", help="Spark master (default local[*]; env TALLY_MASTER).")
 @click.option("--data", help="Data root that relative source paths live under (default ./data; env TALLY_DATA).")
+@click.option("--online-store", "online_store",
+              help="Online store URL (default sqlite:<warehouse>/online/tally.db; env TALLY_ONLINE_STORE).")
 @click.pass_context
-def cli(ctx, warehouse, repo, master, data) -> None:
+def cli(ctx, warehouse, repo, master, data, online_store) -> None:
     """tally: payments features on Spark, stored in Delta, joined point-in-time.
 
     \b
@@ -73,8 +75,9 @@ def cli(ctx, warehouse, repo, master, data) -> None:
       tally plan
       tally backfill card_velocity --start 2026-01-01 --end 2026-03-31
       tally training-set --spine spine.parquet --timestamp created --features card_velocity --out train
+      tally materialize card_velocity && tally serve
     """
-    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master, data=data)
+    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master, data=data, online_store=online_store)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -89,7 +92,7 @@ def config_cmd(c: Context) -> None:
     """
     cfg = c.config
     for key in config_module.DEFAULTS:
-        click.echo(f"{key:10} = {getattr(cfg, key):40} ({cfg.origins[key]})")
+        click.echo(f"{key:12} = {getattr(cfg, key):40} ({cfg.origins[key]})")
     for key, value in sorted(cfg.redacted_conf().items()):
         name = key if key.startswith("spark.") else f"spark.{key}"
         click.echo(f"{name} = {value} ({cfg.origins.get(name, 'config')})")
@@ -138,6 +141,13 @@ def describe(c: Context, view: str) -> None:
         click.echo(f"  v{version}: {path}  {span}  fingerprint {fingerprint}")
     if not versions:
         click.echo(f"  no table yet at {store.table_path(c.config.warehouse, v.name, v.version)}")
+    if v.online and v.accuracy == "temporal":
+        from tally import online
+
+        st = online.status(c.spark, v, warehouse=c.config.warehouse, store=c.config.online_store)
+        mark = f"newest event loaded {_instant(st['watermark'])}" if st["watermark"] else st["problem"] or "no tiles loaded"
+        spec = st["spec_path"] or f"no serving spec (run `tally materialize {v.name}`)"
+        click.echo(f"  online v{v.version}: store {st['store']}; {mark}; {spec}")
 
 
 @cli.command()
@@ -418,6 +428,109 @@ def demo(c: Context, charges, days, seed, data) -> None:
 
     demo_module.run(warehouse=c.config.warehouse, echo=click.echo, data=data or c.config.data, charges=charges,
                     days=days, seed=seed, repo=c.config.repo)
+
+
+def _online_store(f):
+    """`--online-store URL` on the commands that use the store (it may also come before the command)."""
+    return click.option("--online-store", "online_store", default=None,
+                        help="Online store URL (default: the configured one, see `tally config`).")(f)
+
+
+def _instant(value: dt.datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@cli.command()
+@click.argument("views", nargs=-1, required=True)
+@click.option("--start", callback=_date, help="Also load tiles from this day on (YYYY-MM-DD, 00:00 UTC).")
+@_online_store
+@pass_ctx
+def materialize(c: Context, views, start, online_store) -> None:
+    """Build the tiles of online VIEWS from their sources and load them into the online store.
+
+    By default it loads what requests at each source's newest event time need (the longest window or ttl before
+    it); --start loads older tiles too (for backtests and parity checks). Rerunning is idempotent.
+
+    \b
+    Examples:
+      tally materialize card_velocity merchant_risk
+      tally materialize card_velocity --start 2026-01-01 --online-store redis://127.0.0.1:6379
+    """
+    from tally import online, utc
+
+    targets = [c.repo.view(name) for name in views]
+    results = online.materialize(c.spark, targets, warehouse=c.config.warehouse, data=c.config.data,
+                                 store=online_store or c.config.online_store, start=start)
+    for r in results:
+        mark = _instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
+        click.echo(f"{r['view']} v{r['version']}: {r['events']} events, {r['keys']} keys, {r['tiles']} tiles "
+                   f"({r['applied']} applied) from {_instant(utc.from_micros(r['from_us']))}; watermark {mark}")
+    if results:
+        click.echo(f"  store {results[0]['store']}; serving specs in {online.views_dir(c.config.warehouse)}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1), help="Request threads.")
+@_online_store
+@pass_ctx
+def serve(c: Context, host, port, threads, online_store) -> None:
+    """Serve the materialized online views over HTTP JSON until stopped (Ctrl-C or SIGTERM).
+
+    GET /health lists the views and their watermarks; POST /features answers lookups (docs/serving.md).
+
+    \b
+    Examples:
+      tally serve
+      tally serve --port 9000 --online-store redis://127.0.0.1:6379
+    """
+    from tally import online
+
+    online.serve(warehouse=c.config.warehouse, store=online_store or c.config.online_store, host=host, port=port,
+                 threads=threads, echo=click.echo)
+
+
+def _keys(_ctx, param, values) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"'{item}' is not COLUMN=VALUE", param=param)
+        out[name] = value
+    return out
+
+
+@cli.command("online-get")
+@click.argument("features", nargs=-1, required=True)
+@click.option("--key", "keys", multiple=True, required=True, callback=_keys, help="An entity key: COLUMN=VALUE (repeatable).")
+@click.option("--at", help="Request time, ISO with an offset (2026-03-01T12:00:00Z); default now.")
+@click.option("--url", help="Ask this server (http://127.0.0.1:8765) instead of fetching in-process.")
+@_online_store
+@pass_ctx
+def online_get(c: Context, features, keys, at, url, online_store) -> None:
+    """Look up online FEATURES ("view" or "view:feature") for one entity, for debugging.
+
+    In-process by default (reads the store directly); through a running `tally serve` with --url.
+
+    \b
+    Examples:
+      tally online-get card_velocity --key card_id=c_1 --at 2026-03-01T12:00:00Z
+      tally online-get card_velocity:count_24h merchant_risk --key card_id=c_1 --key merchant_id=m_9 \\
+          --url http://127.0.0.1:8765
+    """
+    from tally import online
+
+    entities = online.typed_keys(c.config.warehouse, features, keys)
+    if url:
+        result = online.OnlineClient(url).get(list(features), entities, at=at)
+    else:
+        result = online.get(c.spark, list(features), entities, at=at, warehouse=c.config.warehouse,
+                            store=online_store or c.config.online_store)
+    click.echo(f"at {_instant(result.at)}" if result.at else "at now")
+    width = max(len(ref) for ref in result)
+    for ref, value in result.items():
+        click.echo(f"  {ref:{width}}  {online.show(value):24}  {result.types[ref]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tally.errors import UsageError
 
-DEFAULTS = {"warehouse": "warehouse", "repo": "features", "master": "local[*]", "data": "data"}
+# `online_store` has no fixed default: it is the SQLite file under the warehouse (see `default_online_store`).
+DEFAULTS = {"warehouse": "warehouse", "repo": "features", "master": "local[*]", "data": "data", "online_store": None}
 _SECRET = re.compile(r"(secret|password|token|credential|access[._-]?key|private)", re.I)
 
 
@@ -28,6 +29,7 @@ class Config:
     repo: str
     master: str
     data: str = DEFAULTS["data"]  # the data root: relative source paths live under it
+    online_store: str = ""  # the online store's URL (sqlite:/path, redis://host:port[/ns], redis-cluster://h:p,...)
     spark_conf: dict[str, str] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +69,14 @@ def load(cwd: str | Path | None = None, **flags: str | None) -> Config:
             values[key], origins[key] = env, f"env TALLY_{key.upper()}"
     for key, value in flags.items():
         if key in DEFAULTS and value is not None:
-            values[key], origins[key] = value, f"flag --{key}"
+            values[key], origins[key] = value, f"flag --{key.replace('_', '-')}"
+    if values["online_store"] is None:
+        values["online_store"] = default_online_store(cwd / str(values["warehouse"]))
+        origins["online_store"] = "default: under the warehouse"
     return Config(warehouse=str(values["warehouse"]), repo=str(values["repo"]), master=str(values["master"]),
-                  data=str(values["data"]), spark_conf=conf, origins=origins)
+                  data=str(values["data"]), online_store=str(values["online_store"]), spark_conf=conf, origins=origins)
+
+
+def default_online_store(warehouse: str | Path) -> str:
+    """The embedded online store: one SQLite file under the warehouse (DESIGN.md, "Online store")."""
+    return f"sqlite:{(Path(warehouse) / 'online' / 'tally.db').resolve()}"

@@ -64,6 +64,18 @@ class UsageError(TallyError):
     exit_code = 2
 
 
+class BadRequestError(TallyError):
+    """An online request names something unknown or malformed: a view, a feature, a key, a time (HTTP 4xx)."""
+
+    code = "BAD_REQUEST"
+
+
+class ServingError(TallyError):
+    """The online server or store cannot answer: unreachable, stopped, or failed (HTTP 5xx)."""
+
+    code = "SERVING"
+
+
 class ConcurrentWriteError(TallyError):
     """Another writer committed to the same table range first; retrying is safe."""
 

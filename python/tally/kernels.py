@@ -1,9 +1,12 @@
 """The py4j crossing: the only module that touches `spark._jvm`.
 
-Python sends a versioned JSON spec and DataFrames; Scala returns DataFrames. Nothing else crosses.
+Python sends a versioned JSON spec and DataFrames; Scala returns DataFrames, or JSON for the online calls
+(materialize, fetch, status). Nothing else crosses.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from tally.errors import SetupError
 
@@ -63,3 +66,83 @@ def as_of(spark, spine, spine_time: str, right, right_time: str, keys, values, p
     jdf = _bridge(spark).asOf(spine._jdf, spine_time, right._jdf, right_time, list(keys), list(values), prefix,
                               int(tolerance_us), n)
     return DataFrame(jdf, spark)
+
+
+# Online serving: tiles in, values out. The store is named by URL (`tally.online.store_url`); Scala opens it.
+
+MIN_US = -(2**63)  # `from_us` meaning "what requests at the source's newest event time need"
+
+
+def materialize(spark, events, view, store_url: str, from_us: int, stamp: int, *, partitions: int | None = None) -> dict:
+    """Cross once: build `view`'s tiles from its source `events` (from `from_us` on) and load them into the store.
+
+    Returns what Scala reports: events, keys, tiles, applied, from_us, watermark_us and the serving spec."""
+    import json
+
+    n = _partitions(spark, partitions)
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.materialize(events._jdf, view.spec_json(), store_url, int(from_us), int(stamp), n))
+
+
+def fetch(spark, store_url: str, serving_specs: list[dict], request: dict) -> dict:
+    """Cross once: the in-process fetch, request and response as the server's POST /features (JSON)."""
+    import json
+
+    from tally.errors import BadRequestError
+
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        try:
+            answer = bridge.fetch(store_url, json.dumps(serving_specs), json.dumps(request))
+        except Exception as exc:
+            cause = _java_cause(spark, exc)
+            if cause is None or not cause[2]:
+                raise
+            raise BadRequestError(cause[1]) from None
+    return json.loads(answer)
+
+
+def online_status(spark, store_url: str, view: str, version: int) -> dict:
+    """The store's state of one view version: {"watermark_us": int | None}."""
+    import json
+
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.onlineStatus(store_url, view, int(version)))
+
+
+def _java_cause(spark, exc) -> tuple[str, str, bool] | None:
+    """(class, message, is an IllegalArgumentException) of the JVM exception behind `exc`, or None.
+
+    py4j raises Py4JJavaError; PySpark, once its handler is installed, converts it (keeping the JVM exception as
+    `_origin` for the classes it knows, only "class: message" text for the others)."""
+    from py4j.java_gateway import is_instance_of
+    from py4j.protocol import Py4JJavaError
+
+    origin = exc.java_exception if isinstance(exc, Py4JJavaError) else getattr(exc, "_origin", None)
+    if origin is not None:
+        bad_input = is_instance_of(spark.sparkContext._gateway, origin, "java.lang.IllegalArgumentException")
+        return origin.getClass().getName(), origin.getMessage() or "", bad_input
+    desc = getattr(exc, "_desc", None)
+    if isinstance(desc, str) and desc:
+        name, _, message = desc.partition(": ")
+        return name, message.strip(), False
+    return None
+
+
+@contextlib.contextmanager
+def _store_errors(spark, store_url: str):
+    """Turns the store's own failures (unreachable Redis, a SQLite file it cannot open) into ServingError."""
+    from tally.errors import ServingError, TallyError
+
+    try:
+        yield
+    except TallyError:
+        raise
+    except Exception as exc:
+        cause = _java_cause(spark, exc)
+        if cause is not None and cause[0].endswith("OnlineStoreException"):
+            raise ServingError(f"the online store {store_url} failed: {cause[1]}",
+                               hint="check that the store is reachable (`tally config` shows online_store)") from None
+        raise
