@@ -440,6 +440,8 @@ card_recent = tl.FeatureView(
     name="card_recent", entity=card, source=charges, online=True, description="recent activity",
     aggregations=[tl.Aggregation("count", windows=["1h", "24h"]), tl.Aggregation("sum", column="amount", windows=["24h"])])
 card_batch = tl.FeatureView(name="card_batch", entity=card, source=charges, aggregations=[tl.Aggregation("count", windows=["1d"])])
+card_life = tl.FeatureView(name="card_life", entity=card, source=charges, online=True,
+                           aggregations=[tl.Aggregation("count", windows=[None])])
 """
 
 
@@ -487,6 +489,9 @@ def test_cli_materialize_start_online_get_and_describe(spark, tmp_path):
     r = CliRunner().invoke(cli, ["--repo", str(tmp_path / "features"), "--warehouse", str(tmp_path / "wh"),
                                  "materialize", "card_batch"], standalone_mode=False)
     assert isinstance(r.exception, UsageError) and "not an online view" in str(r.exception)
+    # A lifetime window needs every event: the default load starts at the first one.
+    out = run("materialize", "card_life")
+    assert "card_life v1: 900 events, 3 keys, " in out and "from the first event (a lifetime window)" in out, out
 
 
 # --- configuration ------------------------------------------------------------------------------------------------

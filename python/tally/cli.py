@@ -456,15 +456,16 @@ def materialize(c: Context, views, start, online_store) -> None:
       tally materialize card_velocity merchant_risk
       tally materialize card_velocity --start 2026-01-01 --online-store redis://127.0.0.1:6379
     """
-    from tally import online, utc
+    from tally import kernels, online, utc
 
     targets = [c.repo.view(name) for name in views]
     results = online.materialize(c.spark, targets, warehouse=c.config.warehouse, data=c.config.data,
                                  store=online_store or c.config.online_store, start=start)
     for r in results:
         mark = _instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
+        since = "the first event (a lifetime window)" if r["from_us"] == kernels.MIN_US else _instant(utc.from_micros(r["from_us"]))
         click.echo(f"{r['view']} v{r['version']}: {r['events']} events, {r['keys']} keys, {r['tiles']} tiles "
-                   f"({r['applied']} applied) from {_instant(utc.from_micros(r['from_us']))}; watermark {mark}")
+                   f"({r['applied']} applied) from {since}; watermark {mark}")
     if results:
         click.echo(f"  store {results[0]['store']}; serving specs in {online.views_dir(c.config.warehouse)}")
 
