@@ -75,19 +75,28 @@ final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
         }
       }
     }.toMap
-    val queries = byView.map { v =>
-      val reach = v.reachUs
-      val from = if (rowsV.isEmpty) 0L else reach.fold(Long.MinValue)(r => Ladder.floor(sat(rowsV.map(_.atUs).min, -r), Ladder.RawUs))
-      val to = if (rowsV.isEmpty) 0L else sat(rowsV.map(_.atUs).max, 1L)
-      TileQuery(v.spec.view, v.spec.version, keys(v.spec.view).distinct, from, to)
+    // The exact tiles each row's windows merge (the ladder's cut of each span), per view and key: one store call.
+    val cuts = new java.util.HashMap[(Long, Long), IndexedSeq[Ladder.Piece]]()
+    def cut(span: (Long, Long)): IndexedSeq[Ladder.Piece] = cuts.computeIfAbsent(span, sp => Ladder.cut(sp._1, sp._2))
+    val requests = byView.map { v =>
+      val wanted = new java.util.HashMap[EntityKey, java.util.LinkedHashSet[(Long, Long)]]()
+      rowsV.indices.foreach { r =>
+        val set = wanted.computeIfAbsent(keys(v.spec.view)(r), _ => new java.util.LinkedHashSet[(Long, Long)]())
+        v.spans(rowsV(r).atUs).foreach(span => cut(span).foreach {
+          case Ladder.Whole(st, len)     => set.add((len, st))
+          case Ladder.Events(st, _, _)   => set.add((Ladder.RawUs, st))
+        })
+      }
+      import scala.jdk.CollectionConverters._
+      TileRequest(v.spec.view, v.spec.version, wanted.asScala.map { case (k, a) => k -> a.asScala.toSeq }.toMap)
     }
-    val read = store.read(queries)
+    val read = store.get(requests)
     val tilesOf: Map[String, Map[EntityKey, Seq[Tile]]] = byView.map(_.spec.view).zip(read).toMap
 
     val out = rowsV.indices.map { r =>
       val row = new Array[Any](resolved.length)
       val perView = byView.map { v =>
-        val tiles = new KeyTiles(layouts(v.spec.view), tilesOf(v.spec.view)(keys(v.spec.view)(r)))
+        val tiles = new KeyTiles(layouts(v.spec.view), tilesOf(v.spec.view)(keys(v.spec.view)(r)), cut)
         v.spec.view -> tiles.values(v, rowsV(r).atUs)
       }.toMap
       resolved.indices.foreach { i => row(i) = perView(resolved(i).view.spec.view)(resolved(i).feature) }
@@ -98,15 +107,12 @@ final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
       out)
   }
 
-  private def sat(a: Long, b: Long): Long = { val s = a + b; if (((a ^ s) & (b ^ s)) < 0) (if (a < 0) Long.MinValue else Long.MaxValue) else s }
-
   /** One key's tiles of one view, decoded on first use. */
-  private final class KeyTiles(layout: TileLayout, tiles: Seq[Tile]) {
+  private final class KeyTiles(layout: TileLayout, tiles: Seq[Tile], cut: ((Long, Long)) => IndexedSeq[Ladder.Piece]) {
     private val byAddress = new java.util.HashMap[(Long, Long), Tile]()
     tiles.foreach(t => byAddress.put((t.lengthUs, t.startUs), t))
     private val decoded = new java.util.HashMap[(Long, Long), TilePayload]()
     private val irCache = new java.util.HashMap[(Long, Long, Int), AnyRef]()
-    private val earliest: Long = if (tiles.isEmpty) Long.MaxValue else tiles.map(_.startUs).min
 
     private def payload(length: Long, start: Long): TilePayload = {
       val a = (length, start)
@@ -124,16 +130,10 @@ final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
     def values(v: OnlineView, at: Long): Array[Any] = {
       val spec = v.spec
       val out = new Array[Any](spec.features.length)
-      val alive = spec.ttlUs.forall(ttl => any(Math.max(sat(at, -ttl), earliest), at, right = false, at))
+      val spans = v.spans(at)
+      val alive = spec.ttlUs.forall(_ => any(spans.last, at))
       if (alive) spec.features.indices.foreach { i =>
-        val f = spec.features(i)
-        val right = f.closed == "right"
-        val end = sat(sat(at, -f.delayUs), if (right) 1L else 0L)
-        val start = f.lengthUs match {
-          case None                      => if (earliest == Long.MaxValue) end else Ladder.floor(earliest, Ladder.Longest)
-          case Some(w) if f.hopUs > 0    => Ladder.floor(sat(sat(at, -f.delayUs), -w), f.hopUs)
-          case Some(w)                   => sat(sat(sat(at, -f.delayUs), -w), if (right) 1L else 0L)
-        }
+        val right = spec.features(i).closed == "right"
         val k = layout.kernelOfFeature(i)
         val agg = layout.kernels(k)._1
         var s = agg.zero()
@@ -141,7 +141,7 @@ final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
           val value = layout.valueFor(k, e.values)
           if (value != null) s = agg.update(s, value, e.ts)
         }
-        Ladder.cut(start, end).foreach {
+        cut(spans(i)).foreach {
           case Ladder.Whole(st, len) =>
             val p = payload(len, st)
             if (p != null) {
@@ -159,14 +159,14 @@ final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
     }
 
     /** Whether any event of `[from, to)` is available as of `at`: the ttl's liveness test. */
-    private def any(from: Long, to: Long, right: Boolean, at: Long): Boolean =
-      Ladder.cut(from, to).exists {
+    private def any(span: (Long, Long), at: Long): Boolean =
+      cut(span).exists {
         case Ladder.Whole(st, len) =>
           val p = payload(len, st)
-          p != null && (p.settled > 0 || p.raw.exists(available(_, at, right)))
+          p != null && (p.settled > 0 || p.raw.exists(available(_, at, right = false)))
         case Ladder.Events(st, lo, hi) =>
           val p = payload(Ladder.RawUs, st)
-          p != null && p.raw.exists(e => e.ts >= lo && e.ts < hi && available(e, at, right))
+          p != null && p.raw.exists(e => e.ts >= lo && e.ts < hi && available(e, at, right = false))
       }
 
     @inline private def available(e: RawEvent, at: Long, right: Boolean): Boolean =
@@ -182,7 +182,8 @@ private object Fetcher {
 /** What serving needs to know of one online view version beyond its spec: the Spark types (simpleString, as
   * `bigint`, `string`, `decimal(12,2)`, `timestamp`, `date`) of its key columns and value columns. Written by
   * `tally materialize` next to the tiles (JSON, see [[OnlineView.parse]]), read by the server. */
-final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[String, String], columnTypes: Map[String, String]) {
+final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[String, String], columnTypes: Map[String, String],
+                            firstUs: Option[Long] = None) {
   spec.keys.foreach(k => require(keyTypes.contains(k), s"serving spec of view '${spec.view}': no type for key column '$k'"))
 
   /** The tiles' layout: the value columns' kernel types and the kernels. */
@@ -196,6 +197,23 @@ final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[Stri
     spec.features(i).default.map(d => Values.coerce(d, layout.kernels(layout.kernelOfFeature(i))._1.outputType)).orNull
   }
 
+  /** The spans `[from, to)` a request at `at` reads: one per feature (spec order), then the ttl's when there is one.
+    * A feature's span holds the events its window may hold by time (availability is checked per event); a lifetime
+    * window starts at the first event materialized (`firstUs`, rounded down to the ladder's longest tile). */
+  def spans(at: Long): IndexedSeq[(Long, Long)] = {
+    val features = spec.features.toIndexedSeq.map { f =>
+      val right = f.closed == "right"
+      val end = OnlineView.sat(OnlineView.sat(at, -f.delayUs), if (right) 1L else 0L)
+      val start = f.lengthUs match {
+        case None                   => firstUs.fold(end)(first => math.min(end, Ladder.floor(first, Ladder.Longest)))
+        case Some(w) if f.hopUs > 0 => Ladder.floor(OnlineView.sat(OnlineView.sat(at, -f.delayUs), -w), f.hopUs)
+        case Some(w)                => OnlineView.sat(OnlineView.sat(OnlineView.sat(at, -f.delayUs), -w), if (right) 1L else 0L)
+      }
+      (start, end)
+    }
+    features ++ spec.ttlUs.map(ttl => (OnlineView.sat(at, -ttl), at))
+  }
+
   /** How far back a request at t reads: the longest window with its delay and hop, or the ttl; None (everything)
     * with a lifetime window. */
   def reachUs: Option[Long] =
@@ -206,7 +224,11 @@ final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[Stri
 object OnlineView {
   private val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
 
-  /** `{"spec": <the view's JSON spec>, "key_types": {col: type}, "column_types": {col: type}}` */
+  /** a + b, clamped to the Long range instead of wrapping (request times near the ends of time). */
+  private[online] def sat(a: Long, b: Long): Long = { val s = a + b; if (((a ^ s) & (b ^ s)) < 0) (if (a < 0) Long.MinValue else Long.MaxValue) else s }
+
+  /** `{"spec": <the view's JSON spec>, "key_types": {col: type}, "column_types": {col: type}, "first_event_us": n}`
+    * (`first_event_us` optional: the first event materialized, where lifetime windows start). */
   def parse(json: String): OnlineView = {
     val root = mapper.readTree(json)
     require(root != null && root.isObject && root.path("spec").isObject,
@@ -218,7 +240,9 @@ object OnlineView {
       import scala.jdk.CollectionConverters._
       node.properties().asScala.map(e => e.getKey -> e.getValue.asText).toMap
     }
-    OnlineView(tally.bridge.Spec.parse(specJson), specJson, types("key_types"), types("column_types"))
+    val first = root.path("first_event_us")
+    OnlineView(tally.bridge.Spec.parse(specJson), specJson, types("key_types"), types("column_types"),
+      if (first.isIntegralNumber) Some(first.asLong) else None)
   }
 
   def toJson(v: OnlineView): String = {
@@ -226,6 +250,7 @@ object OnlineView {
     root.set[com.fasterxml.jackson.databind.JsonNode]("spec", mapper.readTree(v.specJson))
     val keys = root.putObject("key_types"); v.keyTypes.toSeq.sorted.foreach { case (k, t) => keys.put(k, t) }
     val cols = root.putObject("column_types"); v.columnTypes.toSeq.sorted.foreach { case (k, t) => cols.put(k, t) }
+    v.firstUs.foreach(root.put("first_event_us", _))
     mapper.writeValueAsString(root)
   }
 }

@@ -22,7 +22,8 @@ import scala.util.Using
   * atomic, and the stamp rule ([[OnlineStore]]) is checked inside it by a short Lua script (single-key, so it runs
   * the same on Cluster). No command touches two entity keys, so none is ever cross-slot.
   *
-  * Round trips: a write is one pipeline (one round trip per 1,000 entity keys). A read of any number of queries
+  * Round trips: a write is one pipeline (one round trip per 1,000 entity keys). A `get` of exact tiles (the fetch
+  * path) is one pipelined HMGET per (view, key), of just the tiles' fields. A read of any number of queries
   * is one pipelined HGETALL per (view, key): a request for N views x 1 key costs one round trip on a single server,
   * and on a Cluster one per node holding one of the N hashes (at most min(N, masters)), sent to the nodes in
   * parallel. HGETALL returns all of a key's tiles; the store filters the span client-side, which stays cheap
@@ -57,6 +58,32 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
       p.sync()
       queries.zip(pending).map { case (q, keys) =>
         keys.map { case (k, fields) => k -> OnlineStore.ordered(tilesOf(q, k, fields.get).filter(_.overlaps(q.fromUs, q.toUs))) }.toMap
+      }
+    }
+  }
+
+  protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = io("read tiles") {
+    withPipeline { p =>
+      val pending = requests.map { q =>
+        q.addresses.toSeq.map { case (k, wanted) =>
+          val addresses = wanted.distinct
+          val fields = addresses.flatMap { case (l, s) => val f = field(l, s); Seq(f, f ++ StampSuffix.getBytes(US_ASCII)) }
+          (k, addresses, p.hmget(hash(q.view, q.version, k).getBytes(UTF_8), fields: _*))
+        }
+      }
+      p.sync()
+      requests.zip(pending).map { case (q, keys) =>
+        keys.map { case (k, addresses, values) =>
+          val got = values.get
+          k -> OnlineStore.ordered(addresses.indices.flatMap { i =>
+            val (payload, stamp) = (got.get(2 * i), got.get(2 * i + 1))
+            if (payload == null) None
+            else if (stamp == null) throw new OnlineStoreException(s"Redis online store at $where: hash " +
+              s"${hash(q.view, q.version, k)} has tile field '${new String(field(addresses(i)._1, addresses(i)._2), US_ASCII)}' " +
+              "without its stamp field: it was not written by tally; prune the view version or delete the hash")
+            else Some(Tile(q.view, q.version, k, addresses(i)._2, addresses(i)._1, payload, new String(stamp, US_ASCII).toLong))
+          })
+        }.toMap
       }
     }
   }

@@ -59,6 +59,23 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     r.snapshot(queries.map(q => q.keys.map(key => key -> (if (q.fromUs < q.toUs) tilesOf(r, q, key) else Nil)).toMap))
   }
 
+  protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = withReader { r =>
+    r.snapshot {
+      requests.map { q =>
+        q.addresses.map { case (key, wanted) =>
+          val s = r.tile
+          s.setString(1, q.view); s.setInt(2, q.version); s.setBytes(3, key.bytes)
+          key -> OnlineStore.ordered(wanted.distinct.flatMap { case (length, start) =>
+            s.setLong(4, length); s.setLong(5, start)
+            Using.resource(s.executeQuery()) { rs =>
+              if (rs.next()) Some(Tile(q.view, q.version, key, start, length, rs.getBytes(2), rs.getLong(1))) else None
+            }
+          })
+        }
+      }
+    }
+  }
+
   private def tilesOf(r: Reader, q: TileQuery, key: EntityKey): Seq[Tile] = {
     val s = r.tiles
     s.setString(1, q.view); s.setInt(2, q.version); s.setBytes(3, key.bytes); s.setLong(4, q.toUs); s.setLong(5, q.fromUs)
@@ -139,6 +156,7 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
   /** A pooled reading connection; `snapshot` holds one read transaction over several statements. */
   private final class Reader(val conn: Connection) {
     val tiles: PreparedStatement = conn.prepareStatement(SelectTiles)
+    val tile: PreparedStatement = conn.prepareStatement(SelectTile)
     val watermark: PreparedStatement = conn.prepareStatement(SelectWatermark)
     val batch: PreparedStatement = conn.prepareStatement(SelectBatch)
 
@@ -183,6 +201,8 @@ object SqliteStore {
     """SELECT length, start, stamp, payload FROM tiles
       |WHERE view = ? AND version = ? AND key = ? AND start < ? AND start + length > ?
       |ORDER BY start, length""".stripMargin
+  private val SelectTile =
+    "SELECT stamp, payload FROM tiles WHERE view = ? AND version = ? AND key = ? AND length = ? AND start = ?"
   private val RaiseWatermark =
     """INSERT INTO watermarks (view, version, event_us) VALUES (?, ?, ?)
       |ON CONFLICT (view, version) DO UPDATE SET event_us = max(event_us, excluded.event_us)""".stripMargin

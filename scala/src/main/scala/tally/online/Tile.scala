@@ -44,6 +44,11 @@ final case class TileQuery(view: String, version: Int, keys: Seq[EntityKey], fro
   require(fromUs <= toUs, s"view '$view' v$version: read of [$fromUs, $toUs) ends before it starts")
 }
 
+/** A read of exact tiles of one view version: per key, the (lengthUs, startUs) addresses wanted. */
+final case class TileRequest(view: String, version: Int, addresses: Map[EntityKey, Seq[(Long, Long)]]) {
+  Names.checkView(view, version)
+}
+
 /** Names the stores build keys from, checked once. View names follow the Python definitions' rule
   * (`[a-z_][a-z0-9_]*`), which also keeps `:` and `{}` out of Redis keys and hash tags. */
 private[online] object Names {

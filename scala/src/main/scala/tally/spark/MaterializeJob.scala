@@ -41,12 +41,14 @@ object MaterializeJob {
       if (Catalyst.vtype(t).isEmpty) throw new IllegalArgumentException(
         s"view '$view': value column '$c' has type ${t.simpleString}, which no kernel aggregates")
     }
+    val ts = Times.micros(source, spec.timestamp, s"view '$view'", allowMicros = true)
+    val bounds = source.agg(min(ts), max(ts)).head()
+    val (first, newest) = (Option(bounds.get(0)).map(_.asInstanceOf[Long]), Option(bounds.get(1)).map(_.asInstanceOf[Long]))
+    // Lifetime windows start at the source's first event: the serving spec records it.
     val online = OnlineView(spec, specJson, keyTypes.map { case (k, t) => k -> t.simpleString },
-      valueTypes.map { case (c, t) => c -> TypeNames.name(Catalyst.vtype(t).get) })
+      valueTypes.map { case (c, t) => c -> TypeNames.name(Catalyst.vtype(t).get) }, first)
     val layout = online.layout
 
-    val ts = Times.micros(source, spec.timestamp, s"view '$view'", allowMicros = true)
-    val newest = Option(source.agg(max(ts)).head().get(0)).map(_.asInstanceOf[Long])
     val from =
       if (fromUs != Long.MinValue) Ladder.floor(fromUs, Ladder.Longest)
       else online.reachUs.fold(Long.MinValue)(r => newest.fold(Long.MinValue)(n => Ladder.floor(n - r, Ladder.Longest)))

@@ -80,7 +80,8 @@ class FetchParitySuite extends munit.FunSuite {
       if (withAvail) ""","available_at":"avail"""" else ""}},"ttl_us":${ttl.getOrElse("null")},"features":[${
       featSpecs.map { f => s"""{"name":"${f.name}","function":"$fn","column":"v","window":{"length_us":${f.lengthUs.getOrElse("null")},"delay_us":${f.delayUs},"closed":"${f.closed}"${
         if (f.hopUs > 0) s""","hop_us":${f.hopUs}""" else ""}},"params":${jsonOf(params(fn))},"default":${f.default.getOrElse("null")}}""" }.mkString(",")}]}"""
-    val online = OnlineView(tally.bridge.Spec.parse(specJson), specJson, Map("k" -> "string"), Map("v" -> typeName(vt)))
+    val online = OnlineView(tally.bridge.Spec.parse(specJson), specJson, Map("k" -> "string"), Map("v" -> typeName(vt)),
+      firstUs = Some(T0)) // every event is at or after T0: where lifetime windows start
     assertEquals(online.spec, spec)
     val layout = online.layout
     val agg = layout.kernels.head._1

@@ -39,6 +39,23 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     assertEquals(got(card2), tiles.drop(2))
   }
 
+  storeTest("get returns exactly the tiles at the addresses asked for, those that exist, for every key asked") { store =>
+    val a = tile(card1, 0, Hour, "a", stamp = 3)
+    val b = tile(card1, 0, Day, "b")
+    val c = tile(card1, 2 * Hour, Hour, "c")
+    val other = tile(card1, 0, Hour, "other view", view = "merchant_risk")
+    store.write(Seq(a, b, c, tile(card2, Hour, Hour, "d"), other))
+    val Seq(got, risk) = store.get(Seq(
+      TileRequest("card_velocity", 1, Map(card1 -> Seq((Hour, 2 * Hour), (Day, 0L), (Hour, 0L), (Hour, 5 * Hour), (Hour, 0L)),
+        card2 -> Seq((Hour, 0L)), EntityKey.of("card_3") -> Seq((Hour, 0L)))),
+      TileRequest("merchant_risk", 1, Map(card1 -> Seq((Hour, 0L))))))
+    assertEquals(got(card1), Seq(a, b, c), "existing tiles only, sorted by (start, length), each once, with their stamps")
+    assertEquals(got(card2), Nil, "card_2's tile at 1h was not asked for")
+    assertEquals(got(EntityKey.of("card_3")), Nil)
+    assertEquals(risk(card1), Seq(other), "requests are per view")
+    assertEquals(store.get(Nil), Nil)
+  }
+
   storeTest("a read holds the tiles overlapping [from, to): one ending at from or starting at to is out") { store =>
     store.write(Seq(tile(card1, 10 * Hour, Hour)))
     def hit(from: Long, to: Long) = store.read("card_velocity", 1, Seq(card1), from, to)(card1).nonEmpty
