@@ -37,6 +37,11 @@ final class Server private (http: HttpServer, pool: ExecutorService, val views: 
 }
 
 object Server {
+  // TCP_NODELAY on every connection. The JDK server writes a response's headers and body separately; with Nagle's
+  // algorithm on, a keep-alive client's delayed ACK then stalls each response ~40 ms (measured: 175 requests/s at
+  // any load). The JDK reads this property once, when its server classes load, so it is set before any is created.
+  if (System.getProperty("sun.net.httpserver.nodelay") == null) System.setProperty("sun.net.httpserver.nodelay", "true")
+
   val MaxBodyBytes: Int = 1 << 20
   val DefaultHost = "127.0.0.1"
   val DefaultPort = 8765

@@ -60,17 +60,20 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
   }
 
   protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = withReader { r =>
+    // One statement per key: the addresses go in as a JSON array of [length, start] pairs and are joined on the
+    // primary key, so a request's few hundred point reads cost one JDBC call each key, not one each. CROSS JOIN keeps
+    // the addresses the outer loop (SQLite's rule), so each is one primary-key seek, never a scan of the key's tiles.
     r.snapshot {
       requests.map { q =>
         q.addresses.map { case (key, wanted) =>
           val s = r.tile
-          s.setString(1, q.view); s.setInt(2, q.version); s.setBytes(3, key.bytes)
-          key -> OnlineStore.ordered(wanted.distinct.flatMap { case (length, start) =>
-            s.setLong(4, length); s.setLong(5, start)
-            Using.resource(s.executeQuery()) { rs =>
-              if (rs.next()) Some(Tile(q.view, q.version, key, start, length, rs.getBytes(2), rs.getLong(1))) else None
-            }
-          })
+          s.setString(1, wanted.distinct.map { case (l, st) => s"[$l,$st]" }.mkString("[", ",", "]"))
+          s.setString(2, q.view); s.setInt(3, q.version); s.setBytes(4, key.bytes)
+          key -> Using.resource(s.executeQuery()) { rs =>
+            val out = mutable.ArrayBuffer.empty[Tile]
+            while (rs.next()) out += Tile(q.view, q.version, key, rs.getLong(2), rs.getLong(1), rs.getBytes(4), rs.getLong(3))
+            out.toSeq
+          }
         }
       }
     }
@@ -202,7 +205,9 @@ object SqliteStore {
       |WHERE view = ? AND version = ? AND key = ? AND start < ? AND start + length > ?
       |ORDER BY start, length""".stripMargin
   private val SelectTile =
-    "SELECT stamp, payload FROM tiles WHERE view = ? AND version = ? AND key = ? AND length = ? AND start = ?"
+    """SELECT t.length, t.start, t.stamp, t.payload FROM json_each(?) AS a CROSS JOIN tiles AS t
+      |ON t.view = ? AND t.version = ? AND t.key = ? AND t.length = a.value ->> 0 AND t.start = a.value ->> 1
+      |ORDER BY t.start, t.length""".stripMargin
   private val RaiseWatermark =
     """INSERT INTO watermarks (view, version, event_us) VALUES (?, ?, ?)
       |ON CONFLICT (view, version) DO UPDATE SET event_us = max(event_us, excluded.event_us)""".stripMargin
