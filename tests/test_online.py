@@ -431,6 +431,15 @@ def test_tally_serve_answers_as_the_in_process_fetch_and_stops_on_sigterm(spark,
         one = client.get(["card_online:count_24h", "card_labels:sum_amount_lifetime"], {"card_id": rows[7][1]}, at=rows[7][2])
         assert list(one) == ["card_online:count_24h", "card_labels:sum_amount_lifetime"]
         assert one["card_online:count_24h"] == local[7]["card_online:count_24h"]
+        j = next(i for i, row in enumerate(local) if row["card_online:sum_fee_24h"])  # a key with fees that day
+        at = f"{rows[j][2]:%Y-%m-%dT%H:%M:%S.%fZ}"
+        r = CliRunner().invoke(cli, ["--warehouse", str(world.warehouse), "online-get", "card_online:count_24h",
+                                     "card_online:sum_fee_24h", "--key", f"card_id={rows[j][1]}", "--at", at,
+                                     "--url", match.group(1)], standalone_mode=False)
+        assert r.exception is None, r.output
+        assert r.output.splitlines() == [f"at {at}",
+                                         f"  card_online:count_24h    {local[j]['card_online:count_24h']:<24}  bigint",
+                                         f"  card_online:sum_fee_24h  {local[j]['card_online:sum_fee_24h']!s:<24}  decimal(38,2)"]
         with pytest.raises(BadRequestError, match="unknown view 'nope'") as err:
             client.get(["nope"], {"card_id": "c0"})
         assert 400 <= err.value.details["status"] < 500
@@ -549,3 +558,13 @@ def test_store_urls_are_checked_before_anything_runs(tmp_path, monkeypatch):
         online.store_url("redis://nohost")
     with pytest.raises(UsageError, match="'mysql://db' is not a store URL"):
         online.store_url("mysql://db")
+
+
+def test_an_unreachable_store_is_a_serving_error_and_describe_says_so(spark, world):
+    down = f"redis://127.0.0.1:{redis_server.free_port()}"
+    with pytest.raises(ServingError, match=r"online store redis://127\.0\.0\.1:\d+: cannot reach"):
+        online.get(spark, ["card_online"], {"card_id": "c0"}, at=T0, warehouse=world.warehouse, store=down)
+    st = online.status(spark, world.view, warehouse=world.warehouse, store=down)
+    assert st["watermark"] is None and "cannot reach" in st["problem"], st
+    ok = online.status(spark, world.view, warehouse=world.warehouse, store=world.stores["redis"])
+    assert ok["watermark"] == max(c[1] for c in charges()) and ok["spec_path"] and ok["problem"] is None
