@@ -143,6 +143,6 @@ def _store_errors(spark, store_url: str):
     except Exception as exc:
         cause = _java_cause(spark, exc)
         if cause is not None and cause[0].endswith("OnlineStoreException"):
-            raise ServingError(f"the online store {store_url} failed: {cause[1]}",
-                               hint="check that the store is reachable (`tally config` shows online_store)") from None
+            raise ServingError(f"online store {store_url}: {cause[1]}",
+                               hint="`tally config` shows which online store is configured, and where that came from") from None
         raise

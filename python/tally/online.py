@@ -267,6 +267,19 @@ def make_request(features, entities=None, rows=None, at=None) -> dict:
     return {"features": refs, "rows": out}
 
 
+# A request holds at most 10,000 rows (the fetcher's limit) and the server reads at most 1 MiB of body: longer
+# batches go in several requests, and their rows come back in order as one list.
+IN_PROCESS_ROWS = 10_000
+CLIENT_ROWS = 2_000
+
+
+def _in_batches(request: dict, size: int, call):
+    if "rows" not in request or len(request["rows"]) <= size:
+        return call(request)
+    rows = request["rows"]
+    return [value for i in range(0, len(rows), size) for value in call({**request, "rows": rows[i:i + size]})]
+
+
 def decode(answer: dict) -> FeatureValues | list[FeatureValues]:
     """The server's JSON answer as Python values: one FeatureValues, or a list for a batch."""
     types = answer["types"]
@@ -324,7 +337,8 @@ def get(spark, features, entities=None, rows=None, at=None, *, warehouse: str | 
     BadRequestError naming the culprit."""
     request = make_request(features, entities, rows, at)
     specs = _require_specs(warehouse)
-    return decode(kernels.fetch(spark, store_url(store, warehouse=warehouse), specs, request))
+    url = store_url(store, warehouse=warehouse)
+    return _in_batches(request, IN_PROCESS_ROWS, lambda part: decode(kernels.fetch(spark, url, specs, part)))
 
 
 def typed_keys(warehouse: str | Path, refs: Sequence[str], keys: Mapping[str, str]) -> dict:
@@ -440,7 +454,8 @@ class OnlineClient:
         return decode(self._call("POST", "/features", make_request(features, entities=entities, at=at)))
 
     def get_rows(self, features, rows: Sequence[Mapping[str, Any]]) -> list[FeatureValues]:
-        return decode(self._call("POST", "/features", make_request(features, rows=rows)))
+        return _in_batches(make_request(features, rows=rows), CLIENT_ROWS,
+                           lambda part: decode(self._call("POST", "/features", part)))
 
     def health(self) -> dict:
         """{"status": "ok", "views": [{"view", "version", "watermark_us"}, ...]}"""
