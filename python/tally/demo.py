@@ -6,6 +6,8 @@
 4. Build a temporal training set: one row per charge, labelled by a later fraud dispute, features as of the charge.
 5. Train gradient-boosted trees (Spark MLlib) on the first 60 days, evaluate on the last 30: AUC-PR with tally's
    features against a baseline that sees only the charge's own columns.
+6. Serve online: materialize the online views into the embedded store, start `tally serve`, fetch the newest
+   charge's features over HTTP and show they equal that charge's training row.
 
 The warehouse and the data stay in place so the user can explore them with the CLI afterwards.
 """
@@ -141,8 +143,56 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
         full = _auc_pr(train, test, baseline_cols + feature_cols)
         clock.step(f"with tally features ({len(feature_cols)} columns): AUC-PR {full:.3f} "
                    f"({full / base:.1f}x the baseline; a random model scores {frauds / n_test:.3f})")
-        echo(f"\nExplore: tally --warehouse {warehouse} list | describe card_velocity | history card_daily")
+        served = _serve_one(spark, [v for v in used if v.online], path, warehouse, data, clock, echo)
+        echo(f"\nExplore: tally --warehouse {warehouse} list | describe card_velocity | history card_daily | serve")
         return {"baseline_auc_pr": base, "tally_auc_pr": full, "test_fraud_rate": frauds / n_test,
-                "training_rows": n_train + n_test, "views": [e["view"] for e in built["views"]]}
+                "training_rows": n_train + n_test, "views": [e["view"] for e in built["views"]], "served": served}
     finally:
         spark.stop()
+
+
+def _same(a, b) -> bool:
+    """Training value and served value agree: equal, doubles to 1e-9 relative (the parity tests' bound)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b) or abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _serve_one(spark, views, path: str, warehouse: str, data: str, clock: Clock, echo) -> dict:
+    """Step 6: materialize, start `tally serve` on a free loopback port, fetch the newest charge, compare, stop."""
+    import subprocess
+
+    from pyspark.sql import functions as F
+
+    from tally import online
+
+    for r in online.materialize(spark, views, warehouse=warehouse, data=data):
+        clock.step(f"materialized {r['view']} v{r['version']}: {r['events']:,} events, {r['keys']:,} keys, "
+                   f"{r['tiles']:,} tiles")
+    keys = sorted({k for v in views for k in v.entity.keys})
+    columns = [f"{v.name}__{f.name}" for v in views for f in v.features]
+    row = (spark.read.format("delta").load(path).orderBy(F.desc("created"), F.desc("charge_id"))
+           .select("charge_id", F.unix_micros("created").alias("at_us"), *keys, *columns).first())
+    cmd = online.server_command(store=online.store_url(warehouse=warehouse), views=online.views_dir(warehouse),
+                                host="127.0.0.1", port=0, threads=2)
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline().strip()
+        if "listening on " not in line:
+            raise RuntimeError(f"tally serve did not start: {line or 'no output'}")
+        url = line.split("listening on ", 1)[1].split()[0]
+        clock.step(line)
+        served = online.OnlineClient(url).get([v.name for v in views], {k: row[k] for k in keys}, at=row["at_us"])
+    finally:
+        server.terminate()
+        server.wait(30)
+    differ = [c for c in columns if not _same(row[c], served[c.replace("__", ":", 1)])]
+    for c in columns[:6]:
+        echo(f"    {c.replace('__', ':', 1):40} training {row[c]!s:>22}   served {served[c.replace('__', ':', 1)]!s:>22}")
+    clock.step(f"charge {row['charge_id']} at {served.at.isoformat()}: {len(columns) - len(differ)} of {len(columns)} "
+               f"served features equal its training row" + (f"; DIFFERENT: {', '.join(differ)}" if differ else ""))
+    if differ:
+        raise RuntimeError(f"online values differ from the training row for {', '.join(differ)}")
+    return {"charge_id": row["charge_id"], "features": len(columns), "equal": len(columns) - len(differ)}
