@@ -28,7 +28,14 @@ final case class ViewSpec(
     timestamp: String,
     availableAt: Option[String],
     ttlUs: Option[Long],
-    features: Seq[FeatureSpec])
+    features: Seq[FeatureSpec]) {
+  /** How far back a query at t looks: the longest window plus its delay and its hop (a hopped window's start is
+    * rounded down by up to one hop), or the ttl; None (everything) with a lifetime window. The sweep's overlap for
+    * split hot keys and the online store's reach are this one figure. */
+  def reachUs: Option[Long] =
+    if (features.exists(_.lengthUs.isEmpty)) None
+    else Some((features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ ttlUs).max)
+}
 
 object Spec {
   private val mapper = new ObjectMapper()

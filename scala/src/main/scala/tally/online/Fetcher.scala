@@ -214,11 +214,6 @@ final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[Stri
     features ++ spec.ttlUs.map(ttl => (OnlineView.sat(at, -ttl), at))
   }
 
-  /** How far back a request at t reads: the longest window with its delay and hop, or the ttl; None (everything)
-    * with a lifetime window. */
-  def reachUs: Option[Long] =
-    if (spec.features.exists(_.lengthUs.isEmpty)) None
-    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ spec.ttlUs).max)
 }
 
 object OnlineView {

@@ -51,7 +51,7 @@ object MaterializeJob {
 
     val from =
       if (fromUs != Long.MinValue) Ladder.floor(fromUs, Ladder.Longest)
-      else online.reachUs.fold(Long.MinValue)(r => newest.fold(Long.MinValue)(n => Ladder.floor(n - r, Ladder.Longest)))
+      else spec.reachUs.fold(Long.MinValue)(r => newest.fold(Long.MinValue)(n => Ladder.floor(n - r, Ladder.Longest)))
 
     // Keys as the fetcher builds them from a request: dates as ISO text, timestamps as microseconds.
     val keyCols = spec.keys.zipWithIndex.map { case (k, i) =>

@@ -65,15 +65,9 @@ object TemporalJob {
     shiftleft(hash, TimeBits).bitwiseOR(steps)
   }
 
-  /** How far back a query looks: the longest window plus its delay and its hop (a hopped window's start is
-    * rounded down by up to one hop), or the ttl; None with a lifetime window. */
-  private def overlapOf(spec: ViewSpec): Option[Long] =
-    if (spec.features.exists(_.lengthUs.isEmpty)) None
-    else Some((spec.features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ spec.ttlUs).max)
-
   /** The keys of `source` the sweep splits into time buckets (see [[HotKeys]]). */
   def hotKeys(source: DataFrame, spec: ViewSpec, partitions: Int): Seq[HotKeys.Hot] =
-    HotKeys.plan(source, spec.keys, micros(source, spec.timestamp, spec.view), overlapOf(spec), partitions)
+    HotKeys.plan(source, spec.keys, micros(source, spec.timestamp, spec.view), spec.reachUs, partitions)
 
   def run(spine: DataFrame, source: DataFrame, spec: ViewSpec, spineTime: String, prefix: String, partitions: Int): DataFrame = {
     val view = spec.view
@@ -111,7 +105,7 @@ object TemporalJob {
     require(hashBits >= 1 && hashBits <= 64 - TimeBits, s"$HashBitsConf must be within 1..31, got $hashBits")
 
     // Hot keys are swept in time buckets (see HotKeys); the bucket is one more key column.
-    val overlap = overlapOf(spec)
+    val overlap = spec.reachUs
     val hot = hotKeys(source, spec, partitions)
     val split = hot.nonEmpty
     val layout = Layout(spec.keys.size + (if (split) 1 else 0), valueCols.size, spine.columns.length, selfSpine,
