@@ -461,9 +461,11 @@ def materialize(c: Context, views, start, online_store) -> None:
     targets = [c.repo.view(name) for name in views]
     results = online.materialize(c.spark, targets, warehouse=c.config.warehouse, data=c.config.data,
                                  store=online_store or c.config.online_store, start=start)
-    for r in results:
+    for view, r in zip(targets, results):
         mark = _instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
-        since = "the first event (a lifetime window)" if r["from_us"] == kernels.MIN_US else _instant(utc.from_micros(r["from_us"]))
+        since = "the first event" if r["from_us"] == kernels.MIN_US else _instant(utc.from_micros(r["from_us"]))
+        if r["from_us"] != kernels.MIN_US and any(f.window.length_us is None for f in view.features):
+            since += " (before it, 30-day tiles for the lifetime windows)"
         click.echo(f"{r['view']} v{r['version']}: {r['events']} events, {r['keys']} keys, {r['tiles']} tiles "
                    f"({r['applied']} applied) from {since}; watermark {mark}")
     if results:

@@ -34,7 +34,15 @@ final case class ViewSpec(
     * split hot keys and the online store's reach are this one figure. */
   def reachUs: Option[Long] =
     if (features.exists(_.lengthUs.isEmpty)) None
-    else Some((features.map(f => f.delayUs + f.lengthUs.get + f.hopUs) ++ ttlUs).max)
+    else boundedReachUs
+
+  /** The reach of the bounded windows and the ttl alone (None: only lifetime windows and no ttl). A lifetime window
+    * reaches further back, but the online store serves it from whole 30-day tiles beyond this reach. */
+  def boundedReachUs: Option[Long] =
+    (features.flatMap(f => f.lengthUs.map(f.delayUs + _ + f.hopUs)) ++ ttlUs).maxOption
+
+  /** Whether some feature has a lifetime window. */
+  def hasLifetime: Boolean = features.exists(_.lengthUs.isEmpty)
 }
 
 object Spec {

@@ -23,160 +23,255 @@ final case class Fetched(refs: IndexedSeq[String], types: IndexedSeq[VType], row
   * Per feature and row, the window's span is cut along the [[Ladder]]: whole IR tiles are merged (`merge`), the
   * raw events of the partial minutes at the ends are folded (`update`), each event only once it is available by
   * the offline rule (`avail < at`, or `<= at` for closed="right"); the ttl asks the same of its own span. All views
-  * and keys of a call are read in one store call (one round trip on one Redis node). Thread-safe: it keeps no
-  * state between calls. */
+  * and keys of a call are read in one store call (one round trip on one Redis node), the tiles of each key as a few
+  * runs (one per level and end of a span). Thread-safe: between calls it keeps only the resolved feature lists. */
 final class Fetcher(store: OnlineStore, views: Seq[OnlineView]) {
-  private val newest: Map[String, OnlineView] = views.groupBy(_.spec.view).map { case (n, vs) => n -> vs.maxBy(_.spec.version) }
-  private val layouts: Map[String, TileLayout] = newest.map { case (n, v) => n -> v.layout }
+  import Fetcher._
+
+  private val newest: Map[String, Plan] =
+    views.groupBy(_.spec.view).map { case (n, vs) => n -> new Plan(vs.maxBy(_.spec.version)) }
 
   /** The views this fetcher serves (the newest version of each), by name. */
-  def served: Seq[OnlineView] = newest.values.toSeq.sortBy(_.spec.view)
+  def served: Seq[OnlineView] = newest.values.map(_.view).toSeq.sortBy(_.spec.view)
 
-  import Fetcher.Ref
+  // Resolved feature lists, by the list asked for: a service sees the same few lists on every request.
+  private val resolvedCache = new java.util.concurrent.ConcurrentHashMap[Seq[String], Resolved]()
 
-  private def resolve(refs: Seq[String]): IndexedSeq[Ref] = {
+  private def resolve(refs: Seq[String]): Resolved = {
+    val hit = resolvedCache.get(refs)
+    if (hit != null) return hit
     if (refs.isEmpty) throw new FetchException("no features asked for: give at least one 'view' or 'view:feature'")
     val out = refs.toIndexedSeq.flatMap { ref =>
       val (name, feature) = ref.indexOf(':') match {
         case -1 => (ref, None)
         case i  => (ref.substring(0, i), Some(ref.substring(i + 1)))
       }
-      val view = newest.getOrElse(name, throw new FetchException(
+      val plan = newest.getOrElse(name, throw new FetchException(
         s"unknown view '$name' in '$ref'; served views: ${if (newest.isEmpty) "none (run tally materialize)" else newest.keys.toSeq.sorted.mkString(", ")}"))
-      val names = view.spec.features.map(_.name)
+      val names = plan.spec.features.map(_.name)
       feature match {
-        case None    => names.indices.map(Ref(view, _))
+        case None    => names.indices.map(name -> _)
         case Some(f) =>
           val i = names.indexOf(f)
           if (i < 0) throw new FetchException(s"view '$name' has no feature '$f'; its features: ${names.mkString(", ")}")
-          Seq(Ref(view, i))
+          Seq(name -> i)
       }
-    }
-    out.distinct
+    }.distinct
+    val plans = out.map(_._1).distinct.map(newest).toIndexedSeq
+    val resolved = new Resolved(plans, out.map { case (n, _) => plans.indexWhere(_.name == n) }.toArray, out.map(_._2).toArray)
+    if (resolvedCache.size >= MaxCachedLists) resolvedCache.clear()
+    resolvedCache.put(refs.toIndexedSeq, resolved)
+    resolved
   }
 
   def keyColumns(refs: Seq[String]): Seq[(String, String)] =
-    resolve(refs).map(_.view).distinct.flatMap(v => v.spec.keys.map(k => k -> v.keyTypes(k))).distinct
+    resolve(refs).plans.flatMap(p => p.spec.keys.map(k => k -> p.view.keyTypes(k))).distinct
 
   def fetch(refs: Seq[String], rows: Seq[FetchRow]): Fetched = {
-    val resolved = resolve(refs)
-    val byView = resolved.map(_.view).distinct
+    val res = resolve(refs)
     val rowsV = rows.toIndexedSeq
-    // Each view's entity key per row, and one read of the span every row's windows can reach.
-    val keys: Map[String, IndexedSeq[EntityKey]] = byView.map { v =>
-      v.spec.view -> rowsV.map { row =>
-        val parts = v.spec.keys.map { k =>
-          row.keys.getOrElse(k, throw new FetchException(
-            s"view '${v.spec.view}' needs key '$k' (its entity's keys: ${v.spec.keys.mkString(", ")}); the request gives: " +
-              s"${if (row.keys.isEmpty) "none" else row.keys.keys.toSeq.sorted.mkString(", ")}"))
-        }
-        try EntityKey.of(parts: _*) catch {
-          case e: IllegalArgumentException => throw new FetchException(s"view '${v.spec.view}': ${e.getMessage}")
-        }
-      }
-    }.toMap
-    // The exact tiles each row's windows merge (the ladder's cut of each span), per view and key: one store call.
-    val cuts = new java.util.HashMap[(Long, Long), IndexedSeq[Ladder.Piece]]()
-    def cut(span: (Long, Long)): IndexedSeq[Ladder.Piece] = cuts.computeIfAbsent(span, sp => Ladder.cut(sp._1, sp._2))
-    val requests = byView.map { v =>
-      val wanted = new java.util.HashMap[EntityKey, java.util.LinkedHashSet[(Long, Long)]]()
-      rowsV.indices.foreach { r =>
-        val set = wanted.computeIfAbsent(keys(v.spec.view)(r), _ => new java.util.LinkedHashSet[(Long, Long)]())
-        v.spans(rowsV(r).atUs).foreach(span => cut(span).foreach {
-          case Ladder.Whole(st, len)     => set.add((len, st))
-          case Ladder.Events(st, _, _)   => set.add((Ladder.RawUs, st))
-        })
-      }
-      import scala.jdk.CollectionConverters._
-      TileRequest(v.spec.view, v.spec.version, wanted.asScala.map { case (k, a) => k -> a.asScala.toSeq }.toMap)
+    val nViews = res.plans.length
+    // Per view and row: the entity key and the request's windows (distinct spans, each cut along the ladder).
+    val keys = res.plans.map(p => rowsV.map(p.keyOf))
+    val windows = res.plans.map(p => rowsV.map(row => p.windows(row.atUs)))
+    // The tiles every row's windows take, per view and key, as runs: one store call.
+    val requests = res.plans.indices.map { v =>
+      val codes = new java.util.HashMap[EntityKey, LongBuffer]()
+      rowsV.indices.foreach(r => windows(v)(r).addTo(codes.computeIfAbsent(keys(v)(r), _ => new LongBuffer)))
+      val runs = Map.newBuilder[EntityKey, Seq[TileRun]]
+      codes.forEach((k, c) => runs += k -> Address.runs(c.sortedDistinct()))
+      TileRequest(res.plans(v).name, res.plans(v).spec.version, runs.result())
     }
     val read = store.get(requests)
-    val tilesOf: Map[String, Map[EntityKey, Seq[Tile]]] = byView.map(_.spec.view).zip(read).toMap
-
     val out = rowsV.indices.map { r =>
-      val row = new Array[Any](resolved.length)
-      val perView = byView.map { v =>
-        val tiles = new KeyTiles(layouts(v.spec.view), tilesOf(v.spec.view)(keys(v.spec.view)(r)), cut)
-        v.spec.view -> tiles.values(v, rowsV(r).atUs)
-      }.toMap
-      resolved.indices.foreach { i => row(i) = perView(resolved(i).view.spec.view)(resolved(i).feature) }
+      val row = new Array[Any](res.size)
+      val perView = Array.tabulate(nViews)(v =>
+        res.plans(v).values(new KeyTiles(res.plans(v).layout, read(v)(keys(v)(r))), windows(v)(r), rowsV(r).atUs))
+      var i = 0
+      while (i < res.size) { row(i) = perView(res.viewOf(i))(res.featureOf(i)); i += 1 }
       row
     }
-    Fetched(resolved.map(r => s"${r.view.spec.view}:${r.view.spec.features(r.feature).name}"),
-      resolved.map(r => layouts(r.view.spec.view).kernels(layouts(r.view.spec.view).kernelOfFeature(r.feature))._1.outputType),
-      out)
+    Fetched(res.names, res.types, out)
+  }
+}
+
+private object Fetcher {
+  private val MaxCachedLists = 1024
+
+  /** A feature list resolved: the views it reads, and per output column its view (index into `plans`) and feature. */
+  final class Resolved(val plans: IndexedSeq[Plan], val viewOf: Array[Int], val featureOf: Array[Int]) {
+    def size: Int = viewOf.length
+    val names: IndexedSeq[String] = viewOf.indices.map(i => s"${plans(viewOf(i)).name}:${plans(viewOf(i)).spec.features(featureOf(i)).name}")
+    val types: IndexedSeq[VType] = viewOf.indices.map { i =>
+      val l = plans(viewOf(i)).layout
+      l.kernels(l.kernelOfFeature(featureOf(i)))._1.outputType
+    }
   }
 
-  /** One key's tiles of one view, decoded on first use. */
-  private final class KeyTiles(layout: TileLayout, tiles: Seq[Tile], cut: ((Long, Long)) => IndexedSeq[Ladder.Piece]) {
-    private val byAddress = new java.util.HashMap[(Long, Long), Tile]()
-    tiles.foreach(t => byAddress.put((t.lengthUs, t.startUs), t))
-    private val decoded = new java.util.HashMap[(Long, Long), TilePayload]()
-    private val irCache = new java.util.HashMap[(Long, Long, Int), AnyRef]()
+  /** A served view, with what every request of it needs precomputed. */
+  final class Plan(val view: OnlineView) {
+    val spec: ViewSpec = view.spec
+    val name: String = spec.view
+    val layout: TileLayout = view.layout
+    private val defaults = view.defaults
+    private val right: Array[Boolean] = spec.features.map(_.closed == "right").toArray
+    private val kernelOf: Array[Int] = layout.kernelOfFeature.toArray
+    private val aggs: Array[tally.agg.Aggregator[AnyRef]] = layout.kernels.map(_._1).toArray
 
-    private def payload(length: Long, start: Long): TilePayload = {
-      val a = (length, start)
-      var p = decoded.get(a)
-      if (p == null) {
-        val t = byAddress.get(a)
-        if (t != null) { p = TilePayload.decode(t.payload, layout.types); decoded.put(a, p) }
+    def keyOf(row: FetchRow): EntityKey = {
+      val parts = spec.keys.map { k =>
+        row.keys.getOrElse(k, throw new FetchException(
+          s"view '$name' needs key '$k' (its entity's keys: ${spec.keys.mkString(", ")}); the request gives: " +
+            s"${if (row.keys.isEmpty) "none" else row.keys.keys.toSeq.sorted.mkString(", ")}"))
       }
-      p
+      try EntityKey.of(parts: _*) catch {
+        case e: IllegalArgumentException => throw new FetchException(s"view '$name': ${e.getMessage}")
+      }
     }
-    private def ir(length: Long, start: Long, k: Int, p: TilePayload): AnyRef =
-      irCache.computeIfAbsent((length, start, k), _ => layout.kernels(k)._1.decode(p.irs(k)))
+
+    /** The windows of a request at `at`: its distinct spans (features', then the ttl's), each cut once. */
+    def windows(at: Long): Windows = {
+      val spans = view.spans(at)
+      val from = new Array[Long](spans.length)
+      val to = new Array[Long](spans.length)
+      val index = new Array[Int](spans.length)
+      var n = 0
+      var i = 0
+      while (i < spans.length) {
+        val (f, t) = spans(i)
+        var j = 0
+        while (j < n && (from(j) != f || to(j) != t)) j += 1
+        if (j == n) { from(n) = f; to(n) = t; n += 1 }
+        index(i) = j
+        i += 1
+      }
+      new Windows(IndexedSeq.tabulate(n)(j => Ladder.cut(from(j), to(j))),
+        index.take(spec.features.length), if (spec.ttlUs.isDefined) index.last else -1)
+    }
 
     /** Every feature of the view as of `at`, in spec order. */
-    def values(v: OnlineView, at: Long): Array[Any] = {
-      val spec = v.spec
+    def values(tiles: KeyTiles, w: Windows, at: Long): Array[Any] = {
       val out = new Array[Any](spec.features.length)
-      val spans = v.spans(at)
-      val alive = spec.ttlUs.forall(_ => any(spans.last, at))
-      if (alive) spec.features.indices.foreach { i =>
-        val right = spec.features(i).closed == "right"
-        val k = layout.kernelOfFeature(i)
-        val agg = layout.kernels(k)._1
-        var s = agg.zero()
-        def fold(e: RawEvent): Unit = {
-          val value = layout.valueFor(k, e.values)
-          if (value != null) s = agg.update(s, value, e.ts)
+      if (w.ttl < 0 || tiles.any(w.pieces(w.ttl), at)) {
+        var i = 0
+        while (i < out.length) {
+          val result = tiles.fold(aggs(kernelOf(i)), kernelOf(i), w.pieces(w.featureSpan(i)), at, right(i))
+          out(i) = if (result == null) defaults(i) else result
+          i += 1
         }
-        cut(spans(i)).foreach {
-          case Ladder.Whole(st, len) =>
-            val p = payload(len, st)
-            if (p != null) {
-              s = agg.merge(s, ir(len, st, k, p))
-              p.raw.foreach(e => if (available(e, at, right)) fold(e))
-            }
-          case Ladder.Events(st, from, to) =>
-            val p = payload(Ladder.RawUs, st)
-            if (p != null) p.raw.foreach(e => if (e.ts >= from && e.ts < to && available(e, at, right)) fold(e))
-        }
-        val result = agg.finish(s, at)
-        out(i) = if (result == null) v.defaults(i) else result
       }
       out
     }
+  }
 
-    /** Whether any event of `[from, to)` is available as of `at`: the ttl's liveness test. */
-    private def any(span: (Long, Long), at: Long): Boolean =
-      cut(span).exists {
+  /** A request's windows for one view: the pieces of each distinct span, and per feature (and the ttl) its span. */
+  final class Windows(val pieces: IndexedSeq[IndexedSeq[Ladder.Piece]], val featureSpan: Array[Int], val ttl: Int) {
+    /** Adds the address of every tile the pieces take. */
+    def addTo(codes: LongBuffer): Unit = pieces.foreach(_.foreach {
+      case Ladder.Whole(st, len)   => codes += Address.code(len, st)
+      case Ladder.Events(st, _, _) => codes += Address.code(Ladder.RawUs, st)
+    })
+  }
+
+  /** A tile address as one long: the ladder level (0 = raw minute) added to the start, which every level aligns to
+    * a whole minute, so the two never collide. */
+  object Address {
+    def code(length: Long, start: Long): Long = start + Ladder.level(length)
+    def level(code: Long): Int = Math.floorMod(code, Ladder.RawUs).toInt
+    def start(code: Long): Long = code - level(code)
+
+    /** Sorted distinct codes as runs: consecutive tiles of one level join one run. */
+    def runs(codes: Array[Long]): Seq[TileRun] = {
+      val out = Seq.newBuilder[TileRun]
+      var lv = 0
+      while (lv < Ladder.lengths.length) {
+        val length = Ladder.lengths(lv)
+        var first = 0L; var last = 0L; var open = false
+        var i = 0
+        while (i < codes.length) {
+          if (level(codes(i)) == lv) {
+            val st = start(codes(i))
+            if (open && st == last + length) last = st
+            else { if (open) out += TileRun(length, first, last); first = st; last = st; open = true }
+          }
+          i += 1
+        }
+        if (open) out += TileRun(length, first, last)
+        lv += 1
+      }
+      out.result()
+    }
+  }
+
+  /** A growable array of longs. */
+  final class LongBuffer {
+    private var a = new Array[Long](256)
+    private var n = 0
+    def +=(x: Long): Unit = { if (n == a.length) a = java.util.Arrays.copyOf(a, 2 * n); a(n) = x; n += 1 }
+    def sortedDistinct(): Array[Long] = {
+      val s = java.util.Arrays.copyOf(a, n)
+      java.util.Arrays.sort(s)
+      var m = 0
+      var i = 0
+      while (i < s.length) { if (m == 0 || s(i) != s(m - 1)) { s(m) = s(i); m += 1 }; i += 1 }
+      java.util.Arrays.copyOf(s, m)
+    }
+  }
+
+  /** One key's tiles of one view, found by address, each decoded on first use. */
+  final class KeyTiles(layout: TileLayout, tiles: Seq[Tile]) {
+    private val sorted: Array[Tile] = tiles.toArray.sortBy(t => Address.code(t.lengthUs, t.startUs))
+    private val codes: Array[Long] = sorted.map(t => Address.code(t.lengthUs, t.startUs))
+    private val payloads = new Array[TilePayload](sorted.length)
+    private val irs = new Array[Array[AnyRef]](sorted.length)
+
+    private def slot(length: Long, start: Long): Int = java.util.Arrays.binarySearch(codes, Address.code(length, start))
+    private def payload(i: Int): TilePayload = {
+      if (payloads(i) == null) payloads(i) = TilePayload.decode(sorted(i).payload, layout.types)
+      payloads(i)
+    }
+    private def ir(i: Int, k: Int): AnyRef = {
+      if (irs(i) == null) irs(i) = new Array[AnyRef](layout.kernels.length)
+      if (irs(i)(k) == null) irs(i)(k) = layout.kernels(k)._1.decode(payload(i).irs(k))
+      irs(i)(k)
+    }
+
+    /** Kernel `k` over the pieces of one span as of `at`: whole tiles merged, their unsettled and the partial
+      * minutes' events folded once available; the kernel's result (null for an empty window). */
+    def fold(agg: tally.agg.Aggregator[AnyRef], k: Int, pieces: IndexedSeq[Ladder.Piece], at: Long, right: Boolean): Any = {
+      var s = agg.zero()
+      def update(e: RawEvent): Unit = {
+        val value = layout.valueFor(k, e.values)
+        if (value != null) s = agg.update(s, value, e.ts)
+      }
+      pieces.foreach {
         case Ladder.Whole(st, len) =>
-          val p = payload(len, st)
-          p != null && (p.settled > 0 || p.raw.exists(available(_, at, right = false)))
+          val i = slot(len, st)
+          if (i >= 0) {
+            s = agg.merge(s, ir(i, k))
+            payload(i).raw.foreach(e => if (available(e, at, right)) update(e))
+          }
+        case Ladder.Events(st, from, to) =>
+          val i = slot(Ladder.RawUs, st)
+          if (i >= 0) payload(i).raw.foreach(e => if (e.ts >= from && e.ts < to && available(e, at, right)) update(e))
+      }
+      agg.finish(s, at)
+    }
+
+    /** Whether any event of the pieces is available as of `at`: the ttl's liveness test. */
+    def any(pieces: IndexedSeq[Ladder.Piece], at: Long): Boolean =
+      pieces.exists {
+        case Ladder.Whole(st, len) =>
+          val i = slot(len, st)
+          i >= 0 && (payload(i).settled > 0 || payload(i).raw.exists(available(_, at, right = false)))
         case Ladder.Events(st, lo, hi) =>
-          val p = payload(Ladder.RawUs, st)
-          p != null && p.raw.exists(e => e.ts >= lo && e.ts < hi && available(e, at, right = false))
+          val i = slot(Ladder.RawUs, st)
+          i >= 0 && payload(i).raw.exists(e => e.ts >= lo && e.ts < hi && available(e, at, right = false))
       }
 
     @inline private def available(e: RawEvent, at: Long, right: Boolean): Boolean =
       e.avail == Long.MinValue || (if (right) e.avail <= at else e.avail < at)
   }
-}
-
-private object Fetcher {
-  /** A resolved reference: a view and the index of one of its features. */
-  final case class Ref(view: OnlineView, feature: Int)
 }
 
 /** What serving needs to know of one online view version beyond its spec: the Spark types (simpleString, as

@@ -41,13 +41,25 @@ trait OnlineStore extends AutoCloseable {
   final def read(view: String, version: Int, keys: Seq[EntityKey], fromUs: Long, toUs: Long): Map[EntityKey, Seq[Tile]] =
     read(Seq(TileQuery(view, version, keys, fromUs, toUs))).head
 
-  /** The tiles at exactly the addresses asked for — per view version and key, (lengthUs, startUs) pairs — those
+  /** The tiles at exactly the addresses asked for — per view version and key, runs of (lengthUs, startUs) — those
     * that exist, one map per request, in order (every key asked for present; tiles sorted as [[read]] sorts them).
     * Why: a fetch knows from the tile ladder which few dozen tiles each window merges, while a key's hash or range
-    * holds its whole history; reading only those keeps a request's cost independent of the history's length. All
-    * requests of one call take one round trip on a single Redis node, as [[read]] does. */
-  final def get(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] =
+    * holds its whole history; reading only those keeps a request's cost independent of the history's length. The
+    * tiles a span takes at one level lie side by side, so a run costs SQLite one seek; all requests of one call
+    * take one round trip on a single Redis node, as [[read]] does. Runs of one key must not overlap (a caller's
+    * bug, refused before reading). */
+  final def get(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = {
+    requests.foreach(q => q.runs.foreach { case (key, runs) =>
+      runs.groupBy(_.lengthUs).foreach { case (length, same) =>
+        same.sortBy(_.firstUs).sliding(2).foreach {
+          case Seq(a, b) => require(a.lastUs < b.firstUs, s"view '${q.view}' v${q.version} key ${key.encoded}: runs of " +
+            s"$length µs tiles [${a.firstUs}..${a.lastUs}] and [${b.firstUs}..${b.lastUs}] overlap; merge them before reading")
+          case _ => ()
+        }
+      }
+    })
     if (requests.isEmpty) Nil else getTiles(requests)
+  }
 
   /** The newest event time loaded for a view version, if any. Why: `describe` shows how fresh the online view is,
     * and a fetcher can tell a request beyond what is loaded. */

@@ -65,8 +65,8 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
   protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = io("read tiles") {
     withPipeline { p =>
       val pending = requests.map { q =>
-        q.addresses.toSeq.map { case (k, wanted) =>
-          val addresses = wanted.distinct
+        q.runs.toSeq.map { case (k, runs) =>
+          val addresses = runs.flatMap(run => run.starts.map(run.lengthUs -> _))
           val fields = addresses.flatMap { case (l, s) => val f = field(l, s); Seq(f, f ++ StampSuffix.getBytes(US_ASCII)) }
           (k, addresses, p.hmget(hash(q.view, q.version, k).getBytes(UTF_8), fields: _*))
         }

@@ -40,6 +40,10 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     config.setJournalMode(SQLiteConfig.JournalMode.WAL)
     config.setSynchronous(SQLiteConfig.SynchronousMode.NORMAL)
     config.setBusyTimeout(busyTimeoutMs)
+    // Reads map the file instead of copying each b-tree page out of the OS cache (SQLite clamps the size to its
+    // compiled maximum), and keep more pages per connection: a request seeks a few hundred tiles.
+    config.setPragma(SQLiteConfig.Pragma.MMAP_SIZE, MmapBytes.toString)
+    config.setCacheSize(-CachePagesKiB)
     try config.createConnection(url)
     catch { case e: SQLException => throw new OnlineStoreException(s"cannot open the SQLite online store $path: ${e.getMessage}", e) }
   }
@@ -60,23 +64,34 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
   }
 
   protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]] = withReader { r =>
-    // One statement per key: the addresses go in as a JSON array of [length, start] pairs and are joined on the
-    // primary key, so a request's few hundred point reads cost one JDBC call each key, not one each. CROSS JOIN keeps
-    // the addresses the outer loop (SQLite's rule), so each is one primary-key seek, never a scan of the key's tiles.
-    r.snapshot {
-      requests.map { q =>
-        q.addresses.map { case (key, wanted) =>
-          val s = r.tile
-          s.setString(1, wanted.distinct.map { case (l, st) => s"[$l,$st]" }.mkString("[", ",", "]"))
-          s.setString(2, q.view); s.setInt(3, q.version); s.setBytes(4, key.bytes)
-          key -> Using.resource(s.executeQuery()) { rs =>
-            val out = mutable.ArrayBuffer.empty[Tile]
-            while (rs.next()) out += Tile(q.view, q.version, key, rs.getLong(2), rs.getLong(1), rs.getBytes(4), rs.getLong(3))
-            out.toSeq
-          }
+    // One statement per call (one JDBC round trip; a statement is its own snapshot): the runs are bound as rows of
+    // a VALUES list (slot, view, version, key, length, first, last) joined on the primary key. CROSS JOIN keeps the
+    // runs the outer loop (SQLite's rule), so each is one seek and a short range, never a scan of a key's tiles.
+    // Calls over SQLite's bound-parameter limit take several statements in one read transaction.
+    val slots = requests.indices.flatMap(n => requests(n).runs.keys.map(n -> _))
+    val runs = slots.indices.flatMap { i => val (n, key) = slots(i); requests(n).runs(key).map(i -> _) }
+    val found = Array.fill(slots.size)(mutable.ArrayBuffer.empty[Tile])
+    def select(chunk: Seq[(Int, TileRun)]): Unit = {
+      val s = r.tileRuns(chunk.size)
+      var p = 1
+      chunk.foreach { case (i, run) =>
+        val (n, key) = slots(i)
+        s.setInt(p, i); s.setString(p + 1, requests(n).view); s.setInt(p + 2, requests(n).version)
+        s.setBytes(p + 3, key.bytes); s.setLong(p + 4, run.lengthUs); s.setLong(p + 5, run.firstUs); s.setLong(p + 6, run.lastUs)
+        p += 7
+      }
+      Using.resource(s.executeQuery()) { rs =>
+        while (rs.next()) {
+          val i = rs.getInt(1)
+          val (n, key) = slots(i)
+          found(i) += Tile(requests(n).view, requests(n).version, key, rs.getLong(3), rs.getLong(2), rs.getBytes(5), rs.getLong(4))
         }
       }
     }
+    if (runs.size <= MaxRunsPerStatement) { if (runs.nonEmpty) select(runs) }
+    else r.snapshot(runs.grouped(MaxRunsPerStatement).foreach(select))
+    val byRequest = slots.indices.groupBy(i => slots(i)._1)
+    requests.indices.map(n => byRequest.getOrElse(n, Nil).map(i => slots(i)._2 -> OnlineStore.ordered(found(i).toSeq)).toMap)
   }
 
   private def tilesOf(r: Reader, q: TileQuery, key: EntityKey): Seq[Tile] = {
@@ -159,7 +174,16 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
   /** A pooled reading connection; `snapshot` holds one read transaction over several statements. */
   private final class Reader(val conn: Connection) {
     val tiles: PreparedStatement = conn.prepareStatement(SelectTiles)
-    val tile: PreparedStatement = conn.prepareStatement(SelectTile)
+    // The statement reading n runs, prepared once per n (a service sees a few dozen shapes), least recently used out.
+    private val byRuns = new java.util.LinkedHashMap[Int, PreparedStatement](16, 0.75f, true) {
+      override def removeEldestEntry(e: java.util.Map.Entry[Int, PreparedStatement]): Boolean =
+        (size > MaxShapes) && { e.getValue.close(); true }
+    }
+    def tileRuns(n: Int): PreparedStatement = {
+      var s = byRuns.get(n)
+      if (s == null) { s = conn.prepareStatement(selectRuns(n)); byRuns.put(n, s) }
+      s
+    }
     val watermark: PreparedStatement = conn.prepareStatement(SelectWatermark)
     val batch: PreparedStatement = conn.prepareStatement(SelectBatch)
 
@@ -179,6 +203,9 @@ object SqliteStore {
 
   /** Where the store lives in a warehouse unless configured otherwise: `<warehouse>/online/tally.db`. */
   def defaultPath(warehouse: Path): Path = warehouse.resolve("online").resolve("tally.db")
+
+  private val MmapBytes = 8L << 30
+  private val CachePagesKiB = 64 * 1024
 
   /** The layout this code reads and writes; a file with a newer one is refused rather than misread. */
   val SchemaVersion = 1
@@ -204,10 +231,17 @@ object SqliteStore {
     """SELECT length, start, stamp, payload FROM tiles
       |WHERE view = ? AND version = ? AND key = ? AND start < ? AND start + length > ?
       |ORDER BY start, length""".stripMargin
-  private val SelectTile =
-    """SELECT t.length, t.start, t.stamp, t.payload FROM json_each(?) AS a CROSS JOIN tiles AS t
-      |ON t.view = ? AND t.version = ? AND t.key = ? AND t.length = a.value ->> 0 AND t.start = a.value ->> 1
-      |ORDER BY t.start, t.length""".stripMargin
+  // Runs per statement are bounded by SQLite's 32766 bound parameters (7 each); larger calls are split.
+  private[online] val MaxRunsPerStatement = 4000
+  private val MaxShapes = 64
+  private def selectRuns(n: Int): String =
+    Iterator.fill(n)("(?,?,?,?,?,?,?)").mkString(
+      "WITH r(slot, view, version, key, length, first, last) AS (VALUES ", ",",
+      """)
+        |SELECT r.slot, t.length, t.start, t.stamp, t.payload FROM r CROSS JOIN tiles AS t
+        |ON t.view = r.view AND t.version = r.version AND t.key = r.key AND t.length = r.length
+        |  AND t.start BETWEEN r.first AND r.last
+        |WHERE (t.start - r.first) % t.length = 0""".stripMargin)
   private val RaiseWatermark =
     """INSERT INTO watermarks (view, version, event_us) VALUES (?, ?, ?)
       |ON CONFLICT (view, version) DO UPDATE SET event_us = max(event_us, excluded.event_us)""".stripMargin

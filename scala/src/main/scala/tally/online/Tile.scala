@@ -44,9 +44,25 @@ final case class TileQuery(view: String, version: Int, keys: Seq[EntityKey], fro
   require(fromUs <= toUs, s"view '$view' v$version: read of [$fromUs, $toUs) ends before it starts")
 }
 
-/** A read of exact tiles of one view version: per key, the (lengthUs, startUs) addresses wanted. */
-final case class TileRequest(view: String, version: Int, addresses: Map[EntityKey, Seq[(Long, Long)]]) {
+/** A read of exact tiles of one view version: per key, the runs of tile addresses wanted. */
+final case class TileRequest(view: String, version: Int, runs: Map[EntityKey, Seq[TileRun]]) {
   Names.checkView(view, version)
+}
+
+/** The tile addresses `(lengthUs, firstUs)`, `(lengthUs, firstUs + lengthUs)`, ... up to `(lengthUs, lastUs)`: the
+  * tiles of one level that a window's span takes side by side, asked for in one seek. */
+final case class TileRun(lengthUs: Long, firstUs: Long, lastUs: Long) {
+  require(lengthUs > 0 && firstUs <= lastUs && (lastUs - firstUs) % lengthUs == 0,
+    s"a run of tiles of $lengthUs µs from $firstUs to $lastUs is not whole tiles")
+
+  /** How many tiles the run names. */
+  def size: Long = (lastUs - firstUs) / lengthUs + 1
+  def starts: Iterator[Long] = Iterator.iterate(firstUs)(_ + lengthUs).take(size.toInt)
+}
+
+object TileRun {
+  /** One tile's address as a run. */
+  def of(lengthUs: Long, startUs: Long): TileRun = TileRun(lengthUs, startUs, startUs)
 }
 
 /** Names the stores build keys from, checked once. View names follow the Python definitions' rule

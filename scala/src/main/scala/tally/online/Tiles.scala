@@ -26,6 +26,15 @@ object Ladder {
 
   def floor(x: Long, length: Long): Long = Window.floorHop(x, length)
 
+  /** The level of a tile length: 0 for the raw minute, then the IR levels shortest first. */
+  def level(length: Long): Int = {
+    var i = 0
+    while (i < levelLengths.length && levelLengths(i) != length) i += 1
+    require(i < levelLengths.length, s"$length µs is not a tile length of the ladder (${lengths.mkString(", ")})")
+    i
+  }
+  private val levelLengths: Array[Long] = lengths.toArray
+
   /** One piece of a span: an IR tile `[start, start + length)` taken whole, or the raw tile at `start` whose events
     * in `[from, to)` are folded one by one. */
   sealed trait Piece
@@ -132,8 +141,14 @@ final class TileLayout(val spec: ViewSpec, columnTypes: Map[String, VType]) exte
 /** Builds one view version's tiles from its events, key by key, in time order: the same kernels and IRs the
   * offline sweep folds. Feed `key`, then that key's events by non-decreasing time with `event`, then the next key;
   * `tiles` hands out the tiles closed so far (a tile closes when an event passes its end, or at `finish`). Memory is
-  * one open tile per ladder level. */
-final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: Long) {
+  * one open tile per ladder level.
+  *
+  * Events before `coarseBefore` (a multiple of the longest tile) go to the longest tiles only: what a lifetime
+  * window takes of the history beyond the bounded windows' reach, since the ladder's cut of its span climbs down
+  * from 30-day tiles. */
+final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: Long, coarseBefore: Long = Long.MinValue) {
+  require(coarseBefore == Long.MinValue || Math.floorMod(coarseBefore, Ladder.Longest) == 0,
+    s"view '$view': coarse tiles must end on a ${Ladder.Longest} µs boundary, not at $coarseBefore")
   private val levels = Ladder.lengths
   private val open = new Array[Open](levels.length)
   private val out = new java.util.ArrayDeque[Tile]()
@@ -173,7 +188,7 @@ final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: L
     require(key != null, s"view '$view': an event before any key")
     require(ts >= last, s"view '$view', key ${key.encoded}: events out of time order ($ts after $last)")
     last = ts
-    var i = 0
+    var i = if (ts < coarseBefore) levels.length - 1 else 0
     while (i < levels.length) {
       val start = Ladder.floor(ts, levels(i))
       if (open(i) != null && open(i).start != start) { out.add(open(i).close()); open(i) = null }

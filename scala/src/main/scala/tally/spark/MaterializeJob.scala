@@ -10,13 +10,16 @@ import tally.online.{EntityKey, Ladder, OnlineStore, OnlineView, Tile, TileBuild
 /** `tally materialize`: one online view's tiles, built from its source with the same kernels as the offline sweep,
   * loaded into an online store.
   *
-  * 1. The source's newest event time fixes the default start: what requests at that time need (the view's reach:
-  *    its longest window with delay and hop, or its ttl; everything with a lifetime window). The start is rounded
-  *    down to the ladder's longest tile, so every tile written is complete.
-  * 2. Events from the start on are shuffled by key and sorted by (key, time), the sweep's order, and each key's
-  *    events go through one [[TileBuilder]] on the executors.
-  * 3. Tiles come back to the driver in batches and are written to the store, then the view's watermark rises to
-  *    the newest event time. Re-running writes the same tiles (the store replaces them), so it is idempotent.
+  * 1. The source's newest event time fixes the default start: what requests at that time need (the reach of the
+  *    view's bounded windows, with delay and hop, or its ttl). The start is rounded down to the ladder's longest
+  *    tile, so every tile written is complete. A lifetime window also needs the history before the start, but
+  *    only as whole 30-day tiles (the ladder's cut of its span climbs down from them): events before the start
+  *    build those alone.
+  * 2. Events are shuffled by key and sorted by (key, time), the sweep's order, and each key's events go through
+  *    one [[TileBuilder]] on the executors.
+  * 3. Tiles come back to the driver partition by partition, the next ones computed while the driver writes, and
+  *    are written to the store in batches; then the view's watermark rises to the newest event time. Re-running
+  *    writes the same tiles (the store replaces them), so it is idempotent.
   *
   * The driver writes, not the executors: the embedded store is one SQLite file beside the driver, and Redis takes
   * pipelined batches from one client just as well at this size.
@@ -25,7 +28,11 @@ object MaterializeJob {
   final case class Result(events: Long, keys: Long, tiles: Long, applied: Long, fromUs: Long, watermarkUs: Option[Long],
                           view: OnlineView)
 
-  private val BatchTiles = 2000
+  private val BatchTiles = 20000
+  // Partitions the driver holds at once: the one it writes and the next ones being computed.
+  private val PartitionsAhead = 2
+  // At least this many tile partitions, so that a partition held by the driver stays small.
+  private val MinPartitions = 32
 
   private def emit(tiles: Seq[Tile]): Seq[(String, Long, Long, Array[Byte])] = tiles.map(t => (t.key.encoded, t.startUs, t.lengthUs, t.payload))
 
@@ -49,9 +56,11 @@ object MaterializeJob {
       valueTypes.map { case (c, t) => c -> TypeNames.name(Catalyst.vtype(t).get) }, first)
     val layout = online.layout
 
+    // Every ladder level from `from` on; before it, 30-day tiles for lifetime windows and nothing otherwise.
     val from =
       if (fromUs != Long.MinValue) Ladder.floor(fromUs, Ladder.Longest)
-      else spec.reachUs.fold(Long.MinValue)(r => newest.fold(Long.MinValue)(n => Ladder.floor(n - r, Ladder.Longest)))
+      else newest.fold(Long.MinValue)(n => Ladder.floor(n - spec.boundedReachUs.getOrElse(0L), Ladder.Longest))
+    val coarseBefore = if (spec.hasLifetime) from else Long.MinValue
 
     // Keys as the fetcher builds them from a request: dates as ISO text, timestamps as microseconds.
     val keyCols = spec.keys.zipWithIndex.map { case (k, i) =>
@@ -69,9 +78,9 @@ object MaterializeJob {
       }).as(s"__v$i")
     }
     val rows = source.select(keyCols ++ Seq(ts.as("__t"), avail.as("__a")) ++ values: _*)
-      .where(col("__t") >= lit(from) || col("__t").isNull) // null times are refused below, not dropped
+      .where(lit(spec.hasLifetime) || col("__t") >= lit(from) || col("__t").isNull) // null times are refused below
     val keyNames = spec.keys.indices.map(i => s"__k$i")
-    val sorted = rows.repartition(partitions, keyNames.map(col): _*).sortWithinPartitions((keyNames :+ "__t").map(col): _*)
+    val sorted = rows.repartition(math.max(partitions, MinPartitions), keyNames.map(col): _*).sortWithinPartitions((keyNames :+ "__t").map(col): _*)
 
     val nKeys = spec.keys.size
     val dates = spec.keys.map(k => keyTypes(k) == DateType)
@@ -82,7 +91,7 @@ object MaterializeJob {
     val eventCount = source.sparkSession.sparkContext.longAccumulator(s"tally materialize $name events")
     // Executors: (key encoding, start, length, payload) of each tile.
     val built = sorted.rdd.mapPartitions { it =>
-      val builder = new TileBuilder(layout, name, version, stamp)
+      val builder = new TileBuilder(layout, name, version, stamp, coarseBefore)
       var current: EntityKey = null
       def keyOf(r: Row): EntityKey = EntityKey.of((0 until nKeys).map { i =>
         if (r.isNullAt(i)) throw new IllegalArgumentException(
@@ -107,16 +116,45 @@ object MaterializeJob {
     val batch = Seq.newBuilder[Tile]
     var inBatch = 0
     def flush(): Unit = { applied += store.write(batch.result()); batch.clear(); inBatch = 0 }
-    built.toLocalIterator.foreach { case (key, start, length, payload) =>
-      keys.add(key)
-      batch += Tile(name, version, EntityKey.decode(key), start, length, payload, stamp)
+    var (lastKey, entity) = ("", null: EntityKey)
+    prefetched(built, PartitionsAhead).foreach(_.foreach { case (key, start, length, payload) =>
+      if (key != lastKey) { keys.add(key); lastKey = key; entity = EntityKey.decode(key) } // tiles come key by key
+      batch += Tile(name, version, entity, start, length, payload, stamp)
       nTiles += 1; inBatch += 1
       if (inBatch >= BatchTiles) flush()
-    }
+    })
     flush()
     val events = eventCount.sum
     val loaded = if (events > 0) newest else None
     loaded.foreach(store.advanceWatermark(name, version, _))
     Result(events, keys.size.toLong, nTiles, applied, from, loaded, online)
+  }
+
+  /** The RDD's partitions in order, each computed by its own job up to `ahead` partitions before the caller reads
+    * it. Why: `toLocalIterator` computes one partition at a time, so the executors would idle while the driver
+    * writes and the driver while they build. */
+  private def prefetched[T: scala.reflect.ClassTag](rdd: org.apache.spark.rdd.RDD[T], ahead: Int): Iterator[Array[T]] = {
+    import scala.concurrent.{Await, ExecutionContext, Future}
+    import scala.concurrent.duration.Duration
+    val sc = rdd.sparkContext
+    val pool = java.util.concurrent.Executors.newFixedThreadPool(ahead, (r: Runnable) => {
+      val t = new Thread(r, "tally-materialize-prefetch"); t.setDaemon(true); t })
+    implicit val ec: ExecutionContext = ExecutionContext.fromExecutor(pool)
+    val collect = (it: Iterator[T]) => it.toArray
+    val pending = new java.util.ArrayDeque[Future[Array[T]]]()
+    val parts = (0 until rdd.getNumPartitions).iterator
+    def fill(): Unit = while (pending.size < ahead && parts.hasNext) {
+      val p = parts.next()
+      pending.add(Future(sc.runJob(rdd, collect, Seq(p)).head))
+    }
+    new Iterator[Array[T]] {
+      fill()
+      def hasNext: Boolean = { val more = !pending.isEmpty; if (!more) pool.shutdown(); more }
+      def next(): Array[T] = {
+        val part = try Await.result(pending.poll(), Duration.Inf) catch { case e: Throwable => pool.shutdownNow(); throw e }
+        fill()
+        part
+      }
+    }
   }
 }

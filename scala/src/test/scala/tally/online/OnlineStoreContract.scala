@@ -44,16 +44,30 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     val b = tile(card1, 0, Day, "b")
     val c = tile(card1, 2 * Hour, Hour, "c")
     val other = tile(card1, 0, Hour, "other view", view = "merchant_risk")
-    store.write(Seq(a, b, c, tile(card2, Hour, Hour, "d"), other))
+    val offGrid = tile(card1, Hour / 2, Hour, "inside the run's range, not on its grid")
+    store.write(Seq(a, b, c, offGrid, tile(card2, Hour, Hour, "d"), other))
     val Seq(got, risk) = store.get(Seq(
-      TileRequest("card_velocity", 1, Map(card1 -> Seq((Hour, 2 * Hour), (Day, 0L), (Hour, 0L), (Hour, 5 * Hour), (Hour, 0L)),
-        card2 -> Seq((Hour, 0L)), EntityKey.of("card_3") -> Seq((Hour, 0L)))),
-      TileRequest("merchant_risk", 1, Map(card1 -> Seq((Hour, 0L))))))
+      TileRequest("card_velocity", 1, Map(card1 -> Seq(TileRun(Hour, 0L, 2 * Hour), TileRun.of(Day, 0L), TileRun.of(Hour, 5 * Hour)),
+        card2 -> Seq(TileRun.of(Hour, 0L)), EntityKey.of("card_3") -> Seq(TileRun.of(Hour, 0L)))),
+      TileRequest("merchant_risk", 1, Map(card1 -> Seq(TileRun.of(Hour, 0L))))))
     assertEquals(got(card1), Seq(a, b, c), "existing tiles only, sorted by (start, length), each once, with their stamps")
     assertEquals(got(card2), Nil, "card_2's tile at 1h was not asked for")
     assertEquals(got(EntityKey.of("card_3")), Nil)
     assertEquals(risk(card1), Seq(other), "requests are per view")
     assertEquals(store.get(Nil), Nil)
+    val overlap = intercept[IllegalArgumentException](store.get(Seq(
+      TileRequest("card_velocity", 1, Map(card1 -> Seq(TileRun(Hour, 0L, 2 * Hour), TileRun.of(Hour, Hour)))))))
+    assert(overlap.getMessage.contains("overlap"), overlap.getMessage)
+  }
+
+  storeTest("get answers a call of more runs than one statement binds, every key and tile") { store =>
+    val keys = (0 until 3000).map(i => EntityKey.of(s"card_$i"))
+    store.write(keys.zipWithIndex.map { case (k, i) => tile(k, (i % 5) * Hour, Hour, s"t$i") })
+    val got = store.get(Seq(TileRequest("card_velocity", 1, keys.map(k => k -> Seq(TileRun(Hour, 0L, 2 * Hour), TileRun.of(Hour, 4 * Hour))).toMap))).head
+    assertEquals(got.size, keys.size)
+    keys.zipWithIndex.foreach { case (k, i) =>
+      assertEquals(got(k).map(text), if (i % 5 == 3) Nil else Seq(s"t$i"), k.encoded)
+    }
   }
 
   storeTest("a read holds the tiles overlapping [from, to): one ending at from or starting at to is out") { store =>

@@ -53,35 +53,79 @@ class MaterializeSuite extends munit.FunSuite {
 
       // A spine of random (card, day, at): the offline job's rows against the fetcher's.
       val queries = (0 until 800).map(_ => (s"c${r.nextInt(6)}", 1 + r.nextInt(2), T0 - 60 * M + r.nextLong(4L * 1440 * M)))
-      val spine = spark.sql(queries.map { case (c, d, t) => s"('$c', DATE'2024-03-0$d', timestamp_micros($t))" }
-        .mkString("SELECT * FROM VALUES ", ", ", " AS s(card, day, at)"))
-      val names = spec.features.map(_.name)
-      val offline = TemporalJob.run(spine, source, spec, "at", "f_", 4).collect().map { row =>
-        (row.getAs[String]("card"), row.getAs[java.sql.Date]("day").toLocalDate.getDayOfMonth, row.getAs[java.sql.Timestamp]("at")) ->
-          names.map(n => row.getAs[Any](s"f_$n"))
-      }
-      val fetcher = new Fetcher(store, Seq(first.view))
-      val got = fetcher.fetch(Seq("cards"), offline.toIndexedSeq.map { case ((c, d, at), _) =>
-        FetchRow(Map("card" -> c, "day" -> java.time.LocalDate.of(2024, 3, d)),
-          Math.addExact(Math.multiplyExact(at.toInstant.getEpochSecond, 1000000L), at.toInstant.getNano / 1000L))
-      })
-      assertEquals(got.refs, names.map("cards:" + _).toIndexedSeq)
-      var compared = 0
-      offline.indices.foreach { i =>
-        names.indices.foreach { f =>
-          val (want, have) = (offline(i)._2(f), got.rows(i)(f))
-          val same = (want, have) match {
-            case (a: java.lang.Double, b: java.lang.Double) => math.abs(a - b) <= 1e-9 * math.max(1.0, math.abs(a))
-            case (a: java.sql.Timestamp, b: java.lang.Long) => // the kernel's timestamp is microseconds
-              Math.addExact(Math.multiplyExact(a.toInstant.getEpochSecond, 1000000L), a.toInstant.getNano / 1000L) == b.longValue
-            case (a: java.math.BigDecimal, b: java.math.BigDecimal) => a.compareTo(b) == 0
-            case (a, b) => a == b
-          }
-          assert(same, s"${offline(i)._1} ${names(f)}: offline $want, online $have")
-          if (want != null) compared += 1
-        }
-      }
+      val compared = assertParity(source, spec, first.view, store, queries)
       assert(compared > 2000, s"only $compared non-null values compared")
+    } finally { store.close(); source.unpersist(); RedisServer.delete(dir) }
+  }
+
+  /** Fetches (card, day of March 2024, at) for each query and compares every feature with the offline job's row
+    * for the same spine row; returns how many non-null values were compared. */
+  private def assertParity(source: org.apache.spark.sql.DataFrame, spec: tally.bridge.ViewSpec, view: tally.online.OnlineView,
+                           store: SqliteStore, queries: Seq[(String, Int, Long)]): Int = {
+    val spine = spark.sql(queries.map { case (c, d, t) => s"('$c', DATE'2024-03-0$d', timestamp_micros($t))" }
+      .mkString("SELECT * FROM VALUES ", ", ", " AS s(card, day, at)"))
+    val names = spec.features.map(_.name)
+    val offline = TemporalJob.run(spine, source, spec, "at", "f_", 4).collect().map { row =>
+      (row.getAs[String]("card"), row.getAs[java.sql.Date]("day").toLocalDate.getDayOfMonth, row.getAs[java.sql.Timestamp]("at")) ->
+        names.map(n => row.getAs[Any](s"f_$n"))
+    }
+    val fetcher = new Fetcher(store, Seq(view))
+    val got = fetcher.fetch(Seq(spec.view), offline.toIndexedSeq.map { case ((c, d, at), _) =>
+      FetchRow(Map("card" -> c, "day" -> java.time.LocalDate.of(2024, 3, d)),
+        Math.addExact(Math.multiplyExact(at.toInstant.getEpochSecond, 1000000L), at.toInstant.getNano / 1000L))
+    })
+    assertEquals(got.refs, names.map(s"${spec.view}:" + _).toIndexedSeq)
+    var compared = 0
+    offline.indices.foreach { i =>
+      names.indices.foreach { f =>
+        val (want, have) = (offline(i)._2(f), got.rows(i)(f))
+        val same = (want, have) match {
+          case (a: java.lang.Double, b: java.lang.Double) => math.abs(a - b) <= 1e-9 * math.max(1.0, math.abs(a))
+          case (a: java.sql.Timestamp, b: java.lang.Long) => // the kernel's timestamp is microseconds
+            Math.addExact(Math.multiplyExact(a.toInstant.getEpochSecond, 1000000L), a.toInstant.getNano / 1000L) == b.longValue
+          case (a: java.math.BigDecimal, b: java.math.BigDecimal) => a.compareTo(b) == 0
+          case (a, b) => a == b
+        }
+        assert(same, s"${offline(i)._1} ${names(f)}: offline $want, online $have")
+        if (want != null) compared += 1
+      }
+    }
+    compared
+  }
+
+  test("a lifetime window takes the history beyond the bounded windows' reach as 30-day tiles only, and still fetches the offline values") {
+    val D = 1440 * M
+    val r = new Random(5)
+    val newest = T0 + 120 * D
+    val events = (0 until 1500).map { i =>
+      val ts = if (i == 0) newest else T0 + r.nextLong(120 * D)
+      s"('c${r.nextInt(3)}', DATE'2024-03-01', timestamp_micros($ts), CAST(NULL AS TIMESTAMP), " +
+        s"CAST(${r.nextInt(1000)} AS DOUBLE), CAST(1 AS DECIMAL(9,2)), 'm${r.nextInt(40)}', timestamp_micros($ts))"
+    }
+    val source = spark.sql(events.mkString("SELECT * FROM VALUES ", ", ", " AS t(card, day, created, known, amount, fee, merchant, seen)"))
+    source.cache()
+    val json = specJson.replace(s""""ttl_us": ${40L * 60 * M}, """, "")
+      .replace("""{"name": "distinct_merchants", "function": "approx_distinct", "column": "merchant", "window": {"length_us": """ +
+        s"""${1440 * M}, "delay_us": 0, "closed": "left", "hop_us": ${60 * M}}}""",
+        """{"name": "distinct_merchants", "function": "approx_distinct", "column": "merchant", "window": {"length_us": null, "delay_us": 0, "closed": "left"}},""" +
+        """{"name": "total", "function": "sum", "column": "amount", "window": {"length_us": null, "delay_us": 0, "closed": "right"}}""")
+    val spec = Spec.parse(json)
+    assert(spec.features.exists(_.name == "total") && spec.ttlUs.isEmpty, json)
+    val dir = Files.createTempDirectory("tally-materialize-")
+    val store = SqliteStore(dir.resolve("tally.db"))
+    try {
+      val result = MaterializeJob.run(source, spec, json, store, Long.MinValue, 1L, 3)
+      val from = Math.floorDiv(newest - spec.boundedReachUs.get, 30 * D) * 30 * D
+      assertEquals(result.fromUs, from)
+      assertEquals(result.events, 1500L, "every event counts, the older ones in 30-day tiles")
+      Seq("c0", "c1", "c2").foreach { c =>
+        val tiles = store.read("cards", 3, Seq(EntityKey.of(c, java.time.LocalDate.of(2024, 3, 1))), Long.MinValue, Long.MaxValue).values.head
+        assert(tiles.filter(_.startUs < from).forall(_.lengthUs == 30 * D), s"$c: a tile finer than 30 days before $from")
+        assert(tiles.exists(t => t.startUs < from) && tiles.exists(t => t.startUs >= from && t.lengthUs < 30 * D), c)
+      }
+      // Requests at and after the newest event time, and a few days before it: the bounded windows are loaded.
+      val queries = (0 until 300).map(_ => (s"c${r.nextInt(3)}", 1, newest - 2 * D + r.nextLong(3 * D)))
+      assert(assertParity(source, spec, result.view, store, queries) > 1500)
     } finally { store.close(); source.unpersist(); RedisServer.delete(dir) }
   }
 
