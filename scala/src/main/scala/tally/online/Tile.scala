@@ -70,8 +70,11 @@ object TileRun {
 private[online] object Names {
   private val view = "[a-z_][a-z0-9_]*".r
 
+  // Names already checked: every tile checks its view's name, and a materialize run makes millions.
+  private val valid = java.util.concurrent.ConcurrentHashMap.newKeySet[String]()
+
   def checkView(name: String, version: Int): Unit = {
-    require(name != null && view.matches(name),
+    require(name != null && (valid.contains(name) || (view.matches(name) && { if (valid.size < 10000) valid.add(name); true })),
       s"view name '$name' is not an identifier (lower-case letters, digits, '_'; as in the feature definitions)")
     require(version >= 0, s"view '$name': version $version is negative")
   }

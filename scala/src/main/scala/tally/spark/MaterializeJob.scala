@@ -34,7 +34,39 @@ object MaterializeJob {
   // At least this many tile partitions, so that a partition held by the driver stays small.
   private val MinPartitions = 32
 
-  private def emit(tiles: Seq[Tile]): Seq[(String, Long, Long, Array[Byte])] = tiles.map(t => (t.key.encoded, t.startUs, t.lengthUs, t.payload))
+  /** Tiles travel to the driver packed into chunks of about this many bytes (key, start, length, payload each):
+    * byte arrays cross as they are, where tuples took Java serialization a slot each. */
+  private val ChunkBytes = 4 << 20
+
+  private final class Packer {
+    private var bytes = new java.io.ByteArrayOutputStream(ChunkBytes + (64 << 10))
+    private var out = new java.io.DataOutputStream(bytes)
+    def add(tiles: Seq[Tile]): Iterator[Array[Byte]] = {
+      tiles.foreach { t =>
+        val key = t.key.bytes
+        out.writeInt(key.length); out.write(key); out.writeLong(t.startUs); out.writeLong(t.lengthUs)
+        out.writeInt(t.payload.length); out.write(t.payload)
+      }
+      if (bytes.size >= ChunkBytes) Iterator.single(take()) else Iterator.empty
+    }
+    def rest(): Iterator[Array[Byte]] = if (bytes.size > 0) Iterator.single(take()) else Iterator.empty
+    private def take(): Array[Byte] = {
+      out.flush(); val chunk = bytes.toByteArray
+      bytes = new java.io.ByteArrayOutputStream(ChunkBytes + (64 << 10)); out = new java.io.DataOutputStream(bytes)
+      chunk
+    }
+  }
+
+  /** The (key encoding, start, length, payload) of each tile in a chunk, in order. */
+  private def unpack(chunk: Array[Byte])(f: (String, Long, Long, Array[Byte]) => Unit): Unit = {
+    val in = java.nio.ByteBuffer.wrap(chunk)
+    while (in.hasRemaining) {
+      val key = new Array[Byte](in.getInt()); in.get(key)
+      val (start, length) = (in.getLong(), in.getLong())
+      val payload = new Array[Byte](in.getInt()); in.get(payload)
+      f(new String(key, java.nio.charset.StandardCharsets.UTF_8), start, length, payload)
+    }
+  }
 
   def run(source: DataFrame, spec: ViewSpec, specJson: String, store: OnlineStore, fromUs: Long, stamp: Long,
           partitions: Int): Result = {
@@ -92,6 +124,7 @@ object MaterializeJob {
     // Executors: (key encoding, start, length, payload) of each tile.
     val built = sorted.rdd.mapPartitions { it =>
       val builder = new TileBuilder(layout, name, version, stamp, coarseBefore)
+      val packer = new Packer
       var current: EntityKey = null
       def keyOf(r: Row): EntityKey = EntityKey.of((0 until nKeys).map { i =>
         if (r.isNullAt(i)) throw new IllegalArgumentException(
@@ -107,8 +140,8 @@ object MaterializeJob {
         eventCount.add(1L)
         builder.event(r.getLong(nKeys), if (r.isNullAt(nKeys + 1)) Long.MinValue else r.getLong(nKeys + 1),
           Array.tabulate[Any](nValues)(i => if (r.isNullAt(nKeys + 2 + i)) null else r.get(nKeys + 2 + i)))
-        emit(builder.tiles())
-      } ++ { builder.finish(); emit(builder.tiles()) }.iterator
+        packer.add(builder.tiles())
+      } ++ { builder.finish(); packer.add(builder.tiles()) ++ packer.rest() }
     }
 
     var (nTiles, applied) = (0L, 0L)
@@ -117,12 +150,12 @@ object MaterializeJob {
     var inBatch = 0
     def flush(): Unit = { applied += store.write(batch.result()); batch.clear(); inBatch = 0 }
     var (lastKey, entity) = ("", null: EntityKey)
-    prefetched(built, PartitionsAhead).foreach(_.foreach { case (key, start, length, payload) =>
+    prefetched(built, PartitionsAhead).foreach(_.foreach(unpack(_) { (key, start, length, payload) =>
       if (key != lastKey) { keys.add(key); lastKey = key; entity = EntityKey.decode(key) } // tiles come key by key
       batch += Tile(name, version, entity, start, length, payload, stamp)
       nTiles += 1; inBatch += 1
       if (inBatch >= BatchTiles) flush()
-    })
+    }))
     flush()
     val events = eventCount.sum
     val loaded = if (events > 0) newest else None
