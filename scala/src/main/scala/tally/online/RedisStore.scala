@@ -14,8 +14,8 @@ import scala.util.Using
   *
   * Layout: one hash per (view, version, entity key), named `<ns>:{<view>:<version>:<key>}` (`ns` defaults to
   * `tally`; `key` is [[EntityKey.encoded]], which holds no braces, so the whole braced part is the Cluster hash
-  * tag). Each tile is two fields of that hash: `<lengthUs>:<startUs>` holds the payload and `<lengthUs>:<startUs>:s`
-  * the stamp in decimal. Also `<ns>:watermarks`, a sorted set scored by event time (member `<view>:<version>`,
+  * tag). Each tile is one field of that hash, `<lengthUs>:<startUs>`, holding the tile's stamp (8 bytes, big-endian)
+  * followed by its payload: a fetch asks for one field per tile. Also `<ns>:watermarks`, a sorted set scored by event time (member `<view>:<version>`,
   * raised with ZADD GT), and `<ns>:batches`, a hash from stream name to last batch id.
   *
   * One entity key's tiles live in one hash, hence in one Cluster slot: a write of all its tiles is one command and
@@ -43,7 +43,12 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
       withPipeline { p =>
         val applied = chunk.map { case (hashKey, ts) =>
           val args = new java.util.ArrayList[Array[Byte]](ts.size * 3)
-          ts.foreach { t => args.add(field(t.lengthUs, t.startUs)); args.add(t.stamp.toString.getBytes(US_ASCII)); args.add(t.payload) }
+          ts.foreach { t =>
+            val stamp = stampBytes(t.stamp)
+            val value = java.util.Arrays.copyOf(stamp, StampBytes + t.payload.length)
+            System.arraycopy(t.payload, 0, value, StampBytes, t.payload.length)
+            args.add(field(t.lengthUs, t.startUs)); args.add(stamp); args.add(value)
+          }
           p.eval(WriteScript, java.util.List.of(hashKey.getBytes(UTF_8)), args)
         }
         p.sync()
@@ -67,8 +72,7 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
       val pending = requests.map { q =>
         q.runs.toSeq.map { case (k, runs) =>
           val addresses = runs.flatMap(run => run.starts.map(run.lengthUs -> _))
-          val fields = addresses.flatMap { case (l, s) => val f = field(l, s); Seq(f, f ++ StampSuffix.getBytes(US_ASCII)) }
-          (k, addresses, p.hmget(hash(q.view, q.version, k).getBytes(UTF_8), fields: _*))
+          (k, addresses, p.hmget(hash(q.view, q.version, k).getBytes(UTF_8), addresses.map { case (l, s) => field(l, s) }: _*))
         }
       }
       p.sync()
@@ -76,29 +80,31 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
         keys.map { case (k, addresses, values) =>
           val got = values.get
           k -> OnlineStore.ordered(addresses.indices.flatMap { i =>
-            val (payload, stamp) = (got.get(2 * i), got.get(2 * i + 1))
-            if (payload == null) None
-            else if (stamp == null) throw new OnlineStoreException(s"Redis online store at $where: hash " +
-              s"${hash(q.view, q.version, k)} has tile field '${new String(field(addresses(i)._1, addresses(i)._2), US_ASCII)}' " +
-              "without its stamp field: it was not written by tally; prune the view version or delete the hash")
-            else Some(Tile(q.view, q.version, k, addresses(i)._2, addresses(i)._1, payload, new String(stamp, US_ASCII).toLong))
+            val value = got.get(i)
+            if (value == null) None
+            else Some(tile(q.view, q.version, k, addresses(i)._1, addresses(i)._2, value, hash(q.view, q.version, k)))
           })
         }.toMap
       }
     }
   }
 
-  /** The tiles of one hash: payload fields paired with their stamp fields. */
+  /** The tiles of one hash. */
   private def tilesOf(q: TileQuery, key: EntityKey, fields: java.util.Map[Array[Byte], Array[Byte]]): Seq[Tile] = {
-    val byName = fields.asScala.map { case (f, v) => new String(f, US_ASCII) -> v }
-    byName.iterator.collect {
-      case (name, payload) if !name.endsWith(StampSuffix) =>
-        val (length, start) = parseField(name, hash(q.view, q.version, key))
-        val stamp = byName.getOrElse(name + StampSuffix, throw new OnlineStoreException(
-          s"Redis online store at $where: hash ${hash(q.view, q.version, key)} has tile field '$name' without its " +
-            s"stamp field: it was not written by tally; prune the view version or delete the hash"))
-        Tile(q.view, q.version, key, start, length, payload, new String(stamp, US_ASCII).toLong)
+    val h = hash(q.view, q.version, key)
+    fields.asScala.iterator.map { case (f, value) =>
+      val (length, start) = parseField(new String(f, US_ASCII), h)
+      tile(q.view, q.version, key, length, start, value, h)
     }.toSeq
+  }
+
+  /** A tile from its field's value: the stamp, then the payload. */
+  private def tile(view: String, version: Int, key: EntityKey, length: Long, start: Long, value: Array[Byte], h: String): Tile = {
+    if (value.length < StampBytes) throw new OnlineStoreException(s"Redis online store at $where: hash $h has tile " +
+      s"field '$length:$start' of ${value.length} bytes, too short for a stamp: it was not written by tally; prune the " +
+      "view version or delete the hash")
+    Tile(view, version, key, start, length, java.util.Arrays.copyOfRange(value, StampBytes, value.length),
+      java.nio.ByteBuffer.wrap(value, 0, StampBytes).getLong)
   }
 
   private def parseField(name: String, hashKey: String): (Long, Long) = name.split(':') match {
@@ -132,15 +138,15 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
         val names = hashes.map(h => h -> p.hkeys(h))
         p.sync()
         names.map { case (h, fields) =>
-          h -> fields.get.asScala.toSeq.filterNot(_.endsWith(StampSuffix)).filter { f =>
+          h -> fields.get.asScala.toSeq.filter { f =>
             val (length, start) = parseField(f, h); start + length <= beforeUs
           }
         }.filter(_._2.nonEmpty)
       }
       if (old.nonEmpty) withPipeline { p =>
-        val deleted = old.map { case (h, fields) => p.hdel(h, fields.flatMap(f => Seq(f, f + StampSuffix)): _*) }
+        val deleted = old.map { case (h, fields) => p.hdel(h, fields: _*) }
         p.sync()
-        removed += deleted.map(_.get.longValue).sum / 2
+        removed += deleted.map(_.get.longValue).sum
       }
     }
     removed
@@ -194,20 +200,23 @@ object RedisStore {
     require(Namespace.matches(ns), s"Redis namespace '$ns' must match ${Namespace.regex}")
 
   private val Namespace = "[A-Za-z0-9_.-]+".r
-  private val StampSuffix = ":s"
+  private val StampBytes = 8
   private val WriteChunk = 1000
   private val ScanCount = 1000
 
   private def field(lengthUs: Long, startUs: Long): Array[Byte] = s"$lengthUs:$startUs".getBytes(US_ASCII)
 
-  /** The stamp rule, atomic per hash: ARGV holds (field, stamp, payload) triples; a tile whose stored stamp equals the
-    * incoming one is left as it is. Returns how many tiles were written. */
+  private def stampBytes(stamp: Long): Array[Byte] = java.nio.ByteBuffer.allocate(StampBytes).putLong(stamp).array()
+
+  /** The stamp rule, atomic per hash: ARGV holds (field, stamp, value) triples, the value being the stamp and the
+    * payload; a tile whose stored value starts with the incoming stamp is left as it is. Returns how many tiles
+    * were written. */
   private val WriteScript: Array[Byte] =
     """local applied = 0
       |for i = 1, #ARGV, 3 do
-      |  local stamp = ARGV[i] .. ':s'
-      |  if redis.call('HGET', KEYS[1], stamp) ~= ARGV[i + 1] then
-      |    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2], stamp, ARGV[i + 1])
+      |  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+      |  if not stored or string.sub(stored, 1, 8) ~= ARGV[i + 1] then
+      |    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
       |    applied = applied + 1
       |  end
       |end

@@ -16,7 +16,7 @@ class RedisStoreSuite extends OnlineStoreContract {
   protected def emptyStore(): OnlineStore = { server.flushAll(); reopen() }
   protected def reopen(): OnlineStore = RedisStore(server.host, server.port)
 
-  storeTest("one hash per view version and entity key, its braces the hash tag; two fields per tile") { store =>
+  storeTest("one hash per view version and entity key, its braces the hash tag; one field per tile, stamp first") { store =>
     val key = EntityKey.of("c{1}", 7L)
     store.write(Seq(tile(key, 0, payload = "ir", stamp = 12), tile(key, Hour, Day)))
     store.advanceWatermark("card_velocity", 1, Hour); store.recordBatch("s", 3)
@@ -24,8 +24,9 @@ class RedisStoreSuite extends OnlineStoreContract {
     try {
       val name = "tally:{card_velocity:1:sc%7B1%7D,i7}"
       assertEquals(j.keys("*").asScala.toSet, Set(name, "tally:watermarks", "tally:batches"))
-      assertEquals(j.hgetAll(name).asScala.toMap,
-        Map("3600000000:0" -> "ir", "3600000000:0:s" -> "12", "86400000000:3600000000" -> "ir", "86400000000:3600000000:s" -> "1"))
+      def stamped(stamp: Long, payload: String) = java.nio.ByteBuffer.allocate(8).putLong(stamp).array().toSeq ++ payload.getBytes(UTF_8)
+      assertEquals(j.hgetAll(name.getBytes(UTF_8)).asScala.map { case (f, v) => new String(f, UTF_8) -> v.toSeq }.toMap,
+        Map("3600000000:0" -> stamped(12, "ir"), "86400000000:3600000000" -> stamped(1, "ir")))
       assertEquals(JedisClusterCRC16.getSlot(name), JedisClusterCRC16.getSlot("card_velocity:1:sc%7B1%7D,i7"))
       assertEquals(j.zscore("tally:watermarks", "card_velocity:1").doubleValue, Hour.toDouble)
       assertEquals(j.hget("tally:batches", "s"), "3")
@@ -57,7 +58,9 @@ class RedisStoreSuite extends OnlineStoreContract {
     try {
       j.hset("tally:{card_velocity:1:scard_1}".getBytes(UTF_8), "3600000000:0".getBytes(UTF_8), "x".getBytes(UTF_8))
       val e = intercept[OnlineStoreException](store.read("card_velocity", 1, Seq(card1), 0, Day))
-      assert(e.getMessage.contains("without its stamp"), e.getMessage)
+      assert(e.getMessage.contains("too short for a stamp"), e.getMessage)
+      val g = intercept[OnlineStoreException](store.get(Seq(TileRequest("card_velocity", 1, Map(card1 -> Seq(TileRun.of(Hour, 0L)))))))
+      assert(g.getMessage.contains("too short for a stamp") && g.getMessage.contains("3600000000:0"), g.getMessage)
     } finally { j.close(); store.close() }
   }
 
