@@ -150,7 +150,7 @@ object MaterializeJob {
     var inBatch = 0
     def flush(): Unit = { applied += store.write(batch.result()); batch.clear(); inBatch = 0 }
     var (lastKey, entity) = ("", null: EntityKey)
-    prefetched(built, PartitionsAhead).foreach(_.foreach(unpack(_) { (key, start, length, payload) =>
+    eachPartition(built, PartitionsAhead)(_.foreach(unpack(_) { (key, start, length, payload) =>
       if (key != lastKey) { keys.add(key); lastKey = key; entity = EntityKey.decode(key) } // tiles come key by key
       batch += Tile(name, version, entity, start, length, payload, stamp)
       nTiles += 1; inBatch += 1
@@ -163,13 +163,15 @@ object MaterializeJob {
     Result(events, keys.size.toLong, nTiles, applied, from, loaded, online)
   }
 
-  /** The RDD's partitions in order, each computed by its own job up to `ahead` partitions before the caller reads
+  /** Hands `f` the RDD's partitions in order, each computed by its own job up to `ahead` partitions before `f` takes
     * it. Why: `toLocalIterator` computes one partition at a time, so the executors would idle while the driver
-    * writes and the driver while they build. */
-  private def prefetched[T: scala.reflect.ClassTag](rdd: org.apache.spark.rdd.RDD[T], ahead: Int): Iterator[Array[T]] = {
+    * writes and the driver while they build. If `f` or a job fails, the jobs still running are cancelled and the
+    * threads released before the failure passes on. */
+  private def eachPartition[T: scala.reflect.ClassTag](rdd: org.apache.spark.rdd.RDD[T], ahead: Int)(f: Array[T] => Unit): Unit = {
     import scala.concurrent.{Await, ExecutionContext, Future}
     import scala.concurrent.duration.Duration
     val sc = rdd.sparkContext
+    val group = s"tally-materialize-${java.util.UUID.randomUUID}"
     val pool = java.util.concurrent.Executors.newFixedThreadPool(ahead, (r: Runnable) => {
       val t = new Thread(r, "tally-materialize-prefetch"); t.setDaemon(true); t })
     implicit val ec: ExecutionContext = ExecutionContext.fromExecutor(pool)
@@ -178,16 +180,17 @@ object MaterializeJob {
     val parts = (0 until rdd.getNumPartitions).iterator
     def fill(): Unit = while (pending.size < ahead && parts.hasNext) {
       val p = parts.next()
-      pending.add(Future(sc.runJob(rdd, collect, Seq(p)).head))
+      pending.add(Future { sc.setJobGroup(group, "tally materialize", interruptOnCancel = false); sc.runJob(rdd, collect, Seq(p)).head })
     }
-    new Iterator[Array[T]] {
+    try {
       fill()
-      def hasNext: Boolean = { val more = !pending.isEmpty; if (!more) pool.shutdown(); more }
-      def next(): Array[T] = {
-        val part = try Await.result(pending.poll(), Duration.Inf) catch { case e: Throwable => pool.shutdownNow(); throw e }
+      while (!pending.isEmpty) {
+        val part = Await.result(pending.poll(), Duration.Inf)
         fill()
-        part
+        f(part)
       }
-    }
+    } catch {
+      case e: Throwable => sc.cancelJobGroup(group); throw e
+    } finally pool.shutdownNow()
   }
 }

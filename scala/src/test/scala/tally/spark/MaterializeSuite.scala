@@ -129,6 +129,25 @@ class MaterializeSuite extends munit.FunSuite {
     } finally { store.close(); source.unpersist(); RedisServer.delete(dir) }
   }
 
+  test("an event with a null key fails the run with a message naming the view and key, and leaves no job running") {
+    val rows = (0 until 400).map(i => s"(${if (i == 399) "NULL" else s"'c${i % 40}'"}, DATE'2024-03-01', timestamp_micros(${T0 + i * M}), " +
+      "CAST(NULL AS TIMESTAMP), 1.0D, CAST(1 AS DECIMAL(9,2)), 'm', timestamp_micros(0))")
+    val source = spark.sql(rows.mkString("SELECT * FROM VALUES ", ", ", " AS t(card, day, created, known, amount, fee, merchant, seen)"))
+    val spec = Spec.parse(specJson)
+    val dir = Files.createTempDirectory("tally-materialize-")
+    val store = SqliteStore(dir.resolve("tally.db"))
+    try {
+      val e = intercept[Exception](MaterializeJob.run(source, spec, specJson, store, Long.MinValue, 1L, 4))
+      val messages = Iterator.iterate[Throwable](e)(_.getCause).takeWhile(_ != null).map(_.getMessage).mkString(" / ")
+      assert(messages.contains("view 'cards': an event has a null key 'card'"), messages)
+      val tracker = spark.sparkContext.statusTracker
+      val deadline = System.nanoTime() + 20L * 1000000000L
+      while (tracker.getActiveJobIds().nonEmpty && System.nanoTime() < deadline) Thread.sleep(50)
+      assertEquals(tracker.getActiveJobIds().toSeq, Nil, "the partitions computed ahead were cancelled")
+      assertEquals(store.watermark("cards", 3), None, "a failed run raises no watermark")
+    } finally { store.close(); RedisServer.delete(dir) }
+  }
+
   test("the default start loads what requests at the newest event need, rounded down to whole 30-day tiles") {
     val hour = 60 * M
     val json = specJson.replace(""""length_us": null""", s""""length_us": ${2 * hour}, "hop_us": ${5 * M}""")
