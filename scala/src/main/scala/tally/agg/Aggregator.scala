@@ -32,6 +32,10 @@ trait Aggregator[S] extends Serializable {
   def decode(bytes: Array[Byte]): S
   /** The result's type, for schemas on the other side of the crossing. */
   def outputType: VType
+  /** Whether the result depends only on the multiset of values folded in, not on the order of updates and merges.
+    * Every kernel but top_k past its exact regime is; the sweep folds the others along the tile ladder, as the
+    * fetcher does ([[tally.window.LadderFold]]), so training rows and served values still agree to the bit. */
+  def orderFree: Boolean = true
 }
 
 /** An aggregator whose updates can be taken back: the sweep engine adds an event when it enters a window and

@@ -7,7 +7,8 @@ package tally.agg
   * Parameters (snake_case keys; numbers may be Int, Long, Double or BigDecimal, see [[Params]]):
   *  - last_k: `k` (required, >= 1)
   *  - approx_distinct: `lg_k` (default 12, 4..21)
-  *  - approx_percentile: `quantiles` (required, a non-empty Seq of numbers in [0, 1]), `k` (default 200)
+  *  - approx_percentile: `quantiles` (required, a non-empty Seq of numbers in [0, 1]), `k` (default 200),
+  *    `relative_error` (default 0.01)
   *  - top_k: `k` (default 5)
   *  - decayed_sum, decayed_count: `half_life_us` (required, microseconds > 0)
   *
@@ -59,7 +60,9 @@ object Aggregators {
                                                    "aggregation 'last_k': parameter 'k' is required"), min = 1, max = 100000))
       case ("time_since_last", _)             => TimeSinceLast
       case ("approx_distinct", t)             => ApproxDistinct(t, p.int("lg_k", 12, min = 4, max = 21))
-      case ("approx_percentile", _)           => ApproxPercentile(p.int("k", 200, min = 8, max = 65535), p.doubles("quantiles", 0.0, 1.0))
+      case ("approx_percentile", _)           => ApproxPercentile(p.int("k", 200, min = 8, max = 65535),
+                                                   p.doubles("quantiles", 0.0, 1.0),
+                                                   p.double("relative_error", Quantiles.DefaultRelativeError, 1e-3, 0.1))
       case ("top_k", t)                       => TopK(t, p.int("k", 5, min = 1, max = 10000))
       case ("decayed_sum", _)                 => Decayed(halfLife(p), counting = false)
       case ("decayed_count", _)               => Decayed(halfLife(p), counting = true)

@@ -17,6 +17,12 @@ object Codec {
     def int(v: Int): Writer = { room(4); buf.putInt(v); this }
     def double(v: Double): Writer = { room(8); buf.putDouble(v); this }
     def bool(v: Boolean): Writer = { room(1); buf.put(if (v) 1.toByte else 0.toByte); this }
+    /** An unsigned LEB128 varint: 1 byte below 128, what sketch counts and index gaps mostly are. */
+    def varLong(v: Long): Writer = {
+      room(10); var x = v
+      while ((x & ~0x7fL) != 0L) { buf.put(((x & 0x7f) | 0x80).toByte); x >>>= 7 }
+      buf.put(x.toByte); this
+    }
     def bytes(v: Array[Byte]): Writer = { int(v.length); room(v.length); buf.put(v); this }
     def string(v: String): Writer = bytes(v.getBytes(java.nio.charset.StandardCharsets.UTF_8))
     def decimal(v: java.math.BigDecimal): Writer =
@@ -34,6 +40,12 @@ object Codec {
     def int(): Int = buf.getInt()
     def double(): Double = buf.getDouble()
     def bool(): Boolean = buf.get() != 0
+    def varLong(): Long = {
+      var x = 0L; var shift = 0; var b = 0
+      while ({ b = buf.get(); x |= (b & 0x7fL) << shift; shift += 7; (b & 0x80) != 0 })
+        require(shift < 64, s"malformed varint in $what IR")
+      x
+    }
     def bytes(): Array[Byte] = { val a = new Array[Byte](buf.getInt()); buf.get(a); a }
     def string(): String = new String(bytes(), java.nio.charset.StandardCharsets.UTF_8)
     def decimal(): java.math.BigDecimal = {

@@ -32,6 +32,15 @@ final case class Params(function: String, values: Map[String, Any]) {
   def int(key: String, default: => Int, min: Int = Int.MinValue, max: Int = Int.MaxValue): Int =
     long(key, default.toLong, min.toLong, max.toLong).toInt
 
+  def double(key: String, default: => Double, min: Double, max: Double): Double =
+    values.get(key) match {
+      case None => default
+      case Some(v) =>
+        val d = number(key, v).toDouble
+        if (d < min || d > max) throw bad(key, s"must be between $min and $max, got $d")
+        d
+    }
+
   def required(key: String): Any = values.getOrElse(key, throw bad(key, "is required"))
 
   def doubles(key: String, min: Double, max: Double): Vector[Double] = {

@@ -3,9 +3,7 @@ package tally.agg
 import org.apache.datasketches.common.ArrayOfStringsSerDe
 import org.apache.datasketches.frequencies.{ErrorType, ItemsSketch}
 import org.apache.datasketches.hll.{Union => HllUnion}
-import org.apache.datasketches.kll.KllDoublesSketch
 import org.apache.datasketches.memory.Memory
-import org.apache.datasketches.quantilescommon.QuantileSearchCriteria
 
 /** Sketches from Apache DataSketches (the version Spark bundles, so the JAR stays thin). None is invertible: over a
   * sliding window the sweep keeps them on a two-stacks queue and merges; over a lifetime window it folds each
@@ -38,7 +36,11 @@ final case class ApproxDistinct(input: VType, lgK: Int) extends Aggregator[HllIR
   }
   def merge(a: HllIR, b: HllIR): HllIR = { if (!b.union.isEmpty) a.union.update(b.union.getResult); a }
   def copy(s: HllIR) = decode(encode(s))
-  def finish(s: HllIR, asOf: Long): Any = if (s.union.isEmpty) null else java.lang.Long.valueOf(math.round(s.union.getEstimate))
+  /** The composite estimate, never HIP: HIP accumulates along the order of updates, while the registers (and, below
+    * them, the coupon lists) are one function of the set of values, so this estimate is the same whichever order
+    * and merge tree built the IR (the sweep folding events, the fetcher merging tiles; SketchOrderSuite). */
+  def finish(s: HllIR, asOf: Long): Any =
+    if (s.union.isEmpty) null else java.lang.Long.valueOf(math.round(s.union.getCompositeEstimate))
   def encode(s: HllIR): Array[Byte] = Codec.writer(Format, 64).int(lgK).bytes(s.union.toCompactByteArray).result()
   def decode(bytes: Array[Byte]): HllIR = {
     val r = Codec.reader(bytes, Format, "approx_distinct")
@@ -47,31 +49,6 @@ final case class ApproxDistinct(input: VType, lgK: Int) extends Aggregator[HllIR
     val s = new HllIR(HllUnion.heapify(r.bytes())); r.done(); s
   }
   val outputType: VType = VType.Long
-}
-
-/** approx_percentile: KLL doubles sketch with accuracy parameter `k` in [8, 65535] and the requested
-  * `quantiles` in [0, 1]. Output: one double per requested quantile, in the order asked. Quantiles are
-  * inclusive (the smallest value whose rank is >= q). The rank error is at most
-  * KllSketch.getNormalizedRankError(k, false) with 99 % confidence (1.33 % at k = 200). NaN inputs are
-  * ignored by KLL (documented DataSketches behaviour). Decimals are read as doubles. Empty gives null. */
-final case class ApproxPercentile(k: Int, quantiles: Vector[Double]) extends Aggregator[KllDoublesSketch] {
-  require(k >= 8 && k <= 65535, s"aggregation 'approx_percentile': parameter 'k' must be between 8 and 65535, got $k")
-  private val Format: Byte = 0x0b
-  private val ranks = quantiles.toArray
-  def zero() = KllDoublesSketch.newHeapInstance(k)
-  def update(s: KllDoublesSketch, value: Any, ts: Long): KllDoublesSketch = { s.update(Num.double(value)); s }
-  def merge(a: KllDoublesSketch, b: KllDoublesSketch): KllDoublesSketch = { if (!b.isEmpty) a.merge(b); a }
-  def copy(s: KllDoublesSketch) = decode(encode(s))
-  def finish(s: KllDoublesSketch, asOf: Long): Any =
-    if (s.isEmpty) null else s.getQuantiles(ranks, QuantileSearchCriteria.INCLUSIVE).toVector
-  def encode(s: KllDoublesSketch): Array[Byte] = Codec.writer(Format, 64).bytes(s.toByteArray).result()
-  def decode(bytes: Array[Byte]): KllDoublesSketch = {
-    val r = Codec.reader(bytes, Format, "approx_percentile")
-    val s = KllDoublesSketch.heapify(Memory.wrap(r.bytes())); r.done()
-    require(s.getK == k, s"approx_percentile IR was built with k=${s.getK}, this aggregator has k=$k")
-    s
-  }
-  val outputType: VType = VType.ArrayOf(VType.Double)
 }
 
 /** top_k: the k most frequent items (as strings, see [[Values.show]]) with their counts, most frequent first,
@@ -103,6 +80,8 @@ final case class TopK(input: VType, k: Int) extends Aggregator[ItemsSketch[Strin
     val s = ItemsSketch.getInstance(Memory.wrap(r.bytes()), TopK.serde); r.done(); s
   }
   val outputType: VType = VType.ArrayOf(VType.StructOf(Seq("item" -> VType.String, "count" -> VType.Long)))
+  /** Below 3/4 of its map the counts are exact and any order gives them; past it, purges depend on the order. */
+  override def orderFree: Boolean = false
 }
 
 object TopK {

@@ -2,6 +2,7 @@ package tally.online
 
 import tally.agg.{Values, VType}
 import tally.bridge.ViewSpec
+import tally.window.{Ladder, RawEvent}
 
 /** A request the caller got wrong (unknown view or feature, a missing or mistyped key): the message names the
   * culprit. The server answers it with a 4xx; everything else is the server's fault (a 5xx, without a trace). */
@@ -117,6 +118,7 @@ private object Fetcher {
     private val right: Array[Boolean] = spec.features.map(_.closed == "right").toArray
     private val kernelOf: Array[Int] = layout.kernelOfFeature.toArray
     private val aggs: Array[tally.agg.Aggregator[AnyRef]] = layout.kernels.map(_._1).toArray
+    private val columnOf: Array[Int] = kernelOf.map(layout.kernels(_)._2)
 
     def keyOf(row: FetchRow): EntityKey = {
       val parts = spec.keys.map { k =>
@@ -155,7 +157,7 @@ private object Fetcher {
       if (w.ttl < 0 || tiles.any(w.pieces(w.ttl), at)) {
         var i = 0
         while (i < out.length) {
-          val result = tiles.fold(aggs(kernelOf(i)), kernelOf(i), w.pieces(w.featureSpan(i)), at, right(i))
+          val result = Ladder.fold(aggs(kernelOf(i)), kernelOf(i), columnOf(i), w.pieces(w.featureSpan(i)), at, right(i), tiles)
           out(i) = if (result == null) defaults(i) else result
           i += 1
         }
@@ -219,58 +221,35 @@ private object Fetcher {
   }
 
   /** One key's tiles of one view, found by address, each decoded on first use. */
-  final class KeyTiles(layout: TileLayout, tiles: Seq[Tile]) {
+  final class KeyTiles(layout: TileLayout, tiles: Seq[Tile]) extends Ladder.Source {
     private val sorted: Array[Tile] = tiles.toArray.sortBy(t => Address.code(t.lengthUs, t.startUs))
     private val codes: Array[Long] = sorted.map(t => Address.code(t.lengthUs, t.startUs))
     private val payloads = new Array[TilePayload](sorted.length)
     private val irs = new Array[Array[AnyRef]](sorted.length)
 
-    private def slot(length: Long, start: Long): Int = java.util.Arrays.binarySearch(codes, Address.code(length, start))
     private def payload(i: Int): TilePayload = {
       if (payloads(i) == null) payloads(i) = TilePayload.decode(sorted(i).payload, layout.types)
       payloads(i)
     }
-    private def ir(i: Int, k: Int): AnyRef = {
+
+    def slot(length: Long, start: Long): Int = java.util.Arrays.binarySearch(codes, Address.code(length, start))
+    def ir(i: Int, k: Int): AnyRef = {
       if (irs(i) == null) irs(i) = new Array[AnyRef](layout.kernels.length)
       if (irs(i)(k) == null) irs(i)(k) = layout.kernels(k)._1.decode(payload(i).irs(k))
       irs(i)(k)
     }
-
-    /** Kernel `k` over the pieces of one span as of `at`: whole tiles merged, their unsettled and the partial
-      * minutes' events folded once available; the kernel's result (null for an empty window). */
-    def fold(agg: tally.agg.Aggregator[AnyRef], k: Int, pieces: IndexedSeq[Ladder.Piece], at: Long, right: Boolean): Any = {
-      var s = agg.zero()
-      def update(e: RawEvent): Unit = {
-        val value = layout.valueFor(k, e.values)
-        if (value != null) s = agg.update(s, value, e.ts)
-      }
-      pieces.foreach {
-        case Ladder.Whole(st, len) =>
-          val i = slot(len, st)
-          if (i >= 0) {
-            s = agg.merge(s, ir(i, k))
-            payload(i).raw.foreach(e => if (available(e, at, right)) update(e))
-          }
-        case Ladder.Events(st, from, to) =>
-          val i = slot(Ladder.RawUs, st)
-          if (i >= 0) payload(i).raw.foreach(e => if (e.ts >= from && e.ts < to && available(e, at, right)) update(e))
-      }
-      agg.finish(s, at)
-    }
+    def raw(i: Int): IndexedSeq[RawEvent] = payload(i).raw
 
     /** Whether any event of the pieces is available as of `at`: the ttl's liveness test. */
     def any(pieces: IndexedSeq[Ladder.Piece], at: Long): Boolean =
       pieces.exists {
         case Ladder.Whole(st, len) =>
           val i = slot(len, st)
-          i >= 0 && (payload(i).settled > 0 || payload(i).raw.exists(available(_, at, right = false)))
+          i >= 0 && (payload(i).settled > 0 || payload(i).raw.exists(Ladder.available(_, at, right = false)))
         case Ladder.Events(st, lo, hi) =>
           val i = slot(Ladder.RawUs, st)
-          i >= 0 && payload(i).raw.exists(e => e.ts >= lo && e.ts < hi && available(e, at, right = false))
+          i >= 0 && payload(i).raw.exists(e => e.ts >= lo && e.ts < hi && Ladder.available(e, at, right = false))
       }
-
-    @inline private def available(e: RawEvent, at: Long, right: Boolean): Boolean =
-      e.avail == Long.MinValue || (if (right) e.avail <= at else e.avail < at)
   }
 }
 
@@ -295,27 +274,14 @@ final case class OnlineView(spec: ViewSpec, specJson: String, keyTypes: Map[Stri
   /** The spans `[from, to)` a request at `at` reads: one per feature (spec order), then the ttl's when there is one.
     * A feature's span holds the events its window may hold by time (availability is checked per event); a lifetime
     * window starts at the first event materialized (`firstUs`, rounded down to the ladder's longest tile). */
-  def spans(at: Long): IndexedSeq[(Long, Long)] = {
-    val features = spec.features.toIndexedSeq.map { f =>
-      val right = f.closed == "right"
-      val end = OnlineView.sat(OnlineView.sat(at, -f.delayUs), if (right) 1L else 0L)
-      val start = f.lengthUs match {
-        case None                   => firstUs.fold(end)(first => math.min(end, Ladder.floor(first, Ladder.Longest)))
-        case Some(w) if f.hopUs > 0 => Ladder.floor(OnlineView.sat(OnlineView.sat(at, -f.delayUs), -w), f.hopUs)
-        case Some(w)                => OnlineView.sat(OnlineView.sat(OnlineView.sat(at, -f.delayUs), -w), if (right) 1L else 0L)
-      }
-      (start, end)
-    }
-    features ++ spec.ttlUs.map(ttl => (OnlineView.sat(at, -ttl), at))
-  }
-
+  def spans(at: Long): IndexedSeq[(Long, Long)] =
+    spec.features.toIndexedSeq.map(f => Ladder.span(at, f.lengthUs, f.delayUs, f.closed == "right", f.hopUs, firstUs)) ++
+      spec.ttlUs.map(ttl => (Ladder.sat(at, -ttl), at))
 }
 
 object OnlineView {
   private val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
 
-  /** a + b, clamped to the Long range instead of wrapping (request times near the ends of time). */
-  private[online] def sat(a: Long, b: Long): Long = { val s = a + b; if (((a ^ s) & (b ^ s)) < 0) (if (a < 0) Long.MinValue else Long.MaxValue) else s }
 
   /** `{"spec": <the view's JSON spec>, "key_types": {col: type}, "column_types": {col: type}, "first_event_us": n}`
     * (`first_event_us` optional: the first event materialized, where lifetime windows start). */

@@ -2,67 +2,7 @@ package tally.online
 
 import tally.agg.{Aggregator, Aggregators, Codec, VType, Values}
 import tally.bridge.ViewSpec
-import tally.window.Window
-
-/** The tile ladder: which spans tiles cover, and how a window's span is cut into tiles.
-  *
-  * Every online view uses one ladder, aligned to the UTC epoch:
-  *  - **raw tiles** of one minute hold the events themselves (time, availability, values), so a window's end, which
-  *    is exact, can fall anywhere: the fetcher folds the events of the one partial minute it needs;
-  *  - **IR tiles** of 5 minutes, 1 hour, 1 day and 30 days hold each kernel's encoded IR, so that long and old spans
-  *    cost few merges.
-  * A span `[from, to)` is cut from its start: at each position the largest IR tile that starts there (is aligned)
-  * and ends by `to`, else the raw minute around the position, clipped to the span. A 30-day window with a 1-day
-  * hop (its start on a day boundary) therefore merges at most 30 day tiles, 23 hour tiles and 11 five-minute tiles,
-  * and folds the raw events of at most 5 minutes. A window whose start is not aligned to a level (an exact window,
-  * an odd hop, the ttl) climbs the ladder from raw minutes first, so the same bounds hold at both ends.
-  */
-object Ladder {
-  val RawUs: Long = 60L * 1000000L
-  /** IR tile lengths, shortest first; each divides the next and is a multiple of the raw minute. */
-  val IrUs: IndexedSeq[Long] = IndexedSeq(5L * RawUs, 60L * RawUs, 24L * 60L * RawUs, 30L * 24L * 60L * RawUs)
-  val Longest: Long = IrUs.last
-  val lengths: IndexedSeq[Long] = RawUs +: IrUs
-
-  def floor(x: Long, length: Long): Long = Window.floorHop(x, length)
-
-  /** The level of a tile length: 0 for the raw minute, then the IR levels shortest first. */
-  def level(length: Long): Int = {
-    var i = 0
-    while (i < levelLengths.length && levelLengths(i) != length) i += 1
-    require(i < levelLengths.length, s"$length µs is not a tile length of the ladder (${lengths.mkString(", ")})")
-    i
-  }
-  private val levelLengths: Array[Long] = lengths.toArray
-
-  /** One piece of a span: an IR tile `[start, start + length)` taken whole, or the raw tile at `start` whose events
-    * in `[from, to)` are folded one by one. */
-  sealed trait Piece
-  final case class Whole(start: Long, length: Long) extends Piece
-  final case class Events(start: Long, from: Long, to: Long) extends Piece
-
-  /** The pieces covering `[from, to)`, in time order. */
-  def cut(from: Long, to: Long): IndexedSeq[Piece] = {
-    val out = IndexedSeq.newBuilder[Piece]
-    var pos = from
-    while (pos < to) {
-      var level = IrUs.length - 1
-      while (level >= 0 && !(Math.floorMod(pos, IrUs(level)) == 0 && pos <= to - IrUs(level))) level -= 1
-      if (level >= 0) { out += Whole(pos, IrUs(level)); pos += IrUs(level) }
-      else {
-        val start = floor(pos, RawUs)
-        val end = math.min(to, start + RawUs)
-        out += Events(start, pos, end)
-        pos = end
-      }
-    }
-    out.result()
-  }
-}
-
-/** One event as a raw tile keeps it: its time, when it became available (Long.MinValue without `available_at`) and
-  * its values, one per value column of the view (null where the source has none). */
-final case class RawEvent(ts: Long, avail: Long, values: Array[Any])
+import tally.window.{Ladder, RawEvent}
 
 /** A tile's content. Raw tiles: every event of the minute, no IRs. IR tiles: per kernel, the IR of the tile's
   * *settled* events (available before the tile ends, or without `available_at`), how many those are (the ttl asks
@@ -154,6 +94,7 @@ final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: L
   private val out = new java.util.ArrayDeque[Tile]()
   private var key: EntityKey = null
   private var last = Long.MinValue
+  private val ties = scala.collection.mutable.ArrayBuffer.empty[RawEvent]
   private val withAvail = layout.spec.availableAt.isDefined
 
   private final class Open(val start: Long, val length: Long) {
@@ -162,7 +103,7 @@ final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: L
     val raw = IndexedSeq.newBuilder[RawEvent]
     var nRaw = 0
     def add(ts: Long, avail: Long, values: Array[Any]): Unit =
-      if (states == null || (withAvail && avail != Long.MinValue && avail >= start + length)) {
+      if (states == null || !Ladder.settles(withAvail, avail, start + length)) {
         raw += RawEvent(ts, avail, values); nRaw += 1
       } else {
         settled += 1
@@ -183,19 +124,28 @@ final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: L
   def key(k: EntityKey): Unit = { closeAll(); key = k; last = Long.MinValue }
 
   /** One event of the current key; `avail` is Long.MinValue when the source has no `available_at` (or it is null,
-    * which the offline sweep reads the same way). */
+    * which the offline sweep reads the same way). The events of one microsecond wait for the next time and enter
+    * the tiles in [[Ladder.tieOrder]], whatever order Spark gave them. */
   def event(ts: Long, avail: Long, values: Array[Any]): Unit = {
     require(key != null, s"view '$view': an event before any key")
     require(ts >= last, s"view '$view', key ${key.encoded}: events out of time order ($ts after $last)")
+    if (ts != last) flush()
     last = ts
-    var i = if (ts < coarseBefore) levels.length - 1 else 0
-    while (i < levels.length) {
-      val start = Ladder.floor(ts, levels(i))
-      if (open(i) != null && open(i).start != start) { out.add(open(i).close()); open(i) = null }
-      if (open(i) == null) open(i) = new Open(start, levels(i))
-      open(i).add(ts, avail, values)
-      i += 1
+    ties += RawEvent(ts, avail, values)
+  }
+
+  private def flush(): Unit = if (ties.nonEmpty) {
+    (if (ties.length > 1) ties.sorted(Ladder.tieOrder) else ties).foreach { e =>
+      var i = if (e.ts < coarseBefore) levels.length - 1 else 0
+      while (i < levels.length) {
+        val start = Ladder.floor(e.ts, levels(i))
+        if (open(i) != null && open(i).start != start) { out.add(open(i).close()); open(i) = null }
+        if (open(i) == null) open(i) = new Open(start, levels(i))
+        open(i).add(e.ts, e.avail, e.values)
+        i += 1
+      }
     }
+    ties.clear()
   }
 
   /** Closes the last key's tiles. */
@@ -205,6 +155,7 @@ final class TileBuilder(layout: TileLayout, view: String, version: Int, stamp: L
   def tiles(): Seq[Tile] = { val t = Seq.newBuilder[Tile]; while (!out.isEmpty) t += out.poll(); t.result() }
 
   private def closeAll(): Unit = {
+    flush()
     var i = 0
     while (i < open.length) { if (open(i) != null) { out.add(open(i).close()); open(i) = null }; i += 1 }
   }

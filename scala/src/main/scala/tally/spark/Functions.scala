@@ -21,6 +21,8 @@ object Functions {
   case object AsOf extends Role { val label = "as_of" }
   /** An integral constant, passed to the kernel as parameter `key`. */
   final case class IntParam(key: String) extends Role { def label: String = key }
+  /** A numeric constant, passed as parameter `key`. */
+  final case class NumberParam(key: String) extends Role { def label: String = key }
   /** A constant array of numbers (or one number), passed as parameter `key`. */
   final case class DoublesParam(key: String) extends Role { def label: String = key }
   /** A half-life: a duration string ('90s', '30m', '1h', '7d'), a day-time interval or microseconds. */
@@ -44,7 +46,7 @@ object Functions {
     Signature("last_k", Seq(Value, Ts, IntParam("k")), 3),
     Signature("time_since_last", Seq(Ts, AsOf), 2),
     Signature("approx_distinct", Seq(Value, IntParam("lg_k")), 1),
-    Signature("approx_percentile", Seq(Value, DoublesParam("quantiles"), IntParam("k")), 2),
+    Signature("approx_percentile", Seq(Value, DoublesParam("quantiles"), IntParam("k"), NumberParam("relative_error")), 2),
     Signature("top_k", Seq(Value, IntParam("k")), 1),
     Signature("decayed_sum", Seq(Value, Ts, HalfLife, AsOf), 4),
     Signature("decayed_count", Seq(Ts, HalfLife, AsOf), 3))
@@ -90,6 +92,7 @@ object Functions {
         if (!e.foldable) fail(s"argument 'as_of' must be a constant (a literal or current_timestamp()), got ${e.sql}")
         asOfIdx = input(e)
       case IntParam(key) => params += key -> number(constant(role, e))
+      case NumberParam(key) => params += key -> number(constant(role, e))
       case DoublesParam(key) =>
         params += key -> ((e.dataType, constant(role, e)) match {
           case (ArrayType(et, _), a: ArrayData) => a.toSeq[Any](et).map { x =>

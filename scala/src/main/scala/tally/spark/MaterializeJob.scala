@@ -5,7 +5,8 @@ import org.apache.spark.sql.functions._
 import org.apache.spark.sql.types._
 
 import tally.bridge.ViewSpec
-import tally.online.{EntityKey, Ladder, OnlineStore, OnlineView, Tile, TileBuilder, TypeNames}
+import tally.online.{EntityKey, OnlineStore, OnlineView, Tile, TileBuilder, TypeNames}
+import tally.window.Ladder
 
 /** `tally materialize`: one online view's tiles, built from its source with the same kernels as the offline sweep,
   * loaded into an online store.

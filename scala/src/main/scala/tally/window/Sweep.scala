@@ -40,22 +40,23 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   * Update order. Under `available_at` a lifetime window folds events in the order they become available, not in
   * time order. The result does not depend on that order: first, last, last_k and time_since_last decide by
   * (ts, value), never by arrival (see Order.scala); min and max by value; counts, sums, moments and decayed sums
-  * are sums. Sketches hold the same contents in any order while they are exact (HLL in its list and set modes,
-  * KLL before its first compaction, top_k below 3/4 of its map); beyond, their estimates may differ with the
-  * order (HLL's HIP estimator), within the sketch's stated error, as they do between two Spark plans. (KLL's
-  * compaction is randomized: its estimates differ between runs whatever the order.)
+  * are sums. approx_distinct's estimate and approx_percentile's IR are functions of the set (multiset) of values
+  * (SketchOrderSuite). top_k is not past its exact regime: its features are folded along the tile ladder by
+  * [[LadderFold]], with the events of one microsecond in [[Ladder.tieOrder]], exactly as the fetcher folds stored
+  * tiles, so a training row and a served value agree to the bit and a rerun gives the same values.
   */
 final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long], withAvailability: Boolean) {
   private val buffer = new EventBuffer
   private val windows: Array[WindowState] = { // an array and while loops: this is the per-event path
     val ttlWindow = ttl.map(l => Window(l, 0L, rightClosed = false))
-    val byWindow = features.zipWithIndex.groupBy(_._1.window).toIndexedSeq.map { case (w, fs) => w -> fs.map(_._2).toIndexedSeq }
+    val (free, ordered) = features.indices.partition(i => features(i).agg.orderFree)
+    val byWindow = free.groupBy(features(_).window).toIndexedSeq.sortBy(_._2.head).map { case (w, idx) => w -> idx }
     val all = byWindow ++ ttlWindow.filterNot(byWindow.map(_._1).contains).map(w => w -> IndexedSeq.empty[Int])
     all.map { case (w, idx) =>
       if (w.lifetime) new LifetimeWindow(w, idx)
       else if (withAvailability) new SlidingByAvailability(w, idx)
       else new SlidingInOrder(w, idx): WindowState
-    }.toArray
+    }.toArray ++ (if (ordered.isEmpty) None else Some(new Laddered(ordered)))
   }
   @inline private def eachWindow(f: WindowState => Unit): Unit = { var i = 0; while (i < windows.length) { f(windows(i)); i += 1 } }
   private val ttlState: Option[WindowState] = ttl.map(l => windows.find(_.window == Window(l, 0L, rightClosed = false)).get)
@@ -271,6 +272,23 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
       isIn.set((idx - bitBase).toInt, in)
     }
     private def inAt(idx: Long): Boolean = idx >= bitBase && isIn.get((idx - bitBase).toInt)
+  }
+
+  /** The features of order-dependent kernels, whatever their windows: folded along the tile ladder as the fetcher
+    * folds them (see [[LadderFold]]). It takes each event from the buffer once. */
+  private final class Laddered(featureIdx: IndexedSeq[Int]) extends WindowState(Window(1L, 0L, rightClosed = false), featureIdx) {
+    private val fold = new LadderFold(feats.toIndexedSeq, withAvailability)
+    private var next = 0L
+    override def reset(): Unit = { super.reset(); if (fold != null) fold.reset(); next = 0L }
+    def oldestNeeded: Long = next
+    def held: Int = fold.held
+    def moveTo(t: Long): Unit =
+      while (next < buffer.end) { fold.event(buffer.ts(next), buffer.avail(next), buffer.values(next)); next += 1 }
+    override def read(t: Long, out: Array[Any]): Unit = {
+      fold.query(t, out, featureIdx)
+      var i = 0
+      while (i < feats.length) { if (out(featureIdx(i)) == null) out(featureIdx(i)) = feats(i).default; i += 1 }
+    }
   }
 
   /** An event's value for a feature's column; a feature of no column ("every event") counts each as TRUE. */
