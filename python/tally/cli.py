@@ -1,6 +1,8 @@
 """The `tally` command: thin click commands over the Python API.
 
-Errors are mapped to exit codes in one place (`main`): 0 ok, 1 data or validation error, 2 usage error.
+Errors are mapped to exit codes in one place (`main`): 0 ok, 1 data or validation error, 2 usage error. The
+inspecting commands take `--json`: they gather their data once (`tally.reports`) and render it as text or as one
+JSON document on stdout; under `--json`, `main` also reports an error as a JSON object (docs/cli.md, "Scripting").
 """
 
 from __future__ import annotations
@@ -11,13 +13,38 @@ import sys
 import click
 
 from tally import config as config_module
+from tally import reports
 from tally.errors import DataError, TallyError, UsageError
 
 
-class Context:
-    """What every command shares: the resolved config, the repository and (lazily) one Spark session."""
+class Output:
+    """Where a command's result goes: its text lines at once, or (with --json) one JSON document.
 
-    def __init__(self, **flags):
+    Under `main` the document waits until the command ends, so that `main` prints exactly one document: the result,
+    or the result so far with an "error" key. A caller that invokes the click group itself (a test, an embedding)
+    gets the document printed when the command emits it, and the exception as it is."""
+
+    def __init__(self, deferred: bool = False):
+        self.json = False
+        self.deferred = deferred
+        self.document = None
+
+    def emit(self, data, text, as_json=None) -> None:
+        """Show `data`: `text(data)` gives the lines, `as_json(data)` (default: `data` itself) the JSON document."""
+        if not self.json:
+            for line in text(data):
+                click.echo(line)
+            return
+        self.document = as_json(data) if as_json else data
+        if not self.deferred:
+            click.echo(reports.to_json(self.document))
+
+
+class Context:
+    """What every command shares: the resolved config, the repository, (lazily) one Spark session, the output."""
+
+    def __init__(self, output: Output | None = None, **flags):
+        self.output = output or Output()
         self.config = config_module.load(**flags)
         self._spark = None
         self._owns_spark = False
@@ -50,6 +77,25 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _json_flag(f):
+    """`--json` on a command: its result as one JSON document on stdout instead of text."""
+
+    def turn_on(ctx, _param, value):
+        if value and not ctx.resilient_parsing:  # shell completion parses without running the group
+            ctx.find_object(Context).output.json = True
+
+    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=turn_on,
+                        help="Print one JSON document instead of text (keys: docs/cli.md, Scripting).")(f)
+
+
+def _version(ctx, _param, value) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for line in reports.versions_text(reports.versions()):  # read from files: no JVM starts
+        click.echo(line)
+    ctx.exit()
+
+
 def _date(_ctx, param, value):
     if value is None:
         return None
@@ -60,6 +106,8 @@ def _date(_ctx, param, value):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Print the versions of tally, its spec and its JAR, and exit.")
 @click.option("--warehouse", help="Warehouse root (default ./warehouse; env TALLY_WAREHOUSE).")
 @click.option("--repo", help="Feature repository folder (default ./features; env TALLY_REPO).")
 @click.option("--master", help="Spark master (default local[*]; env TALLY_MASTER).")
@@ -77,80 +125,58 @@ def cli(ctx, warehouse, repo, master, data, online_store) -> None:
       tally training-set --spine spine.parquet --timestamp created --features card_velocity --out train
       tally materialize card_velocity && tally serve
     """
-    ctx.obj = Context(warehouse=warehouse, repo=repo, master=master, data=data, online_store=online_store)
+    output = ctx.obj if isinstance(ctx.obj, Output) else None  # `main` passes the one it prints from
+    ctx.obj = Context(output, warehouse=warehouse, repo=repo, master=master, data=data, online_store=online_store)
     ctx.call_on_close(ctx.obj.close)
 
 
 @cli.command("config")
+@_json_flag
 @pass_ctx
 def config_cmd(c: Context) -> None:
     """Print the resolved configuration and where each value came from.
 
     \b
-    Example:
+    Examples:
       TALLY_WAREHOUSE=/data/wh tally config
+      tally config --json
     """
-    cfg = c.config
-    for key in config_module.DEFAULTS:
-        click.echo(f"{key:12} = {getattr(cfg, key):40} ({cfg.origins[key]})")
-    for key, value in sorted(cfg.redacted_conf().items()):
-        name = key if key.startswith("spark.") else f"spark.{key}"
-        click.echo(f"{name} = {value} ({cfg.origins.get(name, 'config')})")
+    c.output.emit(reports.config_report(c.config), reports.config_text)
 
 
 @cli.command("list")
+@_json_flag
 @pass_ctx
 def list_cmd(c: Context) -> None:
     """List the feature views of the repository.
 
     \b
-    Example:
+    Examples:
       tally --repo features list
+      tally list --json | jq -r '.views[].view'
     """
-    for view in sorted(c.repo.views.values(), key=lambda v: v.name):
-        click.echo(f"{view.name:28} v{view.version:<3} {view.entity.name:10} {len(view.features):3} features  "
-                   f"{view.description}")
+    c.output.emit(reports.list_report(c.repo), reports.list_text)
 
 
 @cli.command()
 @click.argument("view")
+@_json_flag
 @pass_ctx
 def describe(c: Context, view: str) -> None:
     """Show a view: features, windows, semantics, versions, table path, backfilled range.
 
     \b
-    Example:
+    Examples:
       tally describe card_velocity
+      tally describe card_velocity --json
     """
-    from tally import store
-
     v = c.repo.view(view)
-    click.echo(f"{v.name} v{v.version} — {v.description}")
-    click.echo(f"  entity {v.entity.name} keys {', '.join(v.entity.keys)}; source {v.source.name} "
-               f"(time {v.source.timestamp}, available_at {v.source.available_at or '-'}); ttl {v.ttl or '-'}; "
-               f"accuracy {v.accuracy}; owner {v.owner or '-'}; fingerprint {v.fingerprint}")
-    for f in v.features:
-        w = f.window
-        click.echo(f"  {f.name:36} {f.function}({f.column or '*'}) window {w.length or 'lifetime'} "
-                   f"delay {w.delay or '0'} closed={w.closed}  {f.description}")
-    versions = store.stored_versions(c.spark, c.config.warehouse, v.name)
-    for version, fingerprint in sorted(versions.items()):
-        path = store.table_path(c.config.warehouse, v.name, version)
-        days = sorted(store.covered_days(c.spark, path))
-        span = f"{days[0]}..{days[-1]} ({len(days)} days)" if days else "nothing backfilled"
-        click.echo(f"  v{version}: {path}  {span}  fingerprint {fingerprint}")
-    if not versions:
-        click.echo(f"  no table yet at {store.table_path(c.config.warehouse, v.name, v.version)}")
-    if v.online and v.accuracy == "temporal":
-        from tally import online
-
-        st = online.status(c.spark, v, warehouse=c.config.warehouse, store=c.config.online_store)
-        mark = f"newest event loaded {_instant(st['watermark'])}" if st["watermark"] else st["problem"] or "no tiles loaded"
-        spec = st["spec_path"] or f"no serving spec (run `tally materialize {v.name}`)"
-        click.echo(f"  online v{v.version}: store {st['store']}; {mark}; {spec}")
+    c.output.emit(reports.describe_report(c.spark, v, warehouse=c.config.warehouse, online_store=c.config.online_store),
+                  reports.describe_text)
 
 
 @cli.command()
+@_json_flag
 @pass_ctx
 def plan(c: Context) -> None:
     """Compare the repository with the warehouse: new views, new versions, unchanged, changed specs.
@@ -159,20 +185,14 @@ def plan(c: Context) -> None:
     changed under a version that was already backfilled, or a view's columns do not fit its source.
 
     \b
-    Example:
+    Examples:
       tally plan
+      tally plan --json
     """
-    from tally import registry, sources, store
+    from tally import registry
 
-    items = []
-    for v in sorted(c.repo.views.values(), key=lambda v: v.name):
-        try:  # the schema only: no Spark job reads the data
-            problems = registry.schema_problems(v, sources.read(c.spark, v.source, data=c.config.data, scan=False).schema)
-        except TallyError as err:
-            problems = [err.message]
-        items.append(registry.plan_view(v, store.stored_versions(c.spark, c.config.warehouse, v.name), problems))
-    for item in items:
-        click.echo(item.describe())
+    items = reports.plan_items(c.spark, c.repo, data=c.config.data, warehouse=c.config.warehouse)
+    c.output.emit(items, reports.plan_text, reports.plan_report)  # before refusing: the plan says which view and why
     for item in items:
         registry.require_unchanged(item)
     broken = [item for item in items if item.problems]
@@ -228,27 +248,18 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
 @cli.command()
 @click.argument("view")
 @click.option("--version", "version", type=int, help="View version (default: the repository's).")
+@_json_flag
 @pass_ctx
 def history(c: Context, view: str, version: int | None) -> None:
     """List the Delta versions of a view's table with tally's commit metadata.
 
     \b
-    Example:
+    Examples:
       tally history card_velocity
+      tally history card_velocity --version 1 --json
     """
-    from tally import store
-
     v = c.repo.view(view)
-    path = store.table_path(c.config.warehouse, v.name, version or v.version)
-    entries = store.commits(c.spark, path)
-    if not entries:
-        raise UsageError(f"view '{v.name}' v{version or v.version} has no table at {path}",
-                         hint=f"run `tally backfill {v.name} --start ... --end ...` first")
-    for e in entries:
-        meta = e["tally"] or {}
-        rng = "..".join(meta.get("range", [])) or "-"
-        click.echo(f"{e['version']:>4}  {e['timestamp']:%Y-%m-%d %H:%M:%S}  {e['operation']:8} days {rng:24} "
-                   f"fingerprint {meta.get('fingerprint', '-')}  tally {meta.get('tally_version', '-')}")
+    c.output.emit(reports.history_report(c.spark, v, version, warehouse=c.config.warehouse), reports.history_text)
 
 
 def _read_table(spark, path: str, fmt: str, what: str):
@@ -280,6 +291,7 @@ def _read_table(spark, path: str, fmt: str, what: str):
 @click.option("--as-of", "as_of", multiple=True, help="VIEW=DELTA_VERSION (or VIEW=TIMESTAMP) for snapshot views.")
 @click.option("--allow-missing", is_flag=True, help="Fill nulls for days a snapshot table lacks, and report them.")
 @click.option("--from-manifest", "from_manifest", help="Rebuild the identical rows recorded in this manifest.")
+@_json_flag
 @pass_ctx
 def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, out_format, as_of, allow_missing,
                      from_manifest) -> None:
@@ -289,7 +301,7 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
     Examples:
       tally training-set --spine spine.parquet --timestamp created \\
           --features card_velocity,merchant_risk:dispute_rate_30d --out train --format delta
-      tally training-set --from-manifest train.manifest.json --out train_rebuilt
+      tally training-set --from-manifest train.manifest.json --out train_rebuilt --json
     """
     from tally import manifests, training
 
@@ -336,15 +348,10 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
                               features=refs, out=out, out_format=out_format, out_hash=out_hash,
                               warehouse=c.config.warehouse)
     written = manifests.write(manifest, out)
-    rows = out_hash["rows"]
-    click.echo(f"{rows} rows -> {out} ({out_format}); content hash {out_hash['hash']}; manifest {written}")
-    if recorded:
-        click.echo(f"  reproduced {from_manifest}: same {rows} rows and content hash {out_hash['hash']}")
-    for entry in built["views"]:
-        gaps = entry.get("rows_in_missing_days")
-        note = f"; {gaps} rows in days the table lacks were filled with nulls" if gaps else ""
-        click.echo(f"  {entry['view']} v{entry['version']} {entry['accuracy']} "
-                   f"(Delta version {entry['delta_version'] if entry['delta_version'] is not None else '-'}){note}")
+    c.output.emit(reports.training_report(rows=out_hash["rows"], out=out, out_format=out_format, out_hash=out_hash,
+                                          manifest=written, spine=spine, spine_hash=spine_hash, features=refs,
+                                          built=built, reproduced=from_manifest if recorded else None),
+                  reports.training_text)
 
 
 @cli.command()
@@ -436,10 +443,6 @@ def _online_store(f):
                         help="Online store URL (default: the configured one, see `tally config`).")(f)
 
 
-def _instant(value: dt.datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @cli.command()
 @click.argument("views", nargs=-1, required=True)
 @click.option("--start", callback=_date, help="Also load tiles from this day on (YYYY-MM-DD, 00:00 UTC).")
@@ -462,8 +465,8 @@ def materialize(c: Context, views, start, online_store) -> None:
     results = online.materialize(c.spark, targets, warehouse=c.config.warehouse, data=c.config.data,
                                  store=online_store or c.config.online_store, start=start)
     for view, r in zip(targets, results):
-        mark = _instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
-        since = "the first event" if r["from_us"] == kernels.MIN_US else _instant(utc.from_micros(r["from_us"]))
+        mark = reports.instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
+        since = "the first event" if r["from_us"] == kernels.MIN_US else reports.instant(utc.from_micros(r["from_us"]))
         if r["from_us"] != kernels.MIN_US and any(f.window.length_us is None for f in view.features):
             since += " (before it, 30-day tiles for the lifetime windows)"
         click.echo(f"{r['view']} v{r['version']}: {r['events']} events, {r['keys']} keys, {r['tiles']} tiles "
@@ -530,28 +533,54 @@ def online_get(c: Context, features, keys, at, url, online_store) -> None:
     else:
         result = online.get(c.spark, list(features), entities, at=at, warehouse=c.config.warehouse,
                             store=online_store or c.config.online_store)
-    click.echo(f"at {_instant(result.at)}" if result.at else "at now")
+    click.echo(f"at {reports.instant(result.at)}" if result.at else "at now")
     width = max(len(ref) for ref in result)
     for ref, value in result.items():
         click.echo(f"  {ref:{width}}  {online.show(value):24}  {result.types[ref]}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group and maps errors to exit codes (0 ok, 1 data, 2 usage)."""
+    """Entry point: runs the click group and maps errors to exit codes (0 ok, 1 data, 2 usage).
+
+    Under --json it prints the one JSON document stdout gets: the command's result, or on an error the result so
+    far (`plan` keeps its views) with an "error" object. Messages and tracebacks go to stderr as without --json.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    out = Output(deferred=True)
+    error = None
     try:
-        cli.main(args=argv, standalone_mode=False)
+        cli.main(args=args, standalone_mode=False, obj=out)
     except TallyError as err:
         click.echo(f"error: {err}", err=True)
-        return err.exit_code
+        error = {"kind": err.code, "message": err.message, "hint": err.hint, "exit_code": err.exit_code,
+                 "details": err.details}
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        return 1
+        error = {"kind": "ABORTED", "message": "aborted", "hint": None, "exit_code": 1, "details": {}}
     except click.ClickException as err:
         err.show()
-        return 2
+        error = {"kind": "USAGE", "message": err.format_message(), "hint": None, "exit_code": 2, "details": {}}
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
-    return 0
+    except Exception as exc:  # a bug: the traceback still goes to stderr and Python exits 1, as without --json
+        if _wants_json(out, args):
+            click.echo(reports.to_json({**(out.document or {}), "error": {
+                "kind": "INTERNAL", "message": f"{type(exc).__name__}: {exc}", "hint": "please report this tally bug",
+                "exit_code": 1, "details": {}}}, lenient=True))
+        raise
+    if error is None:
+        if out.document is not None:
+            click.echo(reports.to_json(out.document))
+        return 0
+    if _wants_json(out, args):
+        click.echo(reports.to_json({**(out.document or {}), "error": error}, lenient=True))
+    return error["exit_code"]
+
+
+def _wants_json(out: Output, args: list[str]) -> bool:
+    """--json was turned on, or given to a command line that failed before its flag was read (a usage error)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return out.json or "--json" in options
 
 
 if __name__ == "__main__":
