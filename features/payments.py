@@ -65,7 +65,7 @@ card_velocity = tl.FeatureView(
 )
 
 customer_profile = tl.FeatureView(
-    name="customer_profile", entity=customer, source=charges, version=1, ttl="90d", owner="fraud-ml",
+    name="customer_profile", entity=customer, source=charges, version=2, ttl="90d", owner="fraud-ml",
     tags={"domain": "fraud"},
     description="A customer's usual spending, to spot charges out of character.",
     aggregations=[
@@ -79,7 +79,7 @@ customer_profile = tl.FeatureView(
 )
 
 merchant_risk = tl.FeatureView(
-    name="merchant_risk", entity=merchant, source=charges, version=2, online=True, ttl="30d", owner="fraud-ml",
+    name="merchant_risk", entity=merchant, source=charges, version=3, online=True, ttl="30d", owner="fraud-ml",
     tags={"domain": "fraud"},
     description="Merchant volume, declines and cards: compromised merchants and card-testing targets.",
     aggregations=[

@@ -50,9 +50,9 @@ MERCHANTS = [f"m{i}" for i in range(8)]
 
 WINDOWS = [tl.Window("1h"), tl.Window("24h"), tl.Window("24h", delay="1h"), tl.Window("6h", closed="right"),
            tl.Window(None)]
-# Every function tally registers, with the columns (types) it is fetched on. Per key at most ~110 events and 8
-# merchants: sketches stay exact (HLL in its coupon modes, KLL below k = 200 items, frequent items below their map),
-# so online and offline estimates are equal, not merely close.
+# Every function tally registers, with the columns (types) it is fetched on. Sketches run both inside their exact
+# regimes (8 merchants) and past them (~110 distinct amounts per key: HLL at lg_k 4 in HLL mode, quantiles in
+# buckets past k = 8, frequent items purging at k = 1): online and offline estimates are equal either way.
 CASES: dict[str, list[dict]] = {
     "count": [{}],
     "sum": [{"column": "amount"}, {"column": "qty"}, {"column": "fee"}, {"column": "score"}],
@@ -67,9 +67,10 @@ CASES: dict[str, list[dict]] = {
     "last": [{"column": "amount"}, {"column": "declined"}],
     "last_k": [{"column": "merchant", "params": {"k": 3}}, {"column": "authorized", "params": {"k": 2}}],
     "time_since_last": [{}],
-    "approx_distinct": [{"column": "merchant"}],
-    "approx_percentile": [{"column": "amount", "params": {"quantiles": [0.0, 0.25, 0.5, 0.9, 1.0]}}],
-    "top_k": [{"column": "merchant", "params": {"k": 3}}],
+    "approx_distinct": [{"column": "merchant"}, {"column": "amount", "params": {"lg_k": 4}}],
+    "approx_percentile": [{"column": "amount", "params": {"quantiles": [0.0, 0.25, 0.5, 0.9, 1.0]}},
+                          {"column": "score", "params": {"quantiles": [0.1, 0.5, 0.99], "k": 8}}],
+    "top_k": [{"column": "merchant", "params": {"k": 3}}, {"column": "amount", "params": {"k": 1}}],
     "decayed_sum": [{"column": "amount", "params": {"half_life": "6h"}}],
     "decayed_count": [{"params": {"half_life": "2h"}}],
 }
@@ -278,6 +279,13 @@ def test_parity_every_function_every_window_thousands_of_random_requests(spark, 
     assert any(isinstance(v, dt.datetime) and v.tzinfo is not None for v in values)
     assert any(isinstance(v, float) and math.isnan(v) for v in values) and math.inf in values and -math.inf in values
     assert sum(1 for row in fetched if row[f"{world.view.name}:count_1h"]) > 300
+    # ... and sketches past their exact regimes: HLL (lg_k 4) counting more than its coupon modes hold, quantiles
+    # (k 8) reported from buckets, values that are no score at all
+    of = lambda fn, **p: [row[f"{world.view.name}:{f.name}"] for f in world.view.features for row in fetched  # noqa: E731
+                          if f.function == fn and all(f.params.get(k) == v for k, v in p.items())]
+    assert max(v or 0 for v in of("approx_distinct", lg_k=4)) >= 40
+    scores = {e[8] for e in charges()}
+    assert any(q not in scores for qs in of("approx_percentile", k=8) if qs for q in qs[1:2])
     seen = ", ".join(f"{fn} {d:.2g}" + ("" if fn in ROUNDED else " eps*sum(x^2)") for fn, d in sorted(WORST.items()))
     print(f"{store}: {len(fetched)} rows x {len(world.view.features)} features fetched in {took:.2f} s; "
           f"doubles that differ, the largest difference: {seen or 'none'}")

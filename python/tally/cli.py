@@ -339,7 +339,9 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
     if recorded:  # every input is checked before anything is written
         manifests.require_same_sources(recorded, built["sources"])
     df.write.format(out_format).mode("overwrite").save(out)
-    unhashed = recorded["output"]["unhashed"] if recorded else training.sketch_columns(built, views)
+    # Every column is hashed: sketches give one value per set of events. Manifests of older tallies (whose KLL
+    # sketches were random) name the columns they left out, and a rebuild leaves out the same.
+    unhashed = recorded["output"].get("unhashed", []) if recorded else []
     out_hash = {**training.content_hash(c.spark.read.format(out_format).load(out), exclude=unhashed), "unhashed": unhashed}
     if recorded:
         manifests.require_same(f"the rebuilt training set at {out}", recorded["output"], out_hash,

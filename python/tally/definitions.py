@@ -39,7 +39,7 @@ FUNCTIONS: dict[str, tuple[bool, dict[str, Any]]] = {
     "last_k": (True, {"k": 5}),
     "time_since_last": (False, {}),
     "approx_distinct": (True, {"lg_k": 12}),
-    "approx_percentile": (True, {"quantiles": [0.5], "k": 200}),
+    "approx_percentile": (True, {"quantiles": [0.5], "k": 200, "relative_error": 0.01}),
     "top_k": (True, {"k": 5}),
     "decayed_sum": (True, {"half_life": "1d"}),
     "decayed_count": (False, {"half_life": "1d"}),

@@ -115,17 +115,6 @@ def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions:
     return out
 
 
-# Sketch estimates may differ in their last digits between two runs over the same rows: KLL compacts at random, and
-# HLL and frequent items depend on update order, which Spark does not fix among events with equal timestamps.
-SKETCHES = ("approx_distinct", "approx_percentile", "top_k")
-
-
-def sketch_columns(built: dict, views: Mapping[str, FeatureView]) -> list[str]:
-    """The training-set columns holding sketch estimates (see SKETCHES)."""
-    return [f"{e['view']}__{name}" for e in built["views"] for name in e["features"]
-            if views[e["view"]].feature(name).function in SKETCHES]
-
-
 def content_hash(df, exclude: Sequence[str] = ()) -> dict:
     """Row count and an order-independent hash of every row's values (but the `exclude`d columns): what says two
     reads saw the same rows."""
