@@ -12,6 +12,7 @@ from tally.errors import (
     TallyError,
     UsageError,
 )
+from tally.feature_store import FeatureStore
 from tally.online import OnlineClient
 from tally.spark import session
 from tally.store import read_features
@@ -23,6 +24,7 @@ __all__ = [
     "Aggregation",
     "Check",
     "Entity",
+    "FeatureStore",
     "FeatureView",
     "OnlineClient",
     "Source",

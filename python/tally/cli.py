@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from tally import config as config_module
 from tally import reports
 from tally.errors import DataError, TallyError, UsageError
 
@@ -41,37 +40,26 @@ class Output:
 
 
 class Context:
-    """What every command shares: the resolved config, the repository, (lazily) one Spark session, the output."""
+    """What every command shares: the project's `tl.FeatureStore` (configuration, repository, one Spark session,
+    online store) and the output."""
 
     def __init__(self, output: Output | None = None, **flags):
+        from tally.feature_store import FeatureStore
+
         self.output = output or Output()
-        self.config = config_module.load(**flags)
-        self._spark = None
-        self._owns_spark = False
-        self._repo = None
+        self.store = FeatureStore(**flags)
+        self.config = self.store.config
 
     @property
     def repo(self):
-        from tally import registry
-
-        if self._repo is None:
-            self._repo = registry.load(self.config.repo)
-        return self._repo
+        return self.store.repo
 
     @property
     def spark(self):
-        if self._spark is None:
-            import tally as tl
-            from tally.spark import running_session
-
-            # An embedded caller (a notebook, a test, `main()` in-process) keeps its session, settings and all.
-            self._owns_spark = running_session() is None
-            self._spark = tl.session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse)
-        return self._spark
+        return self.store.spark
 
     def close(self) -> None:
-        if self._spark is not None and self._owns_spark:
-            self._spark.stop()
+        self.store.close()
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -170,8 +158,7 @@ def describe(c: Context, view: str) -> None:
       tally describe card_velocity
       tally describe card_velocity --json
     """
-    v = c.repo.view(view)
-    c.output.emit(reports.describe_report(c.spark, v, warehouse=c.config.warehouse, online_store=c.config.online_store),
+    c.output.emit(c.store.describe(view),
                   reports.describe_text)
 
 
@@ -191,7 +178,7 @@ def plan(c: Context) -> None:
     """
     from tally import registry
 
-    items = reports.plan_items(c.spark, c.repo, data=c.config.data, warehouse=c.config.warehouse)
+    items = c.store.plan()
     c.output.emit(items, reports.plan_text, reports.plan_report)  # before refusing: the plan says which view and why
     for item in items:
         registry.require_unchanged(item)
@@ -237,8 +224,8 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
         show = not quiet and sys.stderr.isatty()
         with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,
                                hidden=not show) as bar:
-            results = store.backfill(c.spark, v, start, end, warehouse=c.config.warehouse, step_days=step_days,
-                                     resume=resume, data=c.config.data, on_chunk=lambda *_: bar.update(1))
+            results = c.store.backfill([v.name], start, end, step_days=step_days, resume=resume,
+                                       on_chunk=lambda *_: bar.update(1))[v.name]
         for r in results:
             extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
             if not quiet:
@@ -262,26 +249,10 @@ def history(c: Context, view: str, version: int | None) -> None:
     c.output.emit(reports.history_report(c.spark, v, version, warehouse=c.config.warehouse), reports.history_text)
 
 
-def _read_table(spark, path: str, fmt: str, what: str):
-    from pathlib import Path
-
-    from tally.errors import DataError
-
-    if not Path(path).exists():
-        raise DataError(f"the {what} path {path} does not exist")
-    reader = spark.read.format(fmt)
-    if fmt == "csv":
-        reader = reader.option("header", "true").option("inferSchema", "true")
-    try:
-        return reader.load(path)
-    except Exception as exc:
-        raise DataError(f"cannot read the {what} at {path} as {fmt}: {str(exc).strip().splitlines()[0]}") from exc
-
-
 @cli.command("training-set")
 @click.option("--spine", help="Spine data path (one row per example).")
-@click.option("--spine-format", default="parquet", show_default=True,
-              type=click.Choice(["parquet", "delta", "csv", "json", "orc"]))
+@click.option("--spine-format", default=None, type=click.Choice(["parquet", "delta", "csv", "json", "orc"]),
+              help="The spine's format (default: delta for a Delta table, else the file extension, else parquet).")
 @click.option("--timestamp", help="The spine's event-time column.")
 @click.option("--features", multiple=True,
               help="Comma-separated views or view:feature references; repeatable (the lists are merged).")
@@ -328,7 +299,10 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
                 raise UsageError(f"--as-of {item!r}: write VIEW=VERSION")
             pins[name] = int(value) if value.isdigit() else value
         out_format = out_format or "parquet"
-    spine_df = _read_table(c.spark, spine, spine_format, "spine")
+    from tally.feature_store import format_of
+
+    spine_format = spine_format or format_of(spine)
+    spine_df = c.store.read_spine(spine, format=spine_format)
     spine_hash = training.content_hash(spine_df)
     if recorded:
         manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
@@ -464,8 +438,7 @@ def materialize(c: Context, views, start, online_store) -> None:
     from tally import kernels, online, utc
 
     targets = [c.repo.view(name) for name in views]
-    results = online.materialize(c.spark, targets, warehouse=c.config.warehouse, data=c.config.data,
-                                 store=online_store or c.config.online_store, start=start)
+    results = c.store.materialize(views, start=start, store=online_store)
     for view, r in zip(targets, results):
         mark = reports.instant(utc.from_micros(r["watermark_us"])) if r["watermark_us"] is not None else "none (no events)"
         since = "the first event" if r["from_us"] == kernels.MIN_US else reports.instant(utc.from_micros(r["from_us"]))
@@ -533,8 +506,7 @@ def online_get(c: Context, features, keys, at, url, online_store) -> None:
     if url:
         result = online.OnlineClient(url).get(list(features), entities, at=at)
     else:
-        result = online.get(c.spark, list(features), entities, at=at, warehouse=c.config.warehouse,
-                            store=online_store or c.config.online_store)
+        result = c.store.get_online_features(list(features), entities, at=at, store=online_store)
     click.echo(f"at {reports.instant(result.at)}" if result.at else "at now")
     width = max(len(ref) for ref in result)
     for ref, value in result.items():

@@ -2,10 +2,17 @@
 
 Layers, later wins: built-in defaults < `[tool.tally]` in pyproject.toml < `tally.toml` < `TALLY_*` environment
 variables < command-line flags. Nothing mutates the environment; `tally config` prints the result.
+
+The files are looked for in the working directory and then in each parent folder: the nearest folder holding a
+`tally.toml` (or a pyproject.toml with a `[tool.tally]` table) is the project, so commands work from any of its
+subfolders. Relative paths in a file (warehouse, repo, data) are relative to that file's folder; relative paths
+in the environment or a flag are relative to the working directory. A key tally does not know is refused, naming
+the file and the keys it knows: a typo must not silently fall back to a default.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from tally.errors import UsageError
 
 # `online_store` has no fixed default: it is the SQLite file under the warehouse (see `default_online_store`).
 DEFAULTS = {"warehouse": "warehouse", "repo": "features", "master": "local[*]", "data": "data", "online_store": None}
+_PATHS = ("warehouse", "repo", "data")  # relative to the folder of the file that sets them
 _SECRET = re.compile(r"(secret|password|token|credential|access[._-]?key|private)", re.I)
 
 
@@ -48,21 +56,53 @@ def _read_toml(path: Path, section: tuple[str, ...]) -> dict:
     return data
 
 
+def project_dir(cwd: str | Path | None = None) -> Path | None:
+    """The nearest folder, from `cwd` upward, holding a tally.toml or a pyproject.toml with [tool.tally]."""
+    here = Path(cwd or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "tally.toml").is_file():
+            return folder
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and _read_toml(pyproject, ("tool",)).get("tally") is not None:
+            return folder
+    return None
+
+
+def _check_keys(layer: dict, path: Path, section: str) -> None:
+    known = [*DEFAULTS, "spark"]
+    for key in layer:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise UsageError(f"{path}: unknown setting '{key}'{f' in {section}' if section else ''}"
+                             + (f" (did you mean '{close[0]}'?)" if close else ""),
+                             hint=f"known settings: {', '.join(DEFAULTS)}, and a [spark] table of Spark settings")
+    if "spark" in layer and not isinstance(layer["spark"], dict):
+        raise UsageError(f"{path}: 'spark' must be a table of Spark settings ([spark] with \"key\" = \"value\" lines)")
+
+
 def load(cwd: str | Path | None = None, **flags: str | None) -> Config:
     """Resolve the configuration seen from `cwd` (default: the current directory)."""
     cwd = Path(cwd or os.getcwd())
     values: dict[str, object] = dict(DEFAULTS)
     origins = {k: "default" for k in DEFAULTS}
     conf: dict[str, str] = {}
-    for path, section in ((cwd / "pyproject.toml", ("tool", "tally")), (cwd / "tally.toml", ())):
+    project = project_dir(cwd)
+    here = Path(os.getcwd()).resolve()  # relative paths left as they are are read from the process's directory
+    files = [] if project is None else [(project / "pyproject.toml", ("tool", "tally")), (project / "tally.toml", ())]
+    for path, section in files:
         if path.is_file():
             layer = _read_toml(path, section)
+            _check_keys(layer, path, "[tool.tally]" if section else "")
+            shown = path.name if project == here else str(path)
             for key in DEFAULTS:
                 if key in layer:
-                    values[key], origins[key] = str(layer[key]), str(path.name)
+                    value = str(layer[key])
+                    if key in _PATHS and project != here and not Path(value).is_absolute():
+                        value = str(project / value)
+                    values[key], origins[key] = value, shown
             for key, value in (layer.get("spark", {}) or {}).items():
                 conf[str(key)] = str(value)
-                origins[f"spark.{key}" if not str(key).startswith("spark.") else str(key)] = str(path.name)
+                origins[f"spark.{key}" if not str(key).startswith("spark.") else str(key)] = shown
     for key in DEFAULTS:
         env = os.environ.get(f"TALLY_{key.upper()}")
         if env:
