@@ -13,6 +13,7 @@ from tally.errors import (
     UsageError,
 )
 from tally.online import OnlineClient
+from tally.references import Derived, FeatureSet, Use
 from tally.spark import session
 from tally.store import read_features
 from tally.training import training_set
@@ -22,10 +23,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregation",
     "Check",
+    "Derived",
     "Entity",
+    "FeatureSet",
     "FeatureView",
     "OnlineClient",
     "Source",
+    "Use",
     "Window",
     "read_features",
     "training_set",
