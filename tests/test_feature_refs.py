@@ -266,6 +266,9 @@ def test_feature_sets_and_derived_features_are_discovered_and_share_the_views_na
     _repo(tmp_path, "['live']", clash=True)
     with pytest.raises(RegistryError, match=r"the feature set 'live' \(.*sets.py\) has the name of the view 'live'"):
         registry.load(repo)
+    _repo(tmp_path, "['live:count_99d']")  # references resolve when the repository loads, naming the file
+    with pytest.raises(RegistryError, match=r"sets.py: feature set 'fraud': view 'live' has no feature 'count_99d'"):
+        registry.load(repo)
 
 
 def test_cli_names_a_feature_set_and_a_rebuild_refuses_a_set_changed_under_the_same_version(spark, tmp_path):

@@ -233,14 +233,11 @@ class _Resolver:
         selections = tuple(Selection(v, tuple(fs) if fs is not None else tuple(f.name for f in v.features),
                                      tuple(sorted(keys.items())), prefix)
                            for (prefix, _), (v, keys, fs) in self.uses.items())
-        # a whole-view reference resolves late ("view" after "view:f"): the columns asked for follow the selections
+        # columns asked for by name, and every column of a use asked for whole ("*{column prefix}")
         wanted = set(self.requested)
-        output = [c for s in selections for c in s.columns if c in wanted or self._whole(s, wanted)]
+        output = [c for s in selections for c in s.columns if c in wanted or f"*{s.column_prefix}" in wanted]
         output += [d.name for d in self.derived.values() if d.name in wanted]
         return Resolved(selections, tuple(self.derived.values()), tuple(self.sets.values()), tuple(output))
-
-    def _whole(self, sel: Selection, wanted: set[str]) -> bool:
-        return f"*{sel.column_prefix}" in wanted
 
     def walk(self, item, *, where: str) -> list[str]:
         """Registers `item`; returns the columns it stands for (`*prefix` for "all of a use's features")."""
@@ -277,16 +274,14 @@ class _Resolver:
             what = f"'{name}' is a {_kind(view)}, not a feature view" if view is not None \
                 else f"unknown feature view '{name}'"
             raise RegistryError(f"{where}{what} in '{ref}'", hint=f"known names: {known}")
-        if feature:
-            try:
-                view.feature(feature)
-            except RegistryError as exc:
-                raise RegistryError(f"{where}{exc.message}", hint=exc.hint) from None
         return view, feature or None
 
     def use(self, view: FeatureView, feats: list[str] | None, keys: dict, prefix: str | None, *, where: str) -> list[str]:
         for f in feats or ():
-            view.feature(f)  # raises naming the view and its features
+            try:
+                view.feature(f)
+            except RegistryError as exc:  # names the view and its features
+                raise RegistryError(f"{where}{exc.message}", hint=exc.hint) from None
         unknown = sorted(set(keys) - set(view.entity.keys))
         if unknown:
             raise DefinitionError(f"{where}use of view '{view.name}': keys maps {unknown}, which are not key columns "

@@ -1,10 +1,11 @@
 """A feature repository: every Entity, Source, FeatureView, FeatureSet and Derived feature defined in the Python
 files under a folder.
 
-Loading checks names (views, feature sets and derived features share one namespace: training sets name them);
-`check_columns` checks each aggregation's column against its source's schema; `plan` compares each view with what
-the warehouse holds (new view, new version, unchanged, or spec changed under an existing version: refused, bump
-the version) and reports what is wrong between a view and its source's schema.
+Loading checks names (views, feature sets and derived features share one namespace: training sets name them)
+and that every reference of a feature set or derived feature resolves; `check_columns` checks each aggregation's
+column against its source's schema; `plan` compares each view with what the warehouse holds (new view, new
+version, unchanged, or spec changed under an existing version: refused, bump the version) and reports what is
+wrong between a view and its source's schema.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tally.definitions import Entity, FeatureView, Source
-from tally.errors import DataError, RegistryError, SpecChangedError, UsageError  # noqa: F401
-from tally.references import Derived, FeatureSet
+from tally.errors import DataError, RegistryError, SpecChangedError, TallyError, UsageError  # noqa: F401
+from tally.references import Derived, FeatureSet, resolve
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,16 @@ def load(path: str | Path = "features") -> Repository:
     for v in views.values():  # views may use entities and sources defined inline: collect those too
         found[Entity].setdefault(v.entity.name, (v.entity, "inline"))
         found[Source].setdefault(v.source.name, (v.source, "inline"))
-    return Repository(root, {n: e for n, (e, _) in found[Entity].items()},
+    repo = Repository(root, {n: e for n, (e, _) in found[Entity].items()},
                       {n: s for n, (s, _) in found[Source].items()}, views,
                       {n: f for n, (f, _) in found[FeatureSet].items()}, {n: d for n, (d, _) in found[Derived].items()})
+    for kind in (FeatureSet, Derived):  # their references resolve now, not when a training set first names them
+        for value, file in found[kind].values():
+            try:
+                resolve([value], repo.refs)
+            except TallyError as exc:
+                raise RegistryError(f"{file}: {exc.message}", hint=exc.hint) from None
+    return repo
 
 
 def _check_namespace(found: dict) -> None:
