@@ -14,6 +14,7 @@ from tally.errors import (
 )
 from tally.feature_store import FeatureStore
 from tally.online import OnlineClient
+from tally.references import Derived, FeatureSet, Use
 from tally.spark import session
 from tally.store import read_features
 from tally.training import training_set
@@ -23,11 +24,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregation",
     "Check",
+    "Derived",
     "Entity",
+    "FeatureSet",
     "FeatureStore",
     "FeatureView",
     "OnlineClient",
     "Source",
+    "Use",
     "Window",
     "read_features",
     "training_set",

@@ -276,7 +276,7 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
     """
     from tally import manifests, training
 
-    views = c.repo.views
+    views = c.repo.refs  # views, feature sets and derived features: every name --features may use
     recorded, source_versions = None, None
     if from_manifest:
         recorded = manifests.read(from_manifest)

@@ -145,7 +145,8 @@ class FeatureStore:
     def training_set(self, spine, features: Sequence, timestamp: str, *, as_of: Mapping[str, int | str] | None = None,
                      allow_missing: bool = False, spine_format: str | None = None):
         """Every selected view's features joined onto `spine`, point-in-time correct at its `timestamp` column.
-        `spine`: see `read_spine`. `features`: views, "view" and "view:feature" references. `as_of` pins a
+        `spine`: see `read_spine`. `features`: views, "view" and "view:feature" references, feature sets, derived
+        features and `tl.Use`s (docs/feature-sets.md). `as_of` pins a
         snapshot view's Delta version (or timestamp). Labels in the spine are ordinary columns: they are kept."""
         return self.build_training_set(spine, features, timestamp, as_of=as_of, allow_missing=allow_missing,
                                        spine_format=spine_format)[0]
@@ -157,7 +158,7 @@ class FeatureStore:
         from tally import training
 
         return training.build(self.spark, self.read_spine(spine, format=spine_format), list(features), timestamp,
-                              views=self.repo.views, warehouse=self.config.warehouse, as_of=as_of,
+                              views=self.repo.refs, warehouse=self.config.warehouse, as_of=as_of,
                               allow_missing=allow_missing, data=self.config.data, source_versions=source_versions,
                               pin_sources=pin_sources)
 

@@ -40,12 +40,12 @@ def register(spark) -> None:
     _bridge(spark).register(spark._jsparkSession)
 
 
-def temporal(spark, spine, events, view, spine_time: str, *, partitions: int | None = None):
-    """Cross once: the spine plus `{view}__{feature}` columns from the Scala sweep."""
+def temporal(spark, spine, events, view, spine_time: str, *, prefix: str | None = None, partitions: int | None = None):
+    """Cross once: the spine plus `{prefix}{feature}` columns from the Scala sweep (default prefix `{view}__`)."""
     from pyspark.sql import DataFrame
 
     n = _partitions(spark, partitions)
-    jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, f"{view.name}__", n)
+    jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, prefix or f"{view.name}__", n)
     return DataFrame(jdf, spark)
 
 

@@ -1,14 +1,16 @@
 """Training-set manifests: everything needed to rebuild the identical rows later.
 
 A manifest sits beside the data (`<out>.manifest.json`) and records everything that determines the rows: the
-spine (path, format, timestamp column, row count and content hash), each view's version, fingerprint, accuracy
-and the Delta version read, each temporal view's source (its Delta version, or the row count and content hash of
-what was read), the options (`allow_missing`), the semantics, the output's row count and content hash (sketch
-estimates left out: they may differ in their last digits between runs), the tally version and when it was built.
+spine (path, format, timestamp column, row count and content hash), each use of a view (its version,
+fingerprint, accuracy, prefix, key mapping and the Delta version read), each feature set and derived feature
+named (its version and the fingerprint of its resolved content), each temporal view's source (its Delta version,
+or the row count and content hash of what was read), the options (`allow_missing`), the semantics, the output's
+row count and content hash (sketch estimates left out: they may differ in their last digits between runs), the
+tally version and when it was built.
 
 A rebuild reads every snapshot table and Delta source at its recorded version, refuses before writing anything
-when a definition, the spine or a non-Delta source changed (saying which and how), and checks that the rows it
-wrote have the recorded count and content hash.
+when a definition (a view, a feature set, a derived feature), the spine or a non-Delta source changed (saying
+which and how), and checks that the rows it wrote have the recorded count and content hash.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from tally.definitions import FeatureView
 from tally.errors import DataError, SpecChangedError, UsageError
 
 MANIFEST_VERSION = 2
@@ -38,6 +41,8 @@ def make(*, spine_path: str, spine_format: str, spine_hash: dict, built: dict, f
         "features": features,
         "options": built["options"],
         "views": built["views"],
+        "feature_sets": built.get("feature_sets", []),
+        "derived": built.get("derived", []),
         "sources": built.get("sources", {}),
         "semantics": built["semantics"],
         "warehouse": str(Path(warehouse).resolve()),
@@ -68,11 +73,13 @@ def read(file: str | Path) -> dict:
 
 
 def pins(manifest: dict, views: dict) -> dict[str, int]:
-    """The Delta version to read per snapshot view; refuses views whose definition changed since."""
+    """The Delta version to read per snapshot view; refuses views whose definition changed since, and (given a
+    repository's `refs`) feature sets and derived features that changed since."""
+    require_same_references(manifest, views)
     out = {}
     for entry in manifest["views"]:
         view = views.get(entry["view"])
-        if view is None:
+        if not isinstance(view, FeatureView):
             raise UsageError(f"the manifest uses view '{entry['view']}', which the repository no longer defines")
         if view.version != entry["version"] or view.fingerprint != entry["fingerprint"]:
             raise SpecChangedError(
@@ -82,6 +89,31 @@ def pins(manifest: dict, views: dict) -> dict[str, int]:
         if entry["accuracy"] == "snapshot":
             out[view.name] = entry["delta_version"]
     return out
+
+
+def require_same_references(manifest: dict, refs: dict) -> None:
+    """Refuses when a feature set or derived feature the manifest names is gone or resolves to other content: a
+    change under the same version is named as such (bump the version), a new version as a different definition."""
+    from tally.references import Derived, FeatureSet, resolve, set_fingerprint
+
+    for kind, what, key in ((FeatureSet, "feature set", "feature_sets"), (Derived, "derived feature", "derived")):
+        for entry in manifest.get(key, []):
+            name, version = entry["name"], entry["version"]
+            found = refs.get(name)
+            if not isinstance(found, kind):
+                raise UsageError(f"the manifest uses {what} '{name}', which the repository no longer defines",
+                                 hint="check out the feature repository as it was when the training set was built")
+            now = set_fingerprint(found, refs) if kind is FeatureSet else resolve([found], refs).derived[-1].fingerprint
+            if found.version == version and now != entry["fingerprint"]:
+                raise SpecChangedError(
+                    f"{what} '{name}' v{version} changed since the manifest was built (fingerprint "
+                    f"{entry['fingerprint']}, now {now}) without a new version",
+                    hint=f"bump version= of '{name}' to {version + 1} when its content changes; to rebuild, check out "
+                         "the feature repository as it was")
+            if found.version != version:
+                raise SpecChangedError(
+                    f"{what} '{name}' is now v{found.version}; the manifest was built with v{version}",
+                    hint="check out the feature repository as it was when the training set was built")
 
 
 def source_versions(manifest: dict) -> dict[str, int]:

@@ -1,8 +1,11 @@
-"""A feature repository: every Entity, Source and FeatureView defined in the Python files under a folder.
+"""A feature repository: every Entity, Source, FeatureView, FeatureSet and Derived feature defined in the Python
+files under a folder.
 
-Loading checks names; `check_columns` checks each aggregation's column against its source's schema; `plan`
-compares each view with what the warehouse holds (new view, new version, unchanged, or spec changed under an
-existing version: refused, bump the version) and reports what is wrong between a view and its source's schema.
+Loading checks names (views, feature sets and derived features share one namespace: training sets name them)
+and that every reference of a feature set or derived feature resolves; `check_columns` checks each aggregation's
+column against its source's schema; `plan` compares each view with what the warehouse holds (new view, new
+version, unchanged, or spec changed under an existing version: refused, bump the version) and reports what is
+wrong between a view and its source's schema.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tally.definitions import Entity, FeatureView, Source
-from tally.errors import DataError, RegistryError, SpecChangedError, UsageError  # noqa: F401
+from tally.errors import DataError, RegistryError, SpecChangedError, TallyError, UsageError  # noqa: F401
+from tally.references import Derived, FeatureSet, resolve
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,13 @@ class Repository:
     entities: dict[str, Entity]
     sources: dict[str, Source]
     views: dict[str, FeatureView]
+    feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
+    derived: dict[str, Derived] = field(default_factory=dict)
+
+    @property
+    def refs(self) -> dict[str, FeatureView | FeatureSet | Derived]:
+        """Every name a training set's feature list may use: views, feature sets, derived features."""
+        return {**self.views, **self.feature_sets, **self.derived}
 
     def view(self, name: str) -> FeatureView:
         if name not in self.views:
@@ -36,7 +47,8 @@ def load(path: str | Path = "features") -> Repository:
     root = Path(path)
     if not root.is_dir():
         raise UsageError(f"feature repository {root} does not exist", hint="pass --repo PATH or set repo in tally.toml")
-    found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}}
+    found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}, FeatureSet: {},
+                                                        Derived: {}}
     for file in sorted(root.rglob("*.py")):
         module = _import(file, root)
         for value in vars(module).values():
@@ -48,12 +60,34 @@ def load(path: str | Path = "features") -> Repository:
                 raise RegistryError(f"two {kind.__name__}s are named '{value.name}': in {seen[1]} and {file}",
                                     hint="names are unique within a repository; rename one")
             found[kind][value.name] = (value, str(file))
+    _check_namespace(found)
     views = {name: v for name, (v, _) in found[FeatureView].items()}
     for v in views.values():  # views may use entities and sources defined inline: collect those too
         found[Entity].setdefault(v.entity.name, (v.entity, "inline"))
         found[Source].setdefault(v.source.name, (v.source, "inline"))
-    return Repository(root, {n: e for n, (e, _) in found[Entity].items()},
-                      {n: s for n, (s, _) in found[Source].items()}, views)
+    repo = Repository(root, {n: e for n, (e, _) in found[Entity].items()},
+                      {n: s for n, (s, _) in found[Source].items()}, views,
+                      {n: f for n, (f, _) in found[FeatureSet].items()}, {n: d for n, (d, _) in found[Derived].items()})
+    for kind in (FeatureSet, Derived):  # their references resolve now, not when a training set first names them
+        for value, file in found[kind].values():
+            try:
+                resolve([value], repo.refs)
+            except TallyError as exc:
+                raise RegistryError(f"{file}: {exc.message}", hint=exc.hint) from None
+    return repo
+
+
+def _check_namespace(found: dict) -> None:
+    """A name in a feature list must mean one thing: no view, feature set and derived feature share a name."""
+    kinds = {FeatureView: "view", FeatureSet: "feature set", Derived: "derived feature"}
+    seen: dict[str, tuple[str, str]] = {}
+    for kind, what in kinds.items():
+        for name, (_, file) in found[kind].items():
+            if name in seen:
+                other, where = seen[name]
+                raise RegistryError(f"the {what} '{name}' ({file}) has the name of the {other} '{name}' ({where})",
+                                    hint="views, feature sets and derived features share one namespace; rename one")
+            seen[name] = (what, file)
 
 
 def _import(file: Path, root: Path):

@@ -11,13 +11,14 @@ Each view joins with its own accuracy:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tally import kernels, sources, store, utc
 from tally.definitions import FeatureView
-from tally.errors import DataError, RegistryError, UsageError
+from tally.errors import DataError, DefinitionError, UsageError
+from tally.references import Resolved, Selection, check_columns, resolve
 
 SEMANTICS = {
     "temporal": "features exact at the spine timestamp; windows left-closed unless declared; available_at respected",
@@ -25,44 +26,9 @@ SEMANTICS = {
 }
 
 
-@dataclass(frozen=True)
-class Selection:
-    """A view and the features of it a training set takes."""
-
-    view: FeatureView
-    features: tuple[str, ...]
-
-
-def resolve(features: Sequence[FeatureView | str], views: Mapping[str, FeatureView] | None = None) -> list[Selection]:
-    """Views and "view" / "view:feature" references -> one Selection per view, in first-mention order."""
-    chosen: dict[str, tuple[FeatureView, list[str] | None]] = {}
-    for item in features:
-        if isinstance(item, FeatureView):
-            view, feature = item, None
-        elif isinstance(item, str):
-            name, _, feature = item.partition(":")
-            if views is None or name not in views:
-                known = ", ".join(sorted(views or {})) or "none loaded"
-                raise RegistryError(f"unknown feature view '{name}' in '{item}'", hint=f"known views: {known}")
-            view, feature = views[name], feature or None
-            if feature:
-                view.feature(feature)  # raises naming the view and its features
-        else:
-            raise UsageError(f"features must be FeatureViews or 'view[:feature]' strings, got {type(item).__name__}")
-        prev = chosen.get(view.name)
-        if prev is not None and prev[0] != view:
-            raise UsageError(f"two different definitions of view '{view.name}' were passed")
-        if prev is None:
-            chosen[view.name] = (view, None if feature is None else [feature])
-        elif feature is not None and prev[1] is not None and feature not in prev[1]:
-            prev[1].append(feature)
-        elif feature is None:
-            chosen[view.name] = (view, None)
-    return [Selection(v, tuple(fs) if fs else tuple(f.name for f in v.features)) for v, fs in chosen.values()]
-
-
 def check_spine(spine, timestamp: str, selections: Sequence[Selection]) -> None:
-    """Leakage guards: the spine has its timestamp and every key column the views need."""
+    """Leakage guards: the spine has its timestamp and every key column the views need (under a key mapping, the
+    spine column the key is read from)."""
     if timestamp not in spine.columns:
         raise DataError(f"the spine has no timestamp column '{timestamp}' (columns: {', '.join(spine.columns)})",
                         hint="pass the spine's event-time column as timestamp= (--timestamp)")
@@ -71,18 +37,24 @@ def check_spine(spine, timestamp: str, selections: Sequence[Selection]) -> None:
         raise DataError(f"the spine's timestamp column '{timestamp}' is {kind}, not a timestamp",
                         hint=f"cast '{timestamp}' to a timestamp before building the training set")
     for sel in selections:
-        missing = [k for k in sel.view.entity.keys if k not in spine.columns]
+        missing = [k for k in sel.view.entity.keys if sel.spine_key(k) not in spine.columns]
+        if missing and sel.keys:
+            wanted = ", ".join(f"'{sel.spine_key(k)}' (read as key '{k}')" for k in missing)
+            raise DataError(f"{sel.label}: the spine lacks column(s) {wanted} of entity '{sel.view.entity.name}' "
+                            f"(spine columns: {', '.join(spine.columns)})",
+                            hint="fix keys= of the use, or add the column to the spine")
         if missing:
             raise DataError(f"view '{sel.view.name}': the spine lacks key column(s) {missing} of entity "
                             f"'{sel.view.entity.name}' (spine columns: {', '.join(spine.columns)})")
 
 
-def _check_key_types(spine, table, view: FeatureView, what: str) -> None:
+def _check_key_types(spine, table, view: FeatureView, what: str, keys: Mapping[str, str] | None = None) -> None:
     for k in view.entity.keys:
         have, want = spine.schema[k].dataType, table.schema[k].dataType
         if have != want:
-            raise DataError(f"view '{view.name}': spine key '{k}' is {have.simpleString()} but the {what} has "
-                            f"{want.simpleString()}", hint=f"cast the spine's '{k}' to {want.simpleString()}")
+            col = (keys or {}).get(k, k)
+            raise DataError(f"view '{view.name}': spine key '{col}' is {have.simpleString()} but the {what} has "
+                            f"{want.simpleString()}", hint=f"cast the spine's '{col}' to {want.simpleString()}")
 
 
 def checked_sources(spark, views: Sequence[FeatureView], *, data=None, versions: Mapping[str, int] | None = None,
@@ -127,16 +99,19 @@ def content_hash(df, exclude: Sequence[str] = ()) -> dict:
 
 
 def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
-                      source_df=None):
-    """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine).
+                      source_df=None, prefix: str | None = None, keys: Mapping[str, str] | None = None):
+    """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine), as columns
+    `{prefix}{feature}` (default prefix `{view}__`).
 
     `source_df` is the view's source as `checked_sources` returns it; without it the source is read and checked here.
+    `keys` names the spine columns mapped to the view's keys (for messages; `_mapped` does the mapping).
     """
     events = source_df if source_df is not None else checked_sources(spark, [view])[view.source.name]
-    _check_key_types(spine, events, view, f"source '{view.source.name}'")
-    out = kernels.temporal(spark, spine, events, view, timestamp)
+    _check_key_types(spine, events, view, f"source '{view.source.name}'", keys)
+    prefix = prefix or f"{view.name}__"
+    out = kernels.temporal(spark, spine, events, view, timestamp, prefix=prefix)
     if names is not None:
-        drop = [f"{view.name}__{f.name}" for f in view.features if f.name not in names]
+        drop = [f"{prefix}{f.name}" for f in view.features if f.name not in names]
         out = out.drop(*drop)
     return out
 
@@ -166,8 +141,10 @@ def empty_value(feature, dtype):
 
 
 def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, warehouse, names: Sequence[str],
-                      as_of=None, allow_missing: bool = False, report: dict | None = None):
-    """The spine with `view`'s snapshot features: the row of day date(t) - 1 of the view's Delta table.
+                      as_of=None, allow_missing: bool = False, report: dict | None = None, prefix: str | None = None,
+                      keys: Mapping[str, str] | None = None):
+    """The spine with `view`'s snapshot features: the row of day date(t) - 1 of the view's Delta table, as columns
+    `{prefix}{feature}` (default prefix `{view}__`; `keys` as in `temporal_features`).
 
     An entity with no row on a day the table covers had no event within the view's horizon. With a ttl, its
     features are null (DESIGN.md, ttl); without one, every window is empty, so it gets exactly what the
@@ -189,8 +166,8 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
                         f"the spine needs: {shown}",
                         hint=f"backfill them (tally backfill {view.name} --start {missing[0]} --end {missing[-1]}) "
                              "or pass allow_missing / --allow-missing to fill nulls")
-    _check_key_types(spine, table, view, f"feature table {path}")
-    prefix, found = f"{view.name}__", "_tally_row"
+    _check_key_types(spine, table, view, f"feature table {path}", keys)
+    prefix, found = prefix or f"{view.name}__", "_tally_row"
     out = kernels.as_of(spark, spine, timestamp, table.withColumn(found, F.lit(True)), "snapshot_ts",
                         view.entity.keys, [*names, found], prefix, store.DAY_US)
     in_missing_day = spine_day_before(spine, timestamp).isin(missing)
@@ -208,37 +185,103 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
     return out
 
 
-def training_set(spark, spine, features: Sequence[FeatureView | str], timestamp: str, *, views=None,
+def training_set(spark, spine, features: Sequence, timestamp: str, *, views=None,
                  warehouse: str | Path = "warehouse", as_of: Mapping[str, int | str] | None = None,
                  allow_missing: bool = False, data: str | Path | None = None):
     """Join every selected view's features onto `spine`, point-in-time correct at `timestamp`.
 
-    `features` mixes FeatureViews and "view" / "view:feature" strings (resolved in `views`, a name -> view
-    mapping such as `registry.load(...).views`). `as_of` pins the Delta version (int) or timestamp read per
-    snapshot view. `data` is the data root relative source paths live under (default: the configured one).
+    `features` mixes FeatureViews, "view" / "view:feature" strings, `tl.Use`, `tl.Derived` and `tl.FeatureSet`
+    (see `tally.references`); names are resolved in `views`: a repository (`registry.load(...)`: its views, feature
+    sets and derived features) or a name -> definition mapping. `as_of` pins the Delta version (int) or timestamp
+    read per snapshot view. `data` is the data root relative source paths live under (default: the configured one).
     """
     return build(spark, spine, features, timestamp, views=views, warehouse=warehouse, as_of=as_of,
                  allow_missing=allow_missing, data=data)[0]
 
 
+def check_derived(spark, resolved: Resolved) -> None:
+    """Spark's analyzer checks each derived expression against its inputs alone, before any job runs: an
+    expression that names a column outside its inputs (a typo, another view's feature, a spine column), or does
+    not parse, is refused naming the derived feature. The inputs are typeless nulls here, which Spark coerces to
+    any type, so only references and syntax are judged; types are checked on the joined row (`add_derived`)."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    for d in resolved.derived:
+        probe = spark.range(0).select(*[F.lit(None).alias(c) for c in d.inputs])
+        try:
+            probe.select(F.expr(d.derived.expr))
+        except AnalysisException as exc:
+            error = exc.getCondition() or ""
+            if error.startswith(("UNRESOLVED_COLUMN", "UNRESOLVED_FIELD", "PARSE_SYNTAX_ERROR")) \
+                    or type(exc).__name__ == "ParseException":
+                raise DefinitionError(
+                    f"derived feature '{d.name}': {_first_line(exc)}",
+                    hint=f"its expression may use only its inputs' columns: {', '.join(d.inputs)}; add what it needs "
+                         "to inputs=", details={"derived": d.name, "error": error}) from None
+
+
+def add_derived(out, resolved: Resolved):
+    """The joined rows with each derived feature computed (inputs before their users)."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    for d in resolved.derived:
+        try:
+            out = out.withColumn(d.name, F.expr(d.derived.expr))
+        except AnalysisException as exc:
+            types = ", ".join(f"{c} {out.schema[c].dataType.simpleString()}" for c in d.inputs)
+            raise DefinitionError(f"derived feature '{d.name}': {_first_line(exc)}",
+                                  hint=f"its inputs' types: {types}") from None
+    return out
+
+
+def _first_line(exc) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _mapped(spine, sel: Selection, join):
+    """`join(spine)` for a use whose view keys are read from other spine columns: the spine gets the view's key
+    columns as copies of the mapped columns (same-named spine columns step aside meanwhile), and the result is the
+    original spine's columns, in order, plus the columns the join added."""
+    if not sel.keys:
+        return join(spine=spine)
+    from pyspark.sql import functions as F
+
+    keys = dict(sel.keys)
+    aside = {c: f"__tally_aside_{i}" for i, c in enumerate(spine.columns) if c in keys}
+    keyed = spine.select(*[F.col(f"`{c}`").alias(aside.get(c, c)) for c in spine.columns],
+                         *[F.col(f"`{col}`").alias(k) for k, col in keys.items()])
+    out = join(spine=keyed)
+    added = [c for c in out.columns if c not in keyed.columns]
+    return out.select(*[F.col(f"`{aside.get(c, c)}`").alias(c) for c in spine.columns], *[f"`{c}`" for c in added])
+
+
 def build(spark, spine, features, timestamp: str, *, views=None, warehouse="warehouse", as_of=None,
           allow_missing: bool = False, data=None, source_versions: Mapping[str, int] | None = None,
           pin_sources: bool = False):
-    """The training set and what went into it: per view its version, fingerprint, accuracy and the Delta version
-    read; the options; with `pin_sources`, per temporal source what identifies the rows read (its Delta version,
-    else a content hash). `source_versions` reads Delta sources at recorded versions (a manifest rebuild)."""
-    selections = resolve(features, views)
+    """The training set and what went into it: per use of a view its version, fingerprint, accuracy, prefix, key
+    mapping and the Delta version read; per derived feature and feature set its version and fingerprint; the
+    options; with `pin_sources`, per temporal source what identifies the rows read (its Delta version, else a
+    content hash). `source_versions` reads Delta sources at recorded versions (a manifest rebuild).
+
+    Every check (references, key columns, column clashes, derived expressions) runs before any Spark job.
+    """
+    resolved = resolve(features, views)
+    selections = resolved.selections
     if not selections:
         raise UsageError("a training set needs at least one feature view")
     check_spine(spine, timestamp, selections)
+    check_columns(spine.columns, resolved)
+    check_derived(spark, resolved)
     from tally import validation
 
-    keys = sorted({k for sel in selections for k in sel.view.entity.keys})
+    keys = sorted({k for sel in selections for k in sel.spine_keys})
     as_of = dict(as_of or {})
     unknown = set(as_of) - {s.view.name for s in selections}
     if unknown:
         raise UsageError(f"as_of names view(s) not in the training set: {sorted(unknown)}")
-    temporal = [s.view for s in selections if s.view.accuracy != "snapshot"]
+    temporal = list({s.view.name: s.view for s in selections if s.view.accuracy != "snapshot"}.values())
     source_pins: dict | None = {} if pin_sources else None
     events = checked_sources(spark, temporal, data=data, versions=source_versions, pins=source_pins, warehouse=warehouse)
     # A spine that is a checked source itself ("as of each charge") passed the same not-null checks just now.
@@ -248,18 +291,32 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
             hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
     out, report, entries = spine, {}, []
     for sel in selections:
-        v = sel.view
+        v, prefix, mapping = sel.view, sel.column_prefix, dict(sel.keys)
         if v.accuracy == "snapshot":
-            out = snapshot_features(spark, out, v, timestamp, warehouse=warehouse, names=sel.features,
-                                    as_of=as_of.get(v.name), allow_missing=allow_missing, report=report)
+            # two uses of one view read the same Delta version: the first resolves it, the others are pinned to it
+            pin = report[v.name]["delta_version"] if v.name in report else as_of.get(v.name)
+            join = functools.partial(snapshot_features, spark, view=v, timestamp=timestamp, warehouse=warehouse,
+                                     names=sel.features, as_of=pin, allow_missing=allow_missing, report=report,
+                                     prefix=prefix, keys=mapping)
         else:
             if v.name in as_of:
                 raise UsageError(f"view '{v.name}' is temporal: it reads its source, so as_of does not apply")
-            out = temporal_features(spark, out, v, timestamp, names=sel.features, source_df=events[v.source.name])
+            join = functools.partial(temporal_features, spark, view=v, timestamp=timestamp, names=sel.features,
+                                     source_df=events[v.source.name], prefix=prefix, keys=mapping)
+        out = _mapped(out, sel, join)
         entries.append({"view": v.name, "version": v.version, "fingerprint": v.fingerprint, "accuracy": v.accuracy,
-                        "features": list(sel.features), **report.get(v.name, {"delta_version": None})})
+                        "features": list(sel.features), **report.get(v.name, {"delta_version": None}),
+                        **({"prefix": sel.prefix} if sel.prefix else {}), **({"keys": mapping} if mapping else {})})
+    out = add_derived(out, resolved)
+    # a derived feature's inputs stay only when the feature list asks for them too (columns keep the joins' order)
+    keep = set(spine.columns) | set(resolved.output)
+    out = out.select(*[f"`{c}`" for c in out.columns if c in keep])
     built = {"views": entries, "timestamp": timestamp, "options": {"allow_missing": allow_missing},
              "semantics": {e["view"]: SEMANTICS[e["accuracy"]] for e in entries}}
+    if resolved.derived:
+        built["derived"] = [d.content() for d in resolved.derived]
+    if resolved.feature_sets:
+        built["feature_sets"] = list(resolved.feature_sets)
     if source_pins is not None:
         built["sources"] = source_pins
     return out, built
