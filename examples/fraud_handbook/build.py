@@ -3,8 +3,9 @@
     .venv/bin/python examples/fraud_handbook/build.py --data ../shared/data/fraud-handbook --out /tmp/handbook
 
 Reads the transactions where you point it, computes the views of features/handbook.py as of each transaction
-(temporal accuracy: exact at the transaction's instant), adds the terminal risk score frauds / transactions of
-the handbook, writes parquet plus a manifest, and prints a summary and a spot check against pandas.
+(temporal accuracy: exact at the transaction's instant) with the handbook's terminal risk scores (derived features:
+frauds / transactions), all named by the feature set `handbook`, writes parquet plus a manifest, and prints a
+summary and a spot check against pandas.
 """
 
 from __future__ import annotations
@@ -33,21 +34,19 @@ def main(argv=None) -> int:
     from tally import manifests, registry, sources, training
 
     repo = registry.load(HERE / "features")
-    views = [repo.views["customer_spending"], repo.views["terminal_risk"]]
     spark = tl.session(conf={"spark.driver.memory": "6g"})
     try:
         spine = sources.read(spark, repo.sources["transactions"]).select(
             "TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD")
-        df, built = training.build(spark, spine, views, "TX_DATETIME", views=repo.views)
-        for w in ("1d", "7d", "30d"):
-            df = df.withColumn(f"terminal_risk_{w}", F.coalesce(F.try_divide(
-                F.col(f"terminal_risk__nb_fraud_{w}_delay_7d"), F.col(f"terminal_risk__nb_tx_{w}_delay_7d")), F.lit(0.0)))
+        features = ["handbook"]
+        df, built = training.build(spark, spine, features, "TX_DATETIME", views=repo.refs)
         df.write.mode("overwrite").parquet(args.out)
         out = spark.read.parquet(args.out)
-        rows = out.count()
-        manifest = manifests.make(spine_path=str(data), spine_format="csv", spine_rows=rows, built=built,
-                                  features=[v.name for v in views], out=args.out, out_format="parquet",
-                                  warehouse="warehouse")
+        out_hash = {**training.content_hash(out), "unhashed": []}
+        rows = out_hash["rows"]
+        manifest = manifests.make(spine_path=str(data), spine_format="csv", spine_hash=training.content_hash(spine),
+                                  built=built, features=features, out=args.out, out_format="parquet",
+                                  out_hash=out_hash, warehouse="warehouse")
         written = manifests.write(manifest, args.out)
         print(f"{rows:,} transactions with {len(out.columns) - 6} features -> {args.out}; manifest {written}")
         by_label = out.groupBy("TX_FRAUD").agg(*[F.round(F.avg(c), 3).alias(c.split("__")[-1]) for c in (

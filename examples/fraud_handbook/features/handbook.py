@@ -41,3 +41,16 @@ terminal_risk = tl.FeatureView(
                        name="nb_fraud", description="of which fraudulent"),
     ],
 )
+
+# The handbook's terminal risk score, frauds / transactions of the delayed window (0 for a terminal with none),
+# computed on each training row after the joins.
+terminal_risk_1d, terminal_risk_7d, terminal_risk_30d = (
+    tl.Derived(f"terminal_risk_{w}",
+               f"coalesce(try_divide(terminal_risk__nb_fraud_{w}_delay_7d, terminal_risk__nb_tx_{w}_delay_7d), 0.0)",
+               inputs=[f"terminal_risk:nb_fraud_{w}_delay_7d", f"terminal_risk:nb_tx_{w}_delay_7d"],
+               description=f"the handbook's risk score over {w}, labels known 7 days later")
+    for w in ("1d", "7d", "30d"))
+
+handbook = tl.FeatureSet(
+    "handbook", version=1, description="the handbook's features: customer spending, terminal counts and risk scores",
+    features=["customer_spending", "terminal_risk", "terminal_risk_1d", "terminal_risk_7d", "terminal_risk_30d"])
