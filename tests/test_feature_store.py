@@ -157,3 +157,22 @@ def test_the_cli_runs_on_the_same_store_and_detects_a_delta_spine(spark, project
     manifest = json.loads((tmp_path / "train.manifest.json").read_text())
     assert manifest["spine"]["format"] == "delta"
     assert values(spark.read.parquet(str(tmp_path / "train"))) == want(SPINE)
+
+
+def test_repository_files_import_each_other_and_may_not_shadow_installed_modules(tmp_path):
+    from tally import registry
+    from tally.errors import RegistryError
+
+    repo = tmp_path / "features"
+    repo.mkdir()
+    (repo / "base.py").write_text('import tally as tl\ncard = tl.Entity("card", keys=["card_id"])\n'
+                                  'charges = tl.Source("charges", path="charges", timestamp="created")\n')
+    (repo / "cards.py").write_text('import tally as tl\nfrom base import card, charges\n'
+                                   'card_live = tl.FeatureView("card_live", entity=card, source=charges,\n'
+                                   '    aggregations=[tl.Aggregation("count", windows=["1h"])])\n')
+    for _ in range(2):  # a second load (another notebook cell) reads the files again
+        loaded = registry.load(repo)
+        assert sorted(loaded.views) == ["card_live"] and sorted(loaded.entities) == ["card"]
+    (repo / "json.py").write_text("x = 1\n")
+    with pytest.raises(RegistryError, match=r"json.py has the name of the module 'json'"):
+        registry.load(repo)

@@ -5,8 +5,8 @@ variables < command-line flags. Nothing mutates the environment; `tally config` 
 
 The files are looked for in the working directory and then in each parent folder: the nearest folder holding a
 `tally.toml` (or a pyproject.toml with a `[tool.tally]` table) is the project, so commands work from any of its
-subfolders. Relative paths in a file (warehouse, repo, data) are relative to that file's folder; relative paths
-in the environment or a flag are relative to the working directory. A key tally does not know is refused, naming
+subfolders. Relative paths in a file (warehouse, repo, data) are relative to that file's folder (and resolved to
+absolute paths); relative paths in the environment or a flag are relative to the working directory. A key tally does not know is refused, naming
 the file and the keys it knows: a typo must not silently fall back to a default.
 """
 
@@ -97,7 +97,8 @@ def load(cwd: str | Path | None = None, **flags: str | None) -> Config:
             for key in DEFAULTS:
                 if key in layer:
                     value = str(layer[key])
-                    if key in _PATHS and project != here and not Path(value).is_absolute():
+                    if key in _PATHS and not Path(value).is_absolute():  # absolute: a Spark JVM started
+                        # elsewhere (a notebook that changed directory) reads the same place
                         value = str(project / value)
                     values[key], origins[key] = value, shown
             for key, value in (layer.get("spark", {}) or {}).items():

@@ -49,8 +49,7 @@ def load(path: str | Path = "features") -> Repository:
         raise UsageError(f"feature repository {root} does not exist", hint="pass --repo PATH or set repo in tally.toml")
     found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}, FeatureSet: {},
                                                         Derived: {}}
-    for file in sorted(root.rglob("*.py")):
-        module = _import(file, root)
+    for file, module in _import_all(root):
         for value in vars(module).values():
             kind = type(value)
             if kind not in found:
@@ -90,14 +89,42 @@ def _check_namespace(found: dict) -> None:
             seen[name] = (what, file)
 
 
-def _import(file: Path, root: Path):
-    name = "tally_repo." + ".".join(file.relative_to(root).with_suffix("").parts)
+def _import_all(root: Path) -> list[tuple[Path, object]]:
+    """Imports every file of the repository under its module name relative to `root` (`cards`, `fraud.labels`),
+    with `root` on sys.path while it loads, so that files import each other as users expect (`from payments import
+    card, charges`) and such an import is the very module the registry reads. A name that an installed module
+    already holds (a `json.py`) is refused: importing it would shadow that module in this process."""
+    files = sorted(root.rglob("*.py"))
+    names = [".".join(f.relative_to(root).with_suffix("").parts) for f in files]
+    top = str(root.resolve())
+    for file, name in zip(files, names):
+        held = sys.modules.get(name)
+        origin = getattr(held, "__file__", None)
+        if held is not None and name not in _LOADED and not str(origin or "").startswith(top + "/"):
+            raise RegistryError(f"{file} has the name of the module '{name}' this process already imported "
+                                f"({origin or 'built in'})", hint=f"rename {file.name}: repository files are importable modules")
+        sys.modules.pop(name, None)  # a module of this name from another repository (an earlier load)
+    sys.path.insert(0, top)
+    try:
+        return [(file, _import(file, name)) for file, name in zip(files, names)]
+    finally:
+        sys.path.remove(top)
+        _LOADED.update(names)
+
+
+_LOADED: set[str] = set()  # module names a repository load has held (free to reload for another repository)
+
+
+def _import(file: Path, name: str):
+    if name in sys.modules:  # imported by another file of this repository just now
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        sys.modules.pop(name, None)
         from tally.errors import TallyError
 
         if isinstance(exc, TallyError):
