@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tally import config
 from tally.cli import cli, main
 from tally.errors import DataError, UsageError
-from utc import UTC, midnight
+from utc import UTC, aware, midnight
 
 D = dt.date(2026, 4, 10)
 EVENTS = [("c1", midnight(D) - dt.timedelta(days=3, hours=-10), 1.0), ("c1", midnight(D) - dt.timedelta(microseconds=1), 2.0),
@@ -118,7 +118,7 @@ def test_spines_as_users_have_them_give_the_same_rows(spark, project, tmp_path):
         df = fs.training_set(spine, ["card_live"], timestamp="at")
         assert values(df) == expected, type(spine)
         assert {r["id"]: r["label"] for r in df.collect()} == {r[0]: r[3] for r in rows}  # labels are kept
-        assert {r["id"]: r["at"].replace(tzinfo=UTC) for r in df.collect()} == {r[0]: r[2].astimezone(UTC) for r in rows}
+        assert {r["id"]: aware(r["at"]) for r in df.collect()} == {r[0]: r[2].astimezone(UTC) for r in rows}
 
 
 def test_the_store_backfills_joins_snapshots_and_describes(spark, project):
