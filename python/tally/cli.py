@@ -307,9 +307,8 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
     if recorded:
         manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
                                hint="restore the spine the manifest names, or build a new training set from it")
-    df, built = training.build(c.spark, spine_df, refs, timestamp, views=views, warehouse=c.config.warehouse,
-                               as_of=pins, allow_missing=allow_missing, data=c.config.data,
-                               source_versions=source_versions, pin_sources=True)
+    df, built = c.store.build_training_set(spine_df, refs, timestamp, as_of=pins, allow_missing=allow_missing,
+                                           source_versions=source_versions, pin_sources=True)
     if recorded:  # every input is checked before anything is written
         manifests.require_same_sources(recorded, built["sources"])
     df.write.format(out_format).mode("overwrite").save(out)

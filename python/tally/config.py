@@ -6,8 +6,8 @@ variables < command-line flags. Nothing mutates the environment; `tally config` 
 The files are looked for in the working directory and then in each parent folder: the nearest folder holding a
 `tally.toml` (or a pyproject.toml with a `[tool.tally]` table) is the project, so commands work from any of its
 subfolders. Relative paths in a file (warehouse, repo, data) are relative to that file's folder (and resolved to
-absolute paths); relative paths in the environment or a flag are relative to the working directory. A key tally does not know is refused, naming
-the file and the keys it knows: a typo must not silently fall back to a default.
+absolute paths); relative paths in the environment or a flag are relative to the working directory. A key tally
+does not know is refused, naming the file and the keys it knows: a typo must not silently fall back to a default.
 """
 
 from __future__ import annotations
