@@ -48,5 +48,10 @@ def check(series: dict[str, float | None], metric: str) -> dict[str, dict]:
         floor = SHARE_FLOOR if metric != "mean" else max(REL_FLOOR * abs(m), ABS_FLOOR)
         threshold = K * max(s, floor)
         if abs(x - m) > threshold:
-            out[str(day)] = {"metric": metric, "value": x, "median": m, "mad": s / MAD_SCALE, "threshold": threshold}
+            out[str(day)] = {"metric": metric, "value": x, "median": _g(m), "mad": _g(s / MAD_SCALE),
+                             "threshold": _g(threshold)}
     return out
+
+
+def _g(x: float) -> float:
+    return float(f"{x:.6g}")

@@ -48,9 +48,10 @@ def _nan(value) -> float:
 
 
 def _mark(ax, rows: list[dict], flagged: set[str], key: str) -> None:
+    """A red line on every flagged day; a red dot where this panel's own metric is the one flagged."""
     for d in rows:
         if d["day"] in flagged:
             day = dt.date.fromisoformat(d["day"])
             ax.axvline(day, color="red", alpha=0.3)
-            if d[key] is not None:
+            if d[key] is not None and any(why["metric"] == key for why in d["drift"]):
                 ax.plot([day], [d[key]], "o", color="red")
