@@ -249,6 +249,33 @@ def history(c: Context, view: str, version: int | None) -> None:
     c.output.emit(reports.history_report(c.spark, v, version, warehouse=c.config.warehouse), reports.history_text)
 
 
+@cli.command()
+@click.argument("view")
+@click.option("--version", "version", type=int, help="View version (default: the repository's).")
+@click.option("--feature", "features", multiple=True, help="Only this feature (repeatable; default: all).")
+@click.option("--start", callback=_date, help="First day shown (YYYY-MM-DD; drift is judged on the week before too).")
+@click.option("--end", callback=_date, help="Last day shown, inclusive (YYYY-MM-DD).")
+@click.option("--plot", help="Plot this feature's mean, p01..p99 band and null share over time ...")
+@click.option("--out", help="... to this PNG file.")
+@_json_flag
+@pass_ctx
+def stats(c: Context, view: str, version, features, start, end, plot, out) -> None:
+    """Per-day feature statistics recorded by backfills, with drifting days flagged.
+
+    Each backfill commit records, per day and feature, the null share and (numeric features) NaN share, mean,
+    min, max, p01, p50 and p99. A day is flagged when its mean, null share or NaN share leaves the band around
+    the median of the 7 days before it (docs/cli.md, "tally stats").
+
+    \b
+    Examples:
+      tally stats card_daily
+      tally stats card_daily --feature count_7d --start 2026-01-10 --json
+      tally stats card_daily --plot count_7d --out count_7d.png
+    """
+    c.output.emit(c.store.stats(view, version=version, features=features, start=start, end=end, plot=plot, out=out),
+                  reports.stats_text)
+
+
 @cli.command("training-set")
 @click.option("--spine", help="Spine data path (one row per example).")
 @click.option("--spine-format", default=None, type=click.Choice(["parquet", "delta", "csv", "json", "orc"]),

@@ -168,6 +168,36 @@ class FeatureStore:
 
         return store.read_features(self.spark, self.view(view), warehouse=self.config.warehouse, version=version)
 
+    def stats(self, view: str, *, version: int | None = None, features: Sequence[str] | None = None,
+              start: dt.date | str | None = None, end: dt.date | str | None = None, plot: str | None = None,
+              out: str | Path | None = None) -> dict:
+        """The per-day feature statistics the backfills of `view`'s table recorded (the newest commit of each day
+        wins), days start..end, with the days the drift rule flags; `plot` a feature to the PNG file `out`
+        (docs/cli.md, "tally stats")."""
+        from tally import reports
+        from tally.errors import RegistryError
+
+        if (plot is None) != (out is None):
+            raise UsageError("a plot needs both the feature to plot and the PNG file to write (--plot F --out FILE)")
+        start = None if start is None else _day(start, "start")
+        end = None if end is None else _day(end, "end")
+        if start and end and end < start:
+            raise UsageError(f"--end {end} is before --start {start}")
+        chosen = list(features or [])
+        if plot and chosen and plot not in chosen:
+            chosen.append(plot)
+        report = reports.stats_report(self.spark, self.view(view), version, warehouse=self.config.warehouse,
+                                      features=chosen or None, start=start, end=end)
+        if plot:
+            from tally import plots
+
+            names = [f["name"] for f in report["features"]]
+            if plot not in names:
+                raise RegistryError(f"view '{view}' v{report['version']} has no statistics of feature '{plot}' to plot",
+                                    hint=f"features with statistics: {', '.join(names) or 'none'}")
+            report["plot"] = str(plots.feature_plot(report, plot, out))
+        return report
+
     # ---- online ----
 
     def materialize(self, views: Sequence[str], *, start: dt.date | dt.datetime | str | None = None,

@@ -175,14 +175,7 @@ def plan_text(items) -> list[str]:
 
 def history_report(spark, view, version: int | None, *, warehouse: str) -> dict:
     """The Delta commits of one version's table, oldest first, with tally's commit metadata."""
-    from tally import store
-
-    version = version or view.version
-    path = store.table_path(warehouse, view.name, version)
-    entries = store.commits(spark, path)
-    if not entries:
-        raise UsageError(f"view '{view.name}' v{version} has no table at {path}",
-                         hint=f"run `tally backfill {view.name} --start ... --end ...` first")
+    version, path, entries = _table_commits(spark, view, version, warehouse=warehouse)
     commits = []
     for e in entries:
         meta = e["tally"] or {}
@@ -193,6 +186,19 @@ def history_report(spark, view, version: int | None, *, warehouse: str) -> dict:
     return {"view": view.name, "version": version, "path": str(path), "commits": commits}
 
 
+def _table_commits(spark, view, version: int | None, *, warehouse: str) -> tuple[int, Path, list[dict]]:
+    """The view version (default: the repository's), its table's path and commits; refused when it has no table."""
+    from tally import store
+
+    version = version or view.version
+    path = store.table_path(warehouse, view.name, version)
+    entries = store.commits(spark, path)
+    if not entries:
+        raise UsageError(f"view '{view.name}' v{version} has no table at {path}",
+                         hint=f"run `tally backfill {view.name} --start ... --end ...` first")
+    return version, path, entries
+
+
 def history_text(r: dict) -> list[str]:
     lines = []
     for c in r["commits"]:
@@ -200,6 +206,82 @@ def history_text(r: dict) -> list[str]:
         lines.append(f"{c['delta_version']:>4}  {c['timestamp']:%Y-%m-%d %H:%M:%S}  {c['operation']:8} days {days:24} "
                      f"fingerprint {c['fingerprint'] or '-'}  tally {c['tally_version'] or '-'}")
     return lines
+
+
+# --- tally stats VIEW -------------------------------------------------------------------------------------------
+
+def stats_report(spark, view, version: int | None, *, warehouse: str, features=None, start: dt.date | None = None,
+                 end: dt.date | None = None) -> dict:
+    """The per-day statistics recorded by the backfills of one version's table (the newest commit of each day),
+    per feature, with the days the drift rule flags (judged against the week before, even before `start`)."""
+    from tally import drift, stats
+
+    version, path, entries = _table_commits(spark, view, version, warehouse=warehouse)
+    days = stats.recorded(entries)
+    known = list(next(iter(days.values()))["features"]) if days else []
+    for d in days.values():
+        known += [name for name in d["features"] if name not in known]
+    chosen = list(features) if features else known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        from tally.errors import RegistryError
+
+        have = ", ".join(known) if known else "none (no backfill of this table recorded statistics)"
+        raise RegistryError(f"view '{view.name}' v{version} has no statistics of feature(s) {', '.join(unknown)}",
+                            hint=f"features with statistics: {have}")
+    shown = [day for day in days if (start is None or day >= str(start)) and (end is None or day <= str(end))]
+    out, flagged = [], []
+    for name in chosen:
+        rows = {day: {"rows": d["rows"], "delta_version": d["delta_version"], **d["features"].get(name, {})}
+                for day, d in days.items()}
+        flags: dict[str, list] = {}
+        for metric in drift.METRICS:
+            for day, why in drift.check({day: r.get(metric) for day, r in rows.items()}, metric).items():
+                flags.setdefault(day, []).append(why)
+        kind = next((r["kind"] for r in rows.values() if r.get("kind")), None)
+        series = []
+        for day in shown:
+            r = rows[day]
+            series.append({"day": day, "rows": r["rows"], "delta_version": r["delta_version"],
+                           **{f: r.get(f) for f in ("null_share", "nan_share", "mean", "min", "max", "p01", "p50", "p99")},
+                           "drift": flags.get(day, [])})
+            flagged += [{"feature": name, "day": day, **why} for why in flags.get(day, [])]
+        out.append({"name": name, "kind": kind, "numeric": stats.is_numeric(kind or ""), "days": series})
+    return {"view": view.name, "version": version, "path": str(path), "start": shown[0] if shown else None,
+            "end": shown[-1] if shown else None, "quantile_accuracy": stats.ACCURACY, "rule": drift.RULE,
+            "features": out, "flagged": flagged, "plot": None}
+
+
+def stats_text(r: dict) -> list[str]:
+    if not r["features"] or not any(f["days"] for f in r["features"]):
+        return [f"{r['view']} v{r['version']}: no statistics recorded for these days at {r['path']} "
+                f"(tables backfilled before tally recorded statistics have none: re-backfill to record them)"]
+    lines = [f"{r['view']} v{r['version']} statistics {r['start']}..{r['end']} ({r['path']})"]
+    for f in r["features"]:
+        lines.append(f"{f['name']} ({f['kind']})")
+        lines.append(f"  {'day':10} {'rows':>8} {'null%':>7} {'nan%':>7}" +
+                     ("".join(f" {h:>11}" for h in ("mean", "min", "max", "p01", "p50", "p99")) if f["numeric"] else ""))
+        for d in f["days"]:
+            line = f"  {d['day']:10} {d['rows']:>8} {_pct(d['null_share']):>7} {_pct(d['nan_share']):>7}"
+            if f["numeric"]:
+                line += "".join(f" {_num(d[k]):>11}" for k in ("mean", "min", "max", "p01", "p50", "p99"))
+            for why in d["drift"]:
+                line += f"  ! {why['metric']} {_num(why['value'])} vs median {_num(why['median'])}"
+            lines.append(line)
+    n = len(r["flagged"])
+    lines.append(f"{n} drift flag(s)" + (": " + ", ".join(f"{x['feature']} {x['day']} {x['metric']}" for x in r["flagged"])
+                                          if n else ""))
+    if r["plot"]:
+        lines.append(f"plot: {r['plot']}")
+    return lines
+
+
+def _pct(share) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 # --- tally training-set -----------------------------------------------------------------------------------------

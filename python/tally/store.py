@@ -5,7 +5,8 @@ an entity's features as of the end of D (`snapshot_ts` = D+1 00:00 UTC, computed
 instant), for entities with an event within the view's horizon (its ttl, else its longest window).
 
 A backfill of [start, end] writes each chunk of days as one atomic Delta commit that replaces exactly its `ds`
-range and carries tally's commit metadata (view, version, fingerprint, range, tally version). Rerunning
+range and carries tally's commit metadata (view, version, fingerprint, range, tally version, and the per-day
+statistics of every feature: `tally.stats`). Rerunning
 replaces; a failure leaves every earlier commit intact; `resume` skips chunks whose days the table already covers.
 
 History, commit metadata and time travel go through Delta's own API (`DeltaTable.history`, `versionAsOf`), never
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tally import kernels, registry, sources, utc
+from tally import kernels, registry, sources, stats, utc
 from tally.definitions import FeatureView
 from tally.errors import ConcurrentWriteError, DataError, UsageError
 
@@ -210,6 +211,7 @@ def backfill(
     path = table_path(warehouse, view.name, view.version)
     registry.require_unchanged(registry.plan_view(view, stored_versions(spark, warehouse, view.name)))
     done: set[str] = covered_days(spark, path) if resume else set()
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     plan = chunks(start, end, step_days)
@@ -227,17 +229,25 @@ def backfill(
         lo, hi = source_range(view, chunk)
         frame = snapshot_frame(spark, view, chunk, events.where(_in_range(F.col(view.source.timestamp), lo, hi)))
         _check_schema(spark, path, frame, view)
-        meta = {"tally": {"view": view.name, "version": view.version, "fingerprint": view.fingerprint,
-                          "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__}}
-        writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
-                  .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
-                  .option("userMetadata", json.dumps(meta, sort_keys=True)))
+        # The statistics go into the commit, so they are computed before it: over the cached frame, which the
+        # write then reads instead of running the sweep a second time. A failure here writes nothing.
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            writer.save(str(path))
-        except conflicts as exc:
-            raise ConcurrentWriteError(
-                f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
-                hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
+            day_stats = stats.compute(frame, [f.name for f in view.features], sorted(_chunk_days(chunk)))
+            meta = {"tally": {"view": view.name, "version": view.version, "fingerprint": view.fingerprint,
+                              "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__,
+                              "stats": day_stats}}
+            writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
+                      .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
+                      .option("userMetadata", json.dumps(meta, sort_keys=True, separators=(",", ":"))))
+            try:
+                writer.save(str(path))
+            except conflicts as exc:
+                raise ConcurrentWriteError(
+                    f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
+                    hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
+        finally:
+            frame.unpersist()
         last = commits(spark, path)[-1]
         results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"],
                         "quarantined": quarantined})
