@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 import tally as tl
@@ -263,6 +264,14 @@ def test_feature_sets_and_derived_features_are_discovered_and_share_the_views_na
     assert set(loaded.refs) == {"live", "fraud", "avg_1d"}
     resolved = training.resolve(["fraud"], loaded)
     assert resolved.output == ("live__count_1d", "avg_1d")
+    # `tally list` shows them beside the views, as text and as JSON
+    r = CliRunner().invoke(cli, ["--repo", str(repo), "list", "--json"])
+    doc = json.loads(r.output)
+    assert [(s["feature_set"], s["version"], s["references"]) for s in doc["feature_sets"]] == [
+        ("fraud", 1, ["live:count_1d", "avg_1d"])]
+    assert [(d["derived"], d["inputs"]) for d in doc["derived"]] == [("avg_1d", ["live:sum_amount_1d", "live:count_1d"])]
+    text = CliRunner().invoke(cli, ["--repo", str(repo), "list"]).output
+    assert re.search(r"^fraud +v1 +set +2 refs", text, re.M) and re.search(r"^avg_1d +v1 +derived +2 inputs", text, re.M)
     _repo(tmp_path, "['live']", clash=True)
     with pytest.raises(RegistryError, match=r"the feature set 'live' \(.*sets.py\) has the name of the view 'live'"):
         registry.load(repo)

@@ -80,12 +80,31 @@ def list_report(repo) -> dict:
         views.append({"view": v.name, "version": v.version, "entity": v.entity.name, "keys": list(v.entity.keys),
                       "accuracy": v.accuracy, "online": v.online, "feature_count": len(names), "features": names,
                       "description": v.description, "owner": v.owner, "tags": dict(v.tags)})
-    return {"views": views}
+    sets = [{"feature_set": s.name, "version": s.version, "references": [_ref(r) for r in s.features],
+             "description": s.description} for s in sorted(repo.feature_sets.values(), key=lambda s: s.name)]
+    derived = [{"derived": d.name, "version": d.version, "expr": d.expr, "inputs": [_ref(r) for r in d.inputs],
+                "description": d.description} for d in sorted(repo.derived.values(), key=lambda d: d.name)]
+    return {"views": views, "feature_sets": sets, "derived": derived}
+
+
+def _ref(r) -> str:
+    """A feature reference as text: a name, "view:feature", or a key-mapped use."""
+    if isinstance(r, str):
+        return r
+    if hasattr(r, "keys") and hasattr(r, "prefix"):  # a tl.Use
+        mapped = ", ".join(f"{k}={v}" for k, v in r.keys.items())
+        return f"{r.prefix + '=' if r.prefix else ''}{r.view_name}({mapped})"
+    return r.name
 
 
 def list_text(report: dict) -> list[str]:
-    return [f"{v['view']:28} v{v['version']:<3} {v['entity']:10} {v['feature_count']:3} features  {v['description']}"
-            for v in report["views"]]
+    lines = [f"{v['view']:28} v{v['version']:<3} {v['entity']:10} {v['feature_count']:3} features  {v['description']}"
+             for v in report["views"]]
+    lines += [f"{s['feature_set']:28} v{s['version']:<3} {'set':10} {len(s['references']):3} refs      "
+              f"{s['description'] or ', '.join(s['references'])}" for s in report["feature_sets"]]
+    lines += [f"{d['derived']:28} v{d['version']:<3} {'derived':10} {len(d['inputs']):3} inputs    "
+              f"{d['description'] or d['expr']}" for d in report["derived"]]
+    return lines
 
 
 # --- tally describe VIEW ----------------------------------------------------------------------------------------
