@@ -190,5 +190,5 @@ def test_spec_changed_under_an_existing_version(spark, tmp_path, capsys):
 def test_duplicate_view_names_in_the_repository(spark, tmp_path, capsys):
     _, args = make(spark, tmp_path, write=False)
     src = (tmp_path / "features" / "cards.py").read_text().replace('ttl="30d"', 'ttl="60d"')
-    (tmp_path / "features" / "copy.py").write_text(src)
+    (tmp_path / "features" / "cards_copy.py").write_text(src)
     assert_refused(main([*args, "plan"]), capsys, tmp_path, "two FeatureViews are named 'card_spend'")
