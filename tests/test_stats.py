@@ -205,6 +205,13 @@ def test_rebackfilled_day_replaces_its_statistics_and_a_failed_computation_write
     assert [c["version"] for c in store.commits(spark, path)] == [0, 1]
     assert set(spark.sparkContext._jsc.getPersistentRDDs().keys()) == cached  # the cached chunk was let go
 
+    # statistics=False (`--no-stats`) skips them (the failing pass is not even called) and commits the day; its
+    # older statistics are then stale and no longer shown
+    store.backfill(spark, view, dt.date(2026, 3, 5), dt.date(2026, 3, 5), warehouse=tmp_path, statistics=False)
+    assert [c["version"] for c in store.commits(spark, path)] == [0, 1, 2]
+    latest = stats.recorded(store.commits(spark, path))
+    assert "2026-03-05" not in latest and latest["2026-03-04"] == after["2026-03-04"]
+
 
 def test_drift_rule_median_and_mad_with_a_floor():
     days = [f"2026-01-{d:02d}" for d in range(1, 15)]

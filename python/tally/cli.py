@@ -196,8 +196,10 @@ def plan(c: Context) -> None:
 @click.option("--resume", is_flag=True, help="Skip chunks already committed with the same fingerprint.")
 @click.option("--dry-run", is_flag=True, help="Print the chunks and source ranges; compute nothing.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--stats/--no-stats", "statistics", default=True, show_default=True,
+              help="Record per-day feature statistics in each commit (`tally stats`); --no-stats skips that pass.")
 @pass_ctx
-def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -> None:
+def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet, statistics) -> None:
     """Backfill daily snapshots of VIEWS for days START..END, one Delta commit per chunk.
 
     \b
@@ -225,7 +227,7 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet) -
         with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,
                                hidden=not show) as bar:
             results = c.store.backfill([v.name], start, end, step_days=step_days, resume=resume,
-                                       on_chunk=lambda *_: bar.update(1))[v.name]
+                                       on_chunk=lambda *_: bar.update(1), statistics=statistics)[v.name]
         for r in results:
             extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
             if not quiet:

@@ -104,9 +104,10 @@ class FeatureStore:
     # ---- offline ----
 
     def backfill(self, views: Sequence[str], start: dt.date | str, end: dt.date | str, *, step_days: int = 7,
-                 resume: bool = False, on_chunk=None) -> dict[str, list[dict]]:
-        """Daily snapshots of `views` for days start..end (inclusive), one Delta commit per chunk of `step_days`.
-        Refuses a view whose definition changed under a stored version. Returns each view's chunk results."""
+                 resume: bool = False, on_chunk=None, statistics: bool = True) -> dict[str, list[dict]]:
+        """Daily snapshots of `views` for days start..end (inclusive), one Delta commit per chunk of `step_days`,
+        each with the per-day statistics of every feature unless `statistics=False`. Refuses a view whose
+        definition changed under a stored version. Returns each view's chunk results."""
         from tally import registry, store
 
         start, end = _day(start, "start"), _day(end, "end")
@@ -114,7 +115,8 @@ class FeatureStore:
         for v in targets:
             registry.require_unchanged(registry.plan_view(v, store.stored_versions(self.spark, self.config.warehouse, v.name)))
         return {v.name: store.backfill(self.spark, v, start, end, warehouse=self.config.warehouse, step_days=step_days,
-                                       resume=resume, data=self.config.data, on_chunk=on_chunk) for v in targets}
+                                       resume=resume, data=self.config.data, on_chunk=on_chunk,
+                                       statistics=statistics) for v in targets}
 
     def read_spine(self, spine, *, format: str | None = None):
         """A spine as users have it, as a Spark DataFrame: a Spark DataFrame (as is), a pandas DataFrame (naive

@@ -200,11 +200,14 @@ def backfill(
     resume: bool = False,
     data: str | Path | None = None,
     on_chunk: Callable[[Chunk, str], None] | None = None,
+    statistics: bool = True,
 ) -> list[dict]:
     """Backfill days [start, end] of `view`; returns one record per chunk (chunk, status, rows, delta version).
 
     `resume` skips the chunks whose every day the table already covers: a table only ever holds one definition
     (a changed one is refused above), so a covered day was computed by this one. `data` is the data root.
+    `statistics=False` records no per-day statistics: the chunk is then computed inside its write job, once,
+    without caching it first (faster; `tally stats` shows nothing for those days).
     """
     from tally import __version__
 
@@ -231,12 +234,13 @@ def backfill(
         _check_schema(spark, path, frame, view)
         # The statistics go into the commit, so they are computed before it: over the cached frame, which the
         # write then reads instead of running the sweep a second time. A failure here writes nothing.
-        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        if statistics:
+            frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            day_stats = stats.compute(frame, [f.name for f in view.features], sorted(_chunk_days(chunk)))
             meta = {"tally": {"view": view.name, "version": view.version, "fingerprint": view.fingerprint,
-                              "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__,
-                              "stats": day_stats}}
+                              "range": [str(chunk.start), str(chunk.end)], "tally_version": __version__}}
+            if statistics:
+                meta["tally"]["stats"] = stats.compute(frame, [f.name for f in view.features], sorted(_chunk_days(chunk)))
             writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
                       .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
                       .option("userMetadata", json.dumps(meta, sort_keys=True, separators=(",", ":"))))
@@ -247,7 +251,8 @@ def backfill(
                     f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
                     hint="nothing of this chunk was written; rerun (with --resume to skip finished chunks)") from exc
         finally:
-            frame.unpersist()
+            if statistics:
+                frame.unpersist()
         last = commits(spark, path)[-1]
         results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"],
                         "quarantined": quarantined})
