@@ -13,6 +13,7 @@ from tally.errors import (
     UsageError,
 )
 from tally.feature_store import FeatureStore
+from tally.labels import Label
 from tally.online import OnlineClient
 from tally.references import Derived, FeatureSet, Use
 from tally.spark import session
@@ -27,6 +28,7 @@ __all__ = [
     "Derived",
     "Entity",
     "FeatureSet",
+    "Label",
     "FeatureStore",
     "FeatureView",
     "OnlineClient",

@@ -290,17 +290,21 @@ def stats(c: Context, view: str, version, features, start, end, plot, out) -> No
               help="Output format (default parquet, or the manifest's).")
 @click.option("--as-of", "as_of", multiple=True, help="VIEW=DELTA_VERSION (or VIEW=TIMESTAMP) for snapshot views.")
 @click.option("--allow-missing", is_flag=True, help="Fill nulls for days a snapshot table lacks, and report them.")
+@click.option("--label", "label_names", multiple=True,
+              help="Comma-separated labels of the repository to join (as known at --labels-as-of); repeatable.")
+@click.option("--labels-as-of", "labels_as_of", help="The labels' cutoff: an ISO instant or a day (default: now).")
 @click.option("--from-manifest", "from_manifest", help="Rebuild the identical rows recorded in this manifest.")
 @_json_flag
 @pass_ctx
 def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, out_format, as_of, allow_missing,
-                     from_manifest) -> None:
+                     label_names, labels_as_of, from_manifest) -> None:
     """Build a point-in-time-correct training set and write it with a manifest.
 
     \b
     Examples:
       tally training-set --spine spine.parquet --timestamp created \\
-          --features card_velocity,merchant_risk:dispute_rate_30d --out train --format delta
+          --features card_velocity,merchant_risk:dispute_rate_30d --out train --format delta \\
+          --label is_fraud --labels-as-of 2026-04-01
       tally training-set --from-manifest train.manifest.json --out train_rebuilt --json
     """
     from tally import manifests, training
@@ -315,6 +319,7 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
         source_versions = manifests.source_versions(recorded)
         allow_missing = recorded["options"]["allow_missing"]
         out_format = out_format or recorded["output"]["format"]
+        label_refs, labels_as_of = manifests.labels(recorded, c.repo.labels)
     else:
         missing = [name for name, value in (("--spine", spine), ("--timestamp", timestamp), ("--features", features))
                    if not value]
@@ -328,6 +333,7 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
                 raise UsageError(f"--as-of {item!r}: write VIEW=VERSION")
             pins[name] = int(value) if value.isdigit() else value
         out_format = out_format or "parquet"
+        label_refs = [r.strip() for item in label_names for r in item.split(",") if r.strip()]
     from tally.feature_store import format_of
 
     spine_format = spine_format or format_of(spine)
@@ -337,7 +343,8 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
         manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
                                hint="restore the spine the manifest names, or build a new training set from it")
     df, built = c.store.build_training_set(spine_df, refs, timestamp, as_of=pins, allow_missing=allow_missing,
-                                           source_versions=source_versions, pin_sources=True)
+                                           source_versions=source_versions, pin_sources=True, labels=label_refs,
+                                           labels_as_of=labels_as_of)
     if recorded:  # every input is checked before anything is written
         manifests.require_same_sources(recorded, built["sources"])
     df.write.format(out_format).mode("overwrite").save(out)
@@ -352,9 +359,18 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
                               features=refs, out=out, out_format=out_format, out_hash=out_hash,
                               warehouse=c.config.warehouse)
     written = manifests.write(manifest, out)
+    label_nulls = None
+    if built.get("labels"):
+        from pyspark.sql import functions as F
+
+        names = [e["name"] for e in built["labels"]["labels"]]
+        row = c.spark.read.format(out_format).load(out).agg(
+            *[F.count_if(F.col(f"`{n}`").isNull()).alias(n) for n in names]).first()
+        label_nulls = {n: int(row[n]) for n in names}
     c.output.emit(reports.training_report(rows=out_hash["rows"], out=out, out_format=out_format, out_hash=out_hash,
                                           manifest=written, spine=spine, spine_hash=spine_hash, features=refs,
-                                          built=built, reproduced=from_manifest if recorded else None),
+                                          built=built, reproduced=from_manifest if recorded else None,
+                                          label_nulls=label_nulls),
                   reports.training_text)
 
 

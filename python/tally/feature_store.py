@@ -145,24 +145,29 @@ class FeatureStore:
         raise UsageError(f"a spine is a Spark or pandas DataFrame or a path, not {type(spine).__name__}")
 
     def training_set(self, spine, features: Sequence, timestamp: str, *, as_of: Mapping[str, int | str] | None = None,
-                     allow_missing: bool = False, spine_format: str | None = None):
+                     allow_missing: bool = False, spine_format: str | None = None, labels: Sequence = (),
+                     labels_as_of=None):
         """Every selected view's features joined onto `spine`, point-in-time correct at its `timestamp` column.
         `spine`: see `read_spine`. `features`: views, "view" and "view:feature" references, feature sets, derived
-        features and `tl.Use`s (docs/feature-sets.md). `as_of` pins a
-        snapshot view's Delta version (or timestamp). Labels in the spine are ordinary columns: they are kept."""
+        features and `tl.Use`s (docs/feature-sets.md). `as_of` pins a snapshot view's Delta version (or
+        timestamp). Columns of the spine (labels included) are kept; `labels` (`tl.Label`s or the repository's
+        label names) are joined as known at `labels_as_of` (default: now), by their sources' `available_at`
+        (docs/labels.md)."""
         return self.build_training_set(spine, features, timestamp, as_of=as_of, allow_missing=allow_missing,
-                                       spine_format=spine_format)[0]
+                                       spine_format=spine_format, labels=labels, labels_as_of=labels_as_of)[0]
 
     def build_training_set(self, spine, features: Sequence, timestamp: str, *, as_of=None, allow_missing=False,
-                           spine_format=None, source_versions=None, pin_sources=False):
-        """`training_set` and what went into it (views, versions, fingerprints, source pins): what a manifest
-        records."""
+                           spine_format=None, source_versions=None, pin_sources=False, labels: Sequence = (),
+                           labels_as_of=None):
+        """`training_set` and what went into it (views, versions, fingerprints, labels, source pins): what a
+        manifest records."""
         from tally import training
 
         return training.build(self.spark, self.read_spine(spine, format=spine_format), list(features), timestamp,
                               views=self.repo.refs, warehouse=self.config.warehouse, as_of=as_of,
                               allow_missing=allow_missing, data=self.config.data, source_versions=source_versions,
-                              pin_sources=pin_sources)
+                              pin_sources=pin_sources, labels=labels, labels_as_of=labels_as_of,
+                              known_labels=self.repo.labels)
 
     def read_features(self, view: str, *, version: int | None = None):
         """A snapshot view's Delta table (the repository's version unless `version` is given)."""

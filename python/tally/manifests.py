@@ -2,14 +2,14 @@
 
 A manifest sits beside the data (`<out>.manifest.json`) and records everything that determines the rows: the
 spine (path, format, timestamp column, row count and content hash), each use of a view (its version,
-fingerprint, accuracy, prefix, key mapping and the Delta version read), each feature set and derived feature
-named (its version and the fingerprint of its resolved content), each temporal view's source (its Delta version,
-or the row count and content hash of what was read), the options (`allow_missing`), the semantics, the output's
-row count and content hash (sketch estimates left out: they may differ in their last digits between runs), the
-tally version and when it was built.
+fingerprint, accuracy, prefix, key mapping and the Delta version read), each feature set, derived feature and
+label named (its version and the fingerprint of its resolved content), the labels' cutoff, each temporal view's
+and label's source (its Delta version, or the row count and content hash of what was read), the options
+(`allow_missing`), the semantics, the output's row count and content hash (every column; older manifests name
+the columns they left out), the tally version and when it was built.
 
 A rebuild reads every snapshot table and Delta source at its recorded version, refuses before writing anything
-when a definition (a view, a feature set, a derived feature), the spine or a non-Delta source changed (saying
+when a definition (a view, a feature set, a derived feature, a label), the spine or a non-Delta source changed (saying
 which and how), and checks that the rows it wrote have the recorded count and content hash.
 """
 
@@ -44,6 +44,7 @@ def make(*, spine_path: str, spine_format: str, spine_hash: dict, built: dict, f
         "feature_sets": built.get("feature_sets", []),
         "derived": built.get("derived", []),
         "sources": built.get("sources", {}),
+        "labels": built.get("labels"),
         "semantics": built["semantics"],
         "warehouse": str(Path(warehouse).resolve()),
         "output": {"path": str(Path(out).resolve()), "format": out_format, **out_hash},
@@ -114,6 +115,27 @@ def require_same_references(manifest: dict, refs: dict) -> None:
                 raise SpecChangedError(
                     f"{what} '{name}' is now v{found.version}; the manifest was built with v{version}",
                     hint="check out the feature repository as it was when the training set was built")
+
+
+def labels(manifest: dict, known: dict) -> tuple[list[str], str | None]:
+    """The labels a manifest joined and their cutoff; refuses a label that is gone or changed since (a change
+    under the same version is named as such)."""
+    recorded = manifest.get("labels") or {"labels": [], "as_of": None}
+    for entry in recorded["labels"]:
+        name, version = entry["name"], entry["version"]
+        found = known.get(name)
+        if found is None:
+            raise UsageError(f"the manifest uses label '{name}', which the repository no longer defines",
+                             hint="check out the feature repository as it was when the training set was built")
+        if found.version != version or found.fingerprint != entry["fingerprint"]:
+            same = found.version == version
+            raise SpecChangedError(
+                f"label '{name}' " + (f"v{version} changed since the manifest was built (fingerprint "
+                                      f"{entry['fingerprint']}, now {found.fingerprint}) without a new version" if same
+                                      else f"is now v{found.version}; the manifest was built with v{version}"),
+                hint=(f"bump version= of '{name}' to {version + 1} when its content changes; " if same else "")
+                + "to rebuild, check out the feature repository as it was")
+    return [e["name"] for e in recorded["labels"]], recorded["as_of"]
 
 
 def source_versions(manifest: dict) -> dict[str, int]:

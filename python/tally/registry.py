@@ -1,5 +1,5 @@
-"""A feature repository: every Entity, Source, FeatureView, FeatureSet and Derived feature defined in the Python
-files under a folder.
+"""A feature repository: every Entity, Source, FeatureView, FeatureSet, Derived feature and Label defined in the
+Python files under a folder.
 
 Loading checks names (views, feature sets and derived features share one namespace: training sets name them)
 and that every reference of a feature set or derived feature resolves; `check_columns` checks each aggregation's
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tally.definitions import Entity, FeatureView, Source
 from tally.errors import DataError, RegistryError, SpecChangedError, TallyError, UsageError  # noqa: F401
+from tally.labels import Label
 from tally.references import Derived, FeatureSet, resolve
 
 
@@ -29,6 +30,7 @@ class Repository:
     views: dict[str, FeatureView]
     feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
     derived: dict[str, Derived] = field(default_factory=dict)
+    labels: dict[str, Label] = field(default_factory=dict)
 
     @property
     def refs(self) -> dict[str, FeatureView | FeatureSet | Derived]:
@@ -48,7 +50,7 @@ def load(path: str | Path = "features") -> Repository:
     if not root.is_dir():
         raise UsageError(f"feature repository {root} does not exist", hint="pass --repo PATH or set repo in tally.toml")
     found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}, FeatureSet: {},
-                                                        Derived: {}}
+                                                        Derived: {}, Label: {}}
     for file, module in _import_all(root):
         for value in vars(module).values():
             kind = type(value)
@@ -64,9 +66,12 @@ def load(path: str | Path = "features") -> Repository:
     for v in views.values():  # views may use entities and sources defined inline: collect those too
         found[Entity].setdefault(v.entity.name, (v.entity, "inline"))
         found[Source].setdefault(v.source.name, (v.source, "inline"))
+    for lb, _ in found[Label].values():
+        found[Source].setdefault(lb.source.name, (lb.source, "inline"))
     repo = Repository(root, {n: e for n, (e, _) in found[Entity].items()},
                       {n: s for n, (s, _) in found[Source].items()}, views,
-                      {n: f for n, (f, _) in found[FeatureSet].items()}, {n: d for n, (d, _) in found[Derived].items()})
+                      {n: f for n, (f, _) in found[FeatureSet].items()}, {n: d for n, (d, _) in found[Derived].items()},
+                      {n: lb for n, (lb, _) in found[Label].items()})
     for kind in (FeatureSet, Derived):  # their references resolve now, not when a training set first names them
         for value, file in found[kind].values():
             try:

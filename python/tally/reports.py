@@ -84,7 +84,10 @@ def list_report(repo) -> dict:
              "description": s.description} for s in sorted(repo.feature_sets.values(), key=lambda s: s.name)]
     derived = [{"derived": d.name, "version": d.version, "expr": d.expr, "inputs": [_ref(r) for r in d.inputs],
                 "description": d.description} for d in sorted(repo.derived.values(), key=lambda d: d.name)]
-    return {"views": views, "feature_sets": sets, "derived": derived}
+    labels = [{"label": lb.name, "version": lb.version, "source": lb.source.name, "on": dict(lb.on),
+               "within": lb.within, "description": lb.description}
+              for lb in sorted(getattr(repo, "labels", {}).values(), key=lambda lb: lb.name)]
+    return {"views": views, "feature_sets": sets, "derived": derived, "labels": labels}
 
 
 def _ref(r) -> str:
@@ -104,6 +107,8 @@ def list_text(report: dict) -> list[str]:
               f"{s['description'] or ', '.join(s['references'])}" for s in report["feature_sets"]]
     lines += [f"{d['derived']:28} v{d['version']:<3} {'derived':10} {len(d['inputs']):3} inputs    "
               f"{d['description'] or d['expr']}" for d in report["derived"]]
+    lines += [f"{lb['label']:28} v{lb['version']:<3} {'label':10} from '{lb['source']}'  "
+              f"{lb['description'] or ', '.join(lb['on'])}" for lb in report["labels"]]
     return lines
 
 
@@ -306,15 +311,21 @@ def _num(value) -> str:
 # --- tally training-set -----------------------------------------------------------------------------------------
 
 def training_report(*, rows: int, out: str, out_format: str, out_hash: dict, manifest: Path, spine: str,
-                    spine_hash: dict, features: list[str], built: dict, reproduced: str | None) -> dict:
-    """What a written training set holds and what went into it (the manifest has the full record)."""
+                    spine_hash: dict, features: list[str], built: dict, reproduced: str | None,
+                    label_nulls: dict[str, int] | None = None) -> dict:
+    """What a written training set holds and what went into it (the manifest has the full record); per label,
+    how many rows it left null (a performance window still open at the cutoff, or no default)."""
     views = [{"view": e["view"], "version": e["version"], "fingerprint": e["fingerprint"], "accuracy": e["accuracy"],
               "features": list(e["features"]), "delta_version": e["delta_version"],
               "missing_days": list(e.get("missing_days", [])), "rows_in_missing_days": e.get("rows_in_missing_days", 0)}
              for e in built["views"]]
     return {"rows": rows, "output": {"path": out, "format": out_format, "hash": out_hash["hash"]},
             "manifest": str(manifest), "spine": {"path": spine, "timestamp": built["timestamp"], "rows": spine_hash["rows"]},
-            "features": list(features), "views": views, "reproduced": reproduced}
+            "features": list(features), "views": views, "reproduced": reproduced,
+            "labels": None if not built.get("labels") else {
+                "as_of": built["labels"]["as_of"],
+                "labels": [{"name": e["name"], "version": e["version"], "source": e["source"],
+                            "null_rows": (label_nulls or {}).get(e["name"])} for e in built["labels"]["labels"]]}}
 
 
 def training_text(r: dict) -> list[str]:
@@ -327,6 +338,9 @@ def training_text(r: dict) -> list[str]:
         note = f"; {gaps} rows in days the table lacks were filled with nulls" if gaps else ""
         lines.append(f"  {v['view']} v{v['version']} {v['accuracy']} "
                      f"(Delta version {v['delta_version'] if v['delta_version'] is not None else '-'}){note}")
+    for label in (r["labels"] or {}).get("labels", []):
+        lines.append(f"  label {label['name']} v{label['version']} from source '{label['source']}' as known at "
+                     f"{r['labels']['as_of']}; {label['null_rows']} rows null")
     return lines
 
 

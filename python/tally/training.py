@@ -187,16 +187,19 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
 
 def training_set(spark, spine, features: Sequence, timestamp: str, *, views=None,
                  warehouse: str | Path = "warehouse", as_of: Mapping[str, int | str] | None = None,
-                 allow_missing: bool = False, data: str | Path | None = None):
+                 allow_missing: bool = False, data: str | Path | None = None, labels: Sequence = (),
+                 labels_as_of=None):
     """Join every selected view's features onto `spine`, point-in-time correct at `timestamp`.
 
     `features` mixes FeatureViews, "view" / "view:feature" strings, `tl.Use`, `tl.Derived` and `tl.FeatureSet`
     (see `tally.references`); names are resolved in `views`: a repository (`registry.load(...)`: its views, feature
     sets and derived features) or a name -> definition mapping. `as_of` pins the Delta version (int) or timestamp
     read per snapshot view. `data` is the data root relative source paths live under (default: the configured one).
+    `labels` (`tl.Label`s) are joined as known at `labels_as_of` (default: now), see `tally.labels`.
     """
     return build(spark, spine, features, timestamp, views=views, warehouse=warehouse, as_of=as_of,
-                 allow_missing=allow_missing, data=data)[0]
+                 allow_missing=allow_missing, data=data, labels=labels, labels_as_of=labels_as_of,
+                 known_labels=getattr(views, "labels", None))[0]
 
 
 def check_derived(spark, resolved: Resolved) -> None:
@@ -259,14 +262,20 @@ def _mapped(spine, sel: Selection, join):
 
 def build(spark, spine, features, timestamp: str, *, views=None, warehouse="warehouse", as_of=None,
           allow_missing: bool = False, data=None, source_versions: Mapping[str, int] | None = None,
-          pin_sources: bool = False):
+          pin_sources: bool = False, labels: Sequence = (), labels_as_of=None, known_labels=None):
     """The training set and what went into it: per use of a view its version, fingerprint, accuracy, prefix, key
-    mapping and the Delta version read; per derived feature and feature set its version and fingerprint; the
-    options; with `pin_sources`, per temporal source what identifies the rows read (its Delta version, else a
-    content hash). `source_versions` reads Delta sources at recorded versions (a manifest rebuild).
+    mapping and the Delta version read; per derived feature and feature set its version and fingerprint; per
+    label its version and fingerprint, and the labels' cutoff; the options; with `pin_sources`, per temporal
+    source and label source what identifies the rows read (its Delta version, else a content hash).
+    `source_versions` reads Delta sources at recorded versions (a manifest rebuild).
 
-    Every check (references, key columns, column clashes, derived expressions) runs before any Spark job.
+    `labels` (`tl.Label`s, or names in `known_labels`) are joined as known at `labels_as_of` (default: now,
+    to the second; the manifest records it), see `tally.labels`.
+
+    Every check (references, key columns, column clashes, derived expressions, labels) runs before any Spark job.
     """
+    from tally import labels as labels_
+
     resolved = resolve(features, views)
     selections = resolved.selections
     if not selections:
@@ -274,6 +283,13 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
     check_spine(spine, timestamp, selections)
     check_columns(spine.columns, resolved)
     check_derived(spark, resolved)
+    wanted_labels = labels_.resolve(labels, known_labels) if labels else []
+    if wanted_labels:
+        labels_.check(spine.columns, wanted_labels, resolved.output)
+        cutoff = labels_.cutoff(labels_as_of if labels_as_of is not None
+                                else dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    elif labels_as_of is not None:
+        raise UsageError("labels_as_of is set but no labels are asked for", hint="pass labels= (--label)")
     from tally import validation
 
     keys = sorted({k for sel in selections for k in sel.spine_keys})
@@ -317,6 +333,12 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
         built["derived"] = [d.content() for d in resolved.derived]
     if resolved.feature_sets:
         built["feature_sets"] = list(resolved.feature_sets)
+    if wanted_labels:
+        read_at = {**(source_versions or {}), **{n: p["delta_version"] for n, p in (source_pins or {}).items()
+                                                  if "delta_version" in p}}
+        out, label_report = labels_.join(spark, out, timestamp, wanted_labels, cutoff, data=data, warehouse=warehouse,
+                                         versions=read_at, pins=source_pins)
+        built["labels"] = {"as_of": cutoff.isoformat().replace("+00:00", "Z"), "labels": list(label_report.values())}
     if source_pins is not None:
         built["sources"] = source_pins
     return out, built

@@ -58,9 +58,9 @@ class Report:
                             details={"failures": [f.__dict__ for f in self.failures]})
 
 
-def source_checks(source: Source, views: Sequence[FeatureView]) -> list[Check]:
-    """Every row-level check a source must pass for the views that read it."""
-    keys = sorted({k for v in views for k in v.entity.keys})
+def source_checks(source: Source, views: Sequence[FeatureView], keys: Sequence[str] = ()) -> list[Check]:
+    """Every row-level check a source must pass for the views that read it (and the labels joining on `keys`)."""
+    keys = sorted({k for v in views for k in v.entity.keys} | set(keys))
     low, high = (utc.instant(b) for b in source.timestamp_bounds)
     checks = [Check.not_null(k) for k in keys] + [Check.not_null(source.timestamp),
                                                   Check.between(source.timestamp, low, high)]
@@ -189,8 +189,8 @@ def _utc(value):
     return value.astimezone(dt.timezone.utc) if isinstance(value, dt.datetime) else value
 
 
-def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "") -> Report:
-    return validate(df, source_checks(source, views), what=f"source '{source.name}'{where}", types=source.schema,
+def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "", keys: Sequence[str] = ()) -> Report:
+    return validate(df, source_checks(source, views, keys), what=f"source '{source.name}'{where}", types=source.schema,
                     unique=source.id)
 
 
@@ -199,11 +199,11 @@ def spine_report(spine, timestamp: str, keys: Sequence[str]) -> Report:
     return validate(spine, checks, what="the spine")
 
 
-def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantine: str | Path):
+def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantine: str | Path, keys: Sequence[str] = ()):
     """Quarantine policy: write failing rows with their reason to a Delta table, return the good rows and counts."""
     from pyspark.sql import functions as F
 
-    checks = source_checks(source, views)
+    checks = source_checks(source, views, keys)
     reasons = [F.when(_failing(c), F.lit(c.name)) for c in checks]
     if source.id:  # an id used twice cannot say which copy is right: every copy goes
         dups = df.groupBy(source.id).count().where("count > 1").select(source.id, F.lit(True).alias("_tally_dup"))
@@ -220,14 +220,16 @@ def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantin
     return good, n_bad
 
 
-def apply_contract(events, source: Source, views: Sequence[FeatureView], *, where: str, warehouse: str | Path):
+def apply_contract(events, source: Source, views: Sequence[FeatureView], *, where: str, warehouse: str | Path,
+                   keys: Sequence[str] = ()):
     """The source's rows after its contract: raises on failures, or with `on_invalid="quarantine"` sets the failing
     rows aside in `<warehouse>/quarantine/<source>` and returns the good ones. Returns (rows, rows quarantined)."""
-    report = source_report(events, source, views, where=where)
+    report = source_report(events, source, views, where=where, keys=keys)
     if report.ok:
         return events, 0
     if source.on_invalid == "quarantine" and all(f.check != "has rows" and "has type" not in f.check
                                                  for f in report.failures):
-        return split_invalid(events, source, views, quarantine=Path(warehouse).resolve() / "quarantine" / source.name)
+        return split_invalid(events, source, views, quarantine=Path(warehouse).resolve() / "quarantine" / source.name,
+                             keys=keys)
     report.raise_if_failed()
     return events, 0
