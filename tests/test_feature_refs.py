@@ -306,3 +306,37 @@ def test_cli_names_a_feature_set_and_a_rebuild_refuses_a_set_changed_under_the_s
     assert isinstance(r.exception, SpecChangedError), r.output
     assert "feature set 'fraud' v1 changed since the manifest was built" in str(r.exception)
     assert "bump version=" in str(r.exception) and not (tmp_path / "again").exists()
+
+
+def test_plan_and_the_next_training_set_refuse_a_feature_set_changed_under_a_version_a_training_set_used(spark, tmp_path):
+    repo, data = _repo(tmp_path, "['live:count_1d', 'avg_1d']")
+    spark.createDataFrame(EVENTS, EVENT_SCHEMA).write.parquet(str(data))
+    spine_path = tmp_path / "spine"
+    spark.createDataFrame(SPINE, SPINE_SCHEMA).write.parquet(str(spine_path))
+    base = ["--repo", str(repo), "--warehouse", str(tmp_path / "wh")]
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, [*base, *args], standalone_mode=False)
+
+    def build(out):
+        return invoke("training-set", "--spine", str(spine_path), "--timestamp", "ts", "--features", "fraud",
+                      "--out", str(tmp_path / out))
+
+    def references():
+        r = invoke("plan", "--json")
+        doc = json.JSONDecoder().raw_decode(r.output)[0]  # the plan; an error may follow it
+        return {(x["kind"], x["name"], x["version"]): x["status"] for x in doc["references"]}, r.exception
+
+    assert references() == ({("feature set", "fraud", 1): "new", ("derived feature", "avg_1d", 1): "new"}, None)
+    assert build("train").exception is None
+    assert references() == ({("feature set", "fraud", 1): "unchanged", ("derived feature", "avg_1d", 1): "unchanged"}, None)
+    _repo(tmp_path, "['live', 'avg_1d']")  # the list changes, still as version 1
+    statuses, error = references()
+    assert statuses[("feature set", "fraud", 1)] == "spec_changed" and isinstance(error, SpecChangedError)
+    assert "feature set 'fraud' v1 changed since a training set used it" in str(error)
+    r = build("train2")
+    assert isinstance(r.exception, SpecChangedError) and "bump version= of 'fraud'" in r.exception.hint
+    assert not (tmp_path / "train2").exists()
+    (repo / "sets.py").write_text((repo / "sets.py").read_text().replace("version=1", "version=2"))
+    assert build("train3").exception is None  # a new version names the new content
+    assert references()[0][("feature set", "fraud", 2)] == "unchanged"

@@ -243,3 +243,7 @@ def test_cli_joins_a_repository_label_records_it_and_a_rebuild_reproduces_or_ref
     assert isinstance(r.exception, SpecChangedError), r.output
     assert "label 'is_fraud' v1 changed since the manifest was built" in str(r.exception)
     assert not (tmp_path / "again").exists()
+    r = invoke("plan", "--json")  # the ledger of what training sets used flags it too
+    assert isinstance(r.exception, SpecChangedError)
+    [ref] = json.JSONDecoder().raw_decode(r.output)[0]["references"]
+    assert (ref["kind"], ref["name"], ref["status"]) == ("label", "is_fraud", "spec_changed")

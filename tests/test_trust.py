@@ -187,7 +187,9 @@ def test_the_demo_flow_then_plan_reports_every_view_unchanged(tmp_path):
                            "--data", "data", "plan"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     lines = [line for line in plan.stdout.splitlines() if line.strip()]
-    assert len(lines) == 8 and all(line.startswith("= ") and line.endswith("unchanged") for line in lines), plan.stdout
+    views = [line for line in lines if not line[2:].startswith(("feature set ", "derived feature ", "label "))]
+    assert len(views) == 8 and all(line.startswith("= ") and line.endswith("unchanged") for line in views), plan.stdout
+    assert not any(line.startswith("!") for line in lines), plan.stdout
 
 
 # --- 4. manifests rebuild exactly, or refuse saying what changed ------------------------------------------------

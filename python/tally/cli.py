@@ -13,7 +13,7 @@ import sys
 import click
 
 from tally import reports
-from tally.errors import DataError, TallyError, UsageError
+from tally.errors import DataError, SpecChangedError, TallyError, UsageError
 
 
 class Output:
@@ -166,10 +166,12 @@ def describe(c: Context, view: str) -> None:
 @_json_flag
 @pass_ctx
 def plan(c: Context) -> None:
-    """Compare the repository with the warehouse: new views, new versions, unchanged, changed specs.
+    """Compare the repository with the warehouse: new views, new versions, unchanged, changed specs; feature sets,
+    derived features and labels against the training sets that used them.
 
     Reads each source's schema (not its rows) and reports missing or mistyped columns. Exits 1 when a definition
-    changed under a version that was already backfilled, or a view's columns do not fit its source.
+    changed under a version that was already backfilled (or used by a training set), or a view's columns do not
+    fit its source.
 
     \b
     Examples:
@@ -178,10 +180,16 @@ def plan(c: Context) -> None:
     """
     from tally import registry
 
-    items = c.store.plan()
-    c.output.emit(items, reports.plan_text, reports.plan_report)  # before refusing: the plan says which view and why
+    items, references = c.store.plan(), c.store.plan_references()
+    # before refusing: the plan says which view (or feature set, derived feature, label) and why
+    c.output.emit((items, references), reports.plan_text, reports.plan_report)
     for item in items:
         registry.require_unchanged(item)
+    for ref in references:
+        if not ref.ok:
+            raise SpecChangedError(f"{ref.kind} '{ref.name}' v{ref.version} changed since a training set used it "
+                                   f"(fingerprint {ref.stored_fingerprint}, now {ref.fingerprint})",
+                                   hint=f"bump version= of '{ref.name}' to {ref.version + 1}")
     broken = [item for item in items if item.problems]
     if broken:
         raise DataError(f"{len(broken)} view(s) cannot be computed from their sources: "

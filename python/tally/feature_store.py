@@ -101,6 +101,13 @@ class FeatureStore:
 
         return reports.plan_items(self.spark, self.repo, data=self.config.data, warehouse=self.config.warehouse)
 
+    def plan_references(self) -> list:
+        """Each feature set, derived feature and label against the training sets that used it (new, unchanged,
+        changed under a used version: the next training set naming it refuses)."""
+        from tally import registry
+
+        return registry.plan_references(self.repo, self.config.warehouse)
+
     # ---- offline ----
 
     def backfill(self, views: Sequence[str], start: dt.date | str, end: dt.date | str, *, step_days: int = 7,
@@ -161,13 +168,16 @@ class FeatureStore:
                            labels_as_of=None):
         """`training_set` and what went into it (views, versions, fingerprints, labels, source pins): what a
         manifest records."""
-        from tally import training
+        from tally import registry, training
 
-        return training.build(self.spark, self.read_spine(spine, format=spine_format), list(features), timestamp,
-                              views=self.repo.refs, warehouse=self.config.warehouse, as_of=as_of,
-                              allow_missing=allow_missing, data=self.config.data, source_versions=source_versions,
-                              pin_sources=pin_sources, labels=labels, labels_as_of=labels_as_of,
-                              known_labels=self.repo.labels)
+        out, built = training.build(self.spark, self.read_spine(spine, format=spine_format), list(features), timestamp,
+                                    views=self.repo.refs, warehouse=self.config.warehouse, as_of=as_of,
+                                    allow_missing=allow_missing, data=self.config.data, source_versions=source_versions,
+                                    pin_sources=pin_sources, labels=labels, labels_as_of=labels_as_of,
+                                    known_labels=self.repo.labels)
+        registry.check_references(self.config.warehouse, built)  # a version names one content, as for views
+        registry.record_references(self.config.warehouse, built)
+        return out, built
 
     def read_features(self, view: str, *, version: int | None = None):
         """A snapshot view's Delta table (the repository's version unless `version` is given)."""

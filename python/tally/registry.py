@@ -222,3 +222,102 @@ def require_unchanged(item: PlanItem) -> None:
             f"view '{item.view}' version {item.version} was backfilled with a different definition "
             f"(fingerprint {item.stored_fingerprint}, now {item.fingerprint})",
             hint=f"bump version= of '{item.view}' to {item.version + 1}; version {item.version} stays readable")
+
+
+# --- feature sets, derived features and labels against what training sets used -----------------------------------
+# Views have tables whose commits carry the fingerprint they were built with; feature sets, derived features and
+# labels have none. So each training set built records theirs in one small ledger under the warehouse, and `plan`
+# (and the next training set) refuse one whose content changed under a version already used: the rule views follow.
+
+_KINDS = {"feature_sets": "feature set", "derived": "derived feature", "labels": "label"}
+
+
+@dataclass(frozen=True)
+class ReferencePlanItem:
+    kind: str  # feature set | derived feature | label
+    name: str
+    version: int
+    status: str  # new | unchanged | spec_changed
+    fingerprint: str
+    stored_fingerprint: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "spec_changed"
+
+    def describe(self) -> str:
+        return {
+            "new": f"+ {self.kind} {self.name} v{self.version}: not used by a training set yet",
+            "unchanged": f"= {self.kind} {self.name} v{self.version}: unchanged",
+            "spec_changed": (f"! {self.kind} {self.name} v{self.version}: definition changed since a training set "
+                             f"used it ({self.stored_fingerprint} -> {self.fingerprint}); bump the version"),
+        }[self.status]
+
+
+def _ledger(warehouse) -> Path:
+    return Path(warehouse) / "registry" / "references.json"
+
+
+def used_references(warehouse) -> dict[str, str]:
+    """"{kind}:{name}:v{version}" -> the fingerprint the first training set that used it recorded."""
+    import json
+
+    path = _ledger(warehouse)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}", hint="restore it from a backup, or delete it to "
+                        "start the record of feature sets, derived features and labels afresh") from None
+
+
+def references_of(built: dict) -> dict[str, str]:
+    """What a training set's build record (`training.build`) says of its feature sets, derived features, labels."""
+    entries = {"feature_sets": built.get("feature_sets", []), "derived": built.get("derived", []),
+               "labels": (built.get("labels") or {}).get("labels", [])}
+    return {f"{_KINDS[key]}:{e['name']}:v{e['version']}": e["fingerprint"] for key, items in entries.items() for e in items}
+
+
+def check_references(warehouse, built: dict) -> None:
+    """Refuses a training set whose feature set, derived feature or label changed under a version already used."""
+    used = used_references(warehouse)
+    for key, fingerprint in references_of(built).items():
+        if used.get(key, fingerprint) != fingerprint:
+            kind, name, version = key.split(":")
+            raise SpecChangedError(
+                f"{kind} '{name}' {version} changed since a training set used it (fingerprint {used[key]}, now "
+                f"{fingerprint})", hint=f"bump version= of '{name}': a version names one content, so training sets "
+                                        "that name it stay reproducible")
+
+
+def record_references(warehouse, built: dict) -> None:
+    """Adds the training set's references to the ledger (the first fingerprint of a version stays). Written to a
+    temporary file and renamed, so a reader never sees half a file."""
+    import json
+    import os
+
+    used = used_references(warehouse)
+    new = {k: v for k, v in references_of(built).items() if k not in used}
+    if not new:
+        return
+    path = _ledger(warehouse)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({**used, **new}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def plan_references(repo: Repository, warehouse) -> list[ReferencePlanItem]:
+    """Each feature set, derived feature and label of the repository against the ledger."""
+    from tally.references import set_fingerprint
+
+    used = used_references(warehouse)
+    current = [("feature set", s.name, s.version, set_fingerprint(s, repo.refs)) for s in repo.feature_sets.values()]
+    current += [("derived feature", d.name, d.version, resolve([d], repo.refs).derived[-1].fingerprint)
+                for d in repo.derived.values()]
+    current += [("label", lb.name, lb.version, lb.fingerprint) for lb in repo.labels.values()]
+    items = []
+    for kind, name, version, fingerprint in sorted(current):
+        stored = used.get(f"{kind}:{name}:v{version}")
+        status = "new" if stored is None else "unchanged" if stored == fingerprint else "spec_changed"
+        items.append(ReferencePlanItem(kind, name, version, status, fingerprint, stored))
+    return items

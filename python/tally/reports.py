@@ -186,13 +186,17 @@ def plan_items(spark, repo, *, data: str, warehouse: str) -> list:
     return items
 
 
-def plan_report(items) -> dict:
-    return {"ok": all(item.ok for item in items),
-            "views": [{**dataclasses.asdict(item), "problems": list(item.problems), "ok": item.ok} for item in items]}
+def plan_report(plan) -> dict:
+    """`plan`: (view items, reference items), as `tally plan` gathers them."""
+    items, references = plan
+    return {"ok": all(item.ok for item in [*items, *references]),
+            "views": [{**dataclasses.asdict(item), "problems": list(item.problems), "ok": item.ok} for item in items],
+            "references": [{**dataclasses.asdict(item), "ok": item.ok} for item in references]}
 
 
-def plan_text(items) -> list[str]:
-    return [item.describe() for item in items]
+def plan_text(plan) -> list[str]:
+    items, references = plan
+    return [item.describe() for item in [*items, *references]]
 
 
 # --- tally history VIEW -----------------------------------------------------------------------------------------
