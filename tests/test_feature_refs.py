@@ -280,15 +280,18 @@ def test_feature_sets_and_derived_features_are_discovered_and_share_the_views_na
         registry.load(repo)
 
 
-def test_cli_names_a_feature_set_and_a_rebuild_refuses_a_set_changed_under_the_same_version(spark, tmp_path):
+def _cli_project(spark, tmp_path):
+    """A repository with the set `fraud` v1, its events and a spine on disk, and a CLI call in that project."""
     repo, data = _repo(tmp_path, "['live:count_1d', 'avg_1d']")
     spark.createDataFrame(EVENTS, EVENT_SCHEMA).write.parquet(str(data))
     spine_path = tmp_path / "spine"
     spark.createDataFrame(SPINE, SPINE_SCHEMA).write.parquet(str(spine_path))
     base = ["--repo", str(repo), "--warehouse", str(tmp_path / "wh")]
+    return repo, spine_path, lambda *args: CliRunner().invoke(cli, [*base, *args], standalone_mode=False)
 
-    def invoke(*args):
-        return CliRunner().invoke(cli, [*base, *args], standalone_mode=False)
+
+def test_cli_names_a_feature_set_and_a_rebuild_refuses_a_set_changed_under_the_same_version(spark, tmp_path):
+    repo, spine_path, invoke = _cli_project(spark, tmp_path)
 
     r = invoke("training-set", "--spine", str(spine_path), "--timestamp", "ts", "--features", "fraud",
                "--out", str(tmp_path / "train"))
@@ -309,14 +312,7 @@ def test_cli_names_a_feature_set_and_a_rebuild_refuses_a_set_changed_under_the_s
 
 
 def test_plan_and_the_next_training_set_refuse_a_feature_set_changed_under_a_version_a_training_set_used(spark, tmp_path):
-    repo, data = _repo(tmp_path, "['live:count_1d', 'avg_1d']")
-    spark.createDataFrame(EVENTS, EVENT_SCHEMA).write.parquet(str(data))
-    spine_path = tmp_path / "spine"
-    spark.createDataFrame(SPINE, SPINE_SCHEMA).write.parquet(str(spine_path))
-    base = ["--repo", str(repo), "--warehouse", str(tmp_path / "wh")]
-
-    def invoke(*args):
-        return CliRunner().invoke(cli, [*base, *args], standalone_mode=False)
+    repo, spine_path, invoke = _cli_project(spark, tmp_path)
 
     def build(out):
         return invoke("training-set", "--spine", str(spine_path), "--timestamp", "ts", "--features", "fraud",
