@@ -15,14 +15,13 @@ the others `default`. Like `definitions`, the declaration knows nothing of Spark
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tally.definitions import Source, _check_name, parse_duration
 from tally.errors import DataError, DefinitionError, UsageError
+from tally.references import _check_version, _hash
 
 REDUCERS = ("max", "min", "sum", "count", "last")
 
@@ -76,8 +75,7 @@ class Label:
             raise DefinitionError(f"{where}: unknown reduce '{self.reduce}'", hint=f"use one of {', '.join(REDUCERS)}")
         if self.within is not None:
             object.__setattr__(self, "within_us", parse_duration(self.within, where=f"{where}: within"))
-        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
-            raise DefinitionError(f"{where}: version must be a positive integer, got {self.version!r}")
+        _check_version(self.version, where)
 
     @property
     def fingerprint(self) -> str:
@@ -86,7 +84,7 @@ class Label:
         content = {"name": self.name, "version": self.version, "source": self.source.spec(), "on": self.on,
                    "value": self.value.strip(), "filter": self.filter, "reduce": self.reduce,
                    "default": self.default, "within": self.within_us}
-        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _hash(content)
 
     def content(self) -> dict:
         """What a manifest records of the label."""
@@ -148,11 +146,11 @@ def join(spark, spine, timestamp: str, labels: Sequence[Label], cutoff_at: dt.da
     sources."""
     from tally import utc
 
-    out, report = spine, {}
+    out, report, cutoff_us, versions = spine, {}, utc.micros(cutoff_at), dict(versions or {})
     for label in labels:
-        known, version = _known(spark, label, utc.micros(cutoff_at), data=data, warehouse=warehouse,
-                                version=dict(versions or {}).get(label.source.name), pins=pins)
-        out = _attach(out, timestamp, label, known, utc.micros(cutoff_at))
+        known, version = _known(spark, label, cutoff_us, data=data, warehouse=warehouse,
+                                version=versions.get(label.source.name), pins=pins)
+        out = _attach(out, timestamp, label, known, cutoff_us)
         report[label.name] = {**label.content(), "delta_version": version}
     return out, report
 
