@@ -1,9 +1,9 @@
-"""Data contracts, run with pandera's pyspark backend before every backfill and training set.
+"""Data contracts, checked before every backfill and training set.
 
 Contracts come from the definitions: entity keys, timestamps and `available_at` non-null, timestamps within the source's
-bounds, declared column types, the source's declared Checks, unique event ids. pandera decides which checks
-fail; for each failure tally counts the failing rows and shows a few, so that the message names the source,
-the column, the check, how many rows and which.
+bounds, declared column types, the source's declared Checks, unique event ids. Column presence and types are read
+from the schema (no job); every row-level check is counted in one aggregate pass, and only failing checks fetch a
+few examples, so that the message names the source, the column, the check, how many rows and which.
 """
 
 from __future__ import annotations
@@ -96,25 +96,6 @@ def _lit(value):
     return utc.lit(value) if isinstance(value, (dt.datetime, dt.date)) else F.lit(value)
 
 
-def _pandera_schema(df, checks: Sequence[Check], name: str):
-    import pandera.pyspark as pa
-
-    columns: dict[str, dict] = {}
-    for check in checks:
-        spec = columns.setdefault(check.column, {"checks": [], "nullable": True})
-        if check.kind == "not_null":
-            spec["nullable"] = False
-        elif check.kind == "ge":
-            spec["checks"].append(pa.Check.ge(check.args[0]))
-        elif check.kind == "le":
-            spec["checks"].append(pa.Check.le(check.args[0]))
-        elif check.kind == "isin":
-            spec["checks"].append(pa.Check.isin(list(check.args[0])))
-    pa_columns = {c: pa.Column(df.schema[c].dataType, spec["checks"], nullable=spec["nullable"])
-                  for c, spec in columns.items()}
-    return pa.DataFrameSchema(pa_columns, name=name)
-
-
 def validate(df, checks: Sequence[Check], *, what: str, types: dict[str, str] | None = None,
              unique: str | None = None, allow_empty: bool = False) -> Report:
     """Run the contract on `df`; a Report lists every check and, for failures, counts and examples."""
@@ -147,22 +128,13 @@ def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
         return Report(what, 0, [f"{c} has type {t}" for c, t in types.items()],
                       [Failure(f"{c} has type {t}", c, 0, [{"actual type": df.schema[c].dataType.simpleString()}])
                        for c, t in wrong.items()])
-    schema = _pandera_schema(df, checks, what)
-    errors = dict(schema.validate(df).pandera.errors)
-    flagged: set[tuple[str, str]] = set()
-    for category in errors.values():
-        for entries in category.values():
-            for e in entries:
-                flagged.add((e.get("column"), e.get("check")))
-    # pandera's pyspark backend reports which checks fail, not how many rows: count those (and the checks pandera
-    # has no pyspark form for) with one aggregate pass, then fetch a few examples of each failing one.
-    flagged_columns = {col for col, chk in flagged if not str(chk).startswith("dtype")}
-    counted = [c for c in checks if c.kind in ("not_null", "between", "not_nan") or c.column in flagged_columns]
+    # One aggregate pass counts the rows failing each check (a job per check, as a per-column validator runs them,
+    # costs seconds on every backfill); examples are fetched only for the checks that fail.
     total_expr = [F.count(F.lit(1)).alias("__rows")]
-    total_expr += [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}") for i, c in enumerate(counted)]
+    total_expr += [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}") for i, c in enumerate(checks)]
     agg = df.agg(*total_expr).first()
     rows = agg["__rows"]
-    for i, c in enumerate(counted):
+    for i, c in enumerate(checks):
         n = agg[f"__c{i}"] or 0
         if n:
             sample = [r.asDict() for r in df.where(_failing(c)).limit(EXAMPLES).collect()]
