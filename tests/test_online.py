@@ -523,6 +523,18 @@ def test_cli_materialize_start_online_get_and_describe(spark, tmp_path):
     assert got == {"count_1h": str(expected["card_recent__count_1h"]), "count_24h": str(expected["card_recent__count_24h"]),
                    "sum_amount_24h": str(expected["card_recent__sum_amount_24h"])}, out
     assert "(0 applied)" in run("materialize", "card_recent", "--start", "2026-03-01")
+    # --start DAY serves requests from DAY on: the tiles their windows reach back to come too. 2026-03-08 is a
+    # boundary of the 30-day ladder, so tiles from DAY alone would miss the evening of 03-07.
+    fresh = f"sqlite:{tmp_path / 'second.db'}"
+    run("materialize", "card_recent", "--start", "2026-03-08", "--online-store", fresh)
+    morning = utc(2026, 3, 8, 9, 30)
+    spine_df = spark.createDataFrame([(0, "c1", morning)], "i int, card_id string, at timestamp")
+    expected = tl.training_set(spark, spine_df, [view], timestamp="at").first()
+    out = run("online-get", "card_recent", "--key", "card_id=c1", "--at", "2026-03-08T09:30:00Z", "--online-store", fresh)
+    got = dict(re.findall(r"^\s+card_recent:(\S+)\s+(\S+)\s+\S+$", out, re.M))
+    assert expected["card_recent__count_24h"] > expected["card_recent__count_1h"], expected
+    assert got == {"count_1h": str(expected["card_recent__count_1h"]), "count_24h": str(expected["card_recent__count_24h"]),
+                   "sum_amount_24h": str(expected["card_recent__sum_amount_24h"])}, out
 
     out = run("describe", "card_recent")
     assert re.search(rf"online v1: store sqlite:\S+/wh/online/tally\.db; newest event loaded {re.escape(newest)}; "

@@ -473,14 +473,14 @@ def _online_store(f):
 
 @cli.command()
 @click.argument("views", nargs=-1, required=True)
-@click.option("--start", callback=_date, help="Also load tiles from this day on (YYYY-MM-DD, 00:00 UTC).")
+@click.option("--start", callback=_date, help="Serve requests from this day on (YYYY-MM-DD, 00:00 UTC) exactly: load the tiles they need.")
 @_online_store
 @pass_ctx
 def materialize(c: Context, views, start, online_store) -> None:
     """Build the tiles of online VIEWS from their sources and load them into the online store.
 
     By default it loads what requests at each source's newest event time need (the longest window or ttl before
-    it); --start loads older tiles too (for backtests and parity checks). Rerunning is idempotent.
+    it); --start DAY loads what requests from DAY on need (backtests, parity checks). Rerunning is idempotent.
 
     \b
     Examples:

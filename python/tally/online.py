@@ -131,8 +131,8 @@ def materialize(spark, views: Sequence[FeatureView], *, warehouse: str | Path = 
     spec. Returns, per view: view, version, events, keys, tiles, applied, from_us, watermark_us, store, spec_path.
 
     By default it loads what requests at the source's newest event time need (the longest window or ttl before
-    it; everything for lifetime windows); `start` (a day, 00:00 UTC, or an aware instant) loads tiles from then
-    on too. Rerunning over the same rows applies nothing; it never changes values (see `_stamp`).
+    it; everything for lifetime windows); `start` (a day, 00:00 UTC, or an aware instant) loads what requests
+    from then on need. Rerunning over the same rows applies nothing; it never changes values (see `_stamp`).
     """
     from tally import store as offline
 

@@ -11,8 +11,9 @@ import tally.window.Ladder
 /** `tally materialize`: one online view's tiles, built from its source with the same kernels as the offline sweep,
   * loaded into an online store.
   *
-  * 1. The source's newest event time fixes the default start: what requests at that time need (the reach of the
-  *    view's bounded windows, with delay and hop, or its ttl). The start is rounded down to the ladder's longest
+  * 1. The first request time to serve (the caller's start, else the source's newest event time) fixes what is
+  *    loaded: what requests from that time on need (the reach of the view's bounded windows, with delay and hop,
+  *    or its ttl, before it). The start is rounded down to the ladder's longest
   *    tile, so every tile written is complete. A lifetime window also needs the history before the start, but
   *    only as whole 30-day tiles (the ladder's cut of its span climbs down from them): events before the start
   *    build those alone.
@@ -89,10 +90,13 @@ object MaterializeJob {
       valueTypes.map { case (c, t) => c -> TypeNames.name(Catalyst.vtype(t).get) }, first)
     val layout = online.layout
 
-    // Every ladder level from `from` on; before it, 30-day tiles for lifetime windows and nothing otherwise.
+    // Every ladder level from `from` on; before it, 30-day tiles for lifetime windows and nothing otherwise. The
+    // first request time served exactly is `fromUs` when given, else the newest event time; either reaches back
+    // by the view's bounded reach.
+    val reach = spec.boundedReachUs.getOrElse(0L)
     val from =
-      if (fromUs != Long.MinValue) Ladder.floor(fromUs, Ladder.Longest)
-      else newest.fold(Long.MinValue)(n => Ladder.floor(n - spec.boundedReachUs.getOrElse(0L), Ladder.Longest))
+      if (fromUs != Long.MinValue) Ladder.floor(fromUs - reach, Ladder.Longest)
+      else newest.fold(Long.MinValue)(n => Ladder.floor(n - reach, Ladder.Longest))
     val coarseBefore = if (spec.hasLifetime) from else Long.MinValue
 
     // Keys as the fetcher builds them from a request: dates as ISO text, timestamps as microseconds.
