@@ -6,8 +6,8 @@
 4. Build a temporal training set: one row per charge, labelled by a later fraud dispute, features as of the charge.
 5. Train gradient-boosted trees (Spark MLlib) on the first 60 days, evaluate on the last 30: AUC-PR with tally's
    features against a baseline that sees only the charge's own columns.
-6. Serve online: materialize the online views into the embedded store, start `tally serve`, fetch the newest
-   charge's features over HTTP and show they equal that charge's training row.
+6. Serve online: materialize the online views into the embedded store, start `tally serve`, fetch the features of
+   a charge of the last day (the newest with the fewest nulls) over HTTP and show they equal its training row.
 
 The warehouse and the data stay in place so the user can explore them with the CLI afterwards.
 """
@@ -161,20 +161,25 @@ def _same(a, b) -> bool:
 
 
 def _serve_one(spark, views, path: str, warehouse: str, data: str, clock: Clock, echo) -> dict:
-    """Step 6: materialize, start `tally serve` on a free loopback port, fetch the newest charge, compare, stop."""
+    """Step 6: materialize, start `tally serve` on a free loopback port, fetch one charge of the last day, compare, stop."""
     import subprocess
 
     from pyspark.sql import functions as F
 
-    from tally import online
+    from tally import online, utc
 
-    for r in online.materialize(spark, views, warehouse=warehouse, data=data):
-        clock.step(f"materialized {r['view']} v{r['version']}: {r['events']:,} events, {r['keys']:,} keys, "
-                   f"{r['tiles']:,} tiles")
     keys = sorted({k for v in views for k in v.entity.keys})
     columns = [f"{v.name}__{f.name}" for v in views for f in v.features]
-    row = (spark.read.format("delta").load(path).orderBy(F.desc("created"), F.desc("charge_id"))
+    # On the last day, the newest charge with the fewest null features (a card seen before shows values, not a
+    # row of nulls); the store then loads the tiles requests from that day on need.
+    table = spark.read.format("delta").load(path).withColumn("_day", utc.day_of(F.col("created")))
+    last_day = table.agg(F.max("_day")).first()[0]
+    nulls = sum(F.col(c).isNull().cast("int") for c in columns)
+    row = (table.where(F.col("_day") == F.lit(last_day)).orderBy(nulls, F.desc("created"), F.desc("charge_id"))
            .select("charge_id", F.unix_micros("created").alias("at_us"), *keys, *columns).first())
+    for r in online.materialize(spark, views, warehouse=warehouse, data=data, start=last_day):
+        clock.step(f"materialized {r['view']} v{r['version']}: {r['events']:,} events, {r['keys']:,} keys, "
+                   f"{r['tiles']:,} tiles")
     cmd = online.server_command(store=online.store_url(warehouse=warehouse), views=online.views_dir(warehouse),
                                 host="127.0.0.1", port=0, threads=2)
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
