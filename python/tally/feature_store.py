@@ -108,6 +108,22 @@ class FeatureStore:
 
         return registry.plan_references(self.repo, self.config.warehouse)
 
+    def task(self, name: str):
+        """One task of the repository by name (a RegistryError names the closest)."""
+        from tally.errors import RegistryError
+        from tally.tasks.definition import closest
+
+        if name not in self.repo.tasks:
+            raise RegistryError(f"unknown task '{name}' in {self.repo.path}", hint=closest(name, self.repo.tasks))
+        return self.repo.tasks[name]
+
+    def run_task(self, name: str, *, out: str | Path | None = None, labels_as_of=None) -> dict:
+        """Runs the task: training set and manifest, model, metrics, report, in `out` (default:
+        `<warehouse>/tasks/<name>/v<version>/<labels cutoff>/`); see `tally.tasks.run` and docs/tasks.md."""
+        from tally.tasks import run
+
+        return run.run(self, self.task(name), out=out, labels_as_of=labels_as_of)
+
     # ---- offline ----
 
     def backfill(self, views: Sequence[str], start: dt.date | str, end: dt.date | str, *, step_days: int = 7,
