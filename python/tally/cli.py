@@ -418,6 +418,43 @@ def demo(c: Context, charges, days, seed, data) -> None:
                     days=days, seed=seed, repo=c.config.repo)
 
 
+@cli.group("task")
+def task_group() -> None:
+    """Reusable ML tasks: spine, label, features, split, model, metrics (docs/tasks.md)."""
+
+
+@task_group.command("list")
+@_json_flag
+@pass_ctx
+def task_list(c: Context) -> None:
+    """List the tasks of the repository.
+
+    \b
+    Examples:
+      tally task list
+      tally task list --json
+    """
+    c.output.emit(reports.task_list_report(c.repo), reports.task_list_text)
+
+
+@task_group.command("run")
+@click.argument("name")
+@click.option("--out", help="Run folder (default <warehouse>/tasks/NAME/v<version>/<labels cutoff>).")
+@click.option("--labels-as-of", "labels_as_of", help="The labels' cutoff: an ISO instant or a day (default: now).")
+@_json_flag
+@pass_ctx
+def task_run(c: Context, name: str, out, labels_as_of) -> None:
+    """Run task NAME: build its training set (with a manifest), train on the earlier period, evaluate on the later
+    one, write metrics.json, report.md with its plots, and the model.
+
+    \b
+    Examples:
+      tally task run fraud
+      tally task run fraud --labels-as-of 2026-06-01 --json
+    """
+    c.output.emit(c.store.run_task(name, out=out, labels_as_of=labels_as_of), reports.task_run_text)
+
+
 def _online_store(f):
     """`--online-store URL` on the commands that use the store (it may also come before the command)."""
     return click.option("--online-store", "online_store", default=None,
