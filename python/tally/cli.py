@@ -420,7 +420,13 @@ def demo(c: Context, charges, days, seed, data) -> None:
 
 @cli.group("task")
 def task_group() -> None:
-    """Reusable ML tasks: spine, label, features, split, model, metrics (docs/tasks.md)."""
+    """Reusable ML tasks: spine, label, features, split, model, metrics (docs/tasks.md).
+
+    \b
+    Examples:
+      tally task list
+      tally task run fraud --labels-as-of 2026-06-01
+    """
 
 
 @task_group.command("list")
