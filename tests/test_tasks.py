@@ -238,3 +238,16 @@ def test_a_run_writes_report_plots_model_and_manifest_and_a_rerun_reproduces_its
     again = json.loads(rerun.output)
     assert again["backfilled"] == [] and again["test"] == test
     assert json.loads((folder / "metrics.json").read_text()) == {**json.loads(first), "backfilled": []}
+
+
+def test_logistic_regression_trains_scores_and_ranks_its_inputs_by_standardized_coefficients(spark):
+    from tally.tasks import run
+
+    rows = [(float(i % 7), float(i % 3), 1 if i % 7 > 4 else 0) for i in range(60)]
+    df = spark.createDataFrame(rows, "a double, b double, y int")
+    lr = task(model="logistic_regression", params={"maxIter": 20, "regParam": 0.01})
+    model = run.fit(df, ["a", "b"], "y", lr)
+    scores = [r[run.SCORE] for r in run.score(model, df).select(run.SCORE).collect()]
+    assert all(0 <= s <= 1 for s in scores)
+    ranked = run.importance(model, ["a", "b"], df)
+    assert ranked[0]["input"] == "a" and abs(sum(x["importance"] for x in ranked) - 1) < 1e-9

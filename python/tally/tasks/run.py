@@ -116,7 +116,7 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     from pyspark.sql import functions as F
 
     from tally import labels as labels_
-    from tally import utc
+    from tally import references, utc
 
     label, names = definition.check(task, fs.repo)
     cutoff = labels_.cutoff(labels_as_of if labels_as_of is not None
@@ -139,8 +139,6 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
                                   labels_as_of=utc_text(cutoff))
     data = spark.read.parquet(str(folder / "training_set"))
     known = data.where(F.col(f"`{label.name}`").isNotNull())
-    from tally import references
-
     inputs, data = model_inputs(known, task, references.resolve(names, fs.repo.refs).output)
     if not inputs:
         raise DataError(f"task '{task.name}': no numeric feature or spine column to train on")
@@ -148,7 +146,10 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     t = F.unix_micros(utc.as_instant(F.col(f"`{ts}`"), data.schema[ts].dataType.typeName()))
     train = data.where(t < F.lit(utc.micros(at))).cache()
     test = data.where(t >= F.lit(utc.micros(at))).cache()
-    counts = {"train": train.count(), "test": test.count()}
+    row = data.agg(F.count_if(t < F.lit(utc.micros(at))).alias("train"),
+                   F.count_if(t >= F.lit(utc.micros(at))).alias("test"),
+                   F.sum(F.when(t < F.lit(utc.micros(at)), F.col(f"`{label.name}`"))).alias("positives")).first()
+    counts = {"train": int(row.train), "test": int(row.test)}
     for period, n in counts.items():
         if n == 0:
             raise DataError(f"task '{task.name}': no {period} row has a known label at the cutoff "
@@ -166,8 +167,7 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
                                                                              "seed": task.seed},
         "features": names, "inputs": inputs,
         "split": {"at": utc_text(at), "rule": task.split.describe(), "train_rows": counts["train"],
-                  "test_rows": counts["test"], "train_positives": int(train.agg(F.sum(F.col(f"`{label.name}`")))
-                                                                      .first()[0] or 0),
+                  "test_rows": counts["test"], "train_positives": int(row.positives or 0),
                   "unknown_label_rows": built["rows"] - counts["train"] - counts["test"]},
         "test": metrics.summary(y, s, lift_at=task.lift_at, metrics=task.metrics),
         "segments": {seg: _segments(scored, seg, task) for seg in task.segments},
