@@ -98,7 +98,7 @@ class Split:
     def describe(self) -> str:
         if self.train_until is not None:
             return f"train before {self.train_until}, test from it on"
-        return f"the last {self.test_fraction:.0%} of the spine's time range (split at a UTC midnight) is the test"
+        return f"test: the last {self.test_fraction:.0%} of the spine's time range, from a UTC midnight"
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ def markdown(r: dict, folder: Path) -> list[str]:
         f"- Split at **{split['at']}** ({split['rule']}): train {split['train_rows']:,} rows "
         f"({split['train_positives']:,} positive), test {split['test_rows']:,} rows ({test['positives']:,} positive, "
         f"{_num(test['positive_rate'])}).",
-        f"- Model: {r['model']['kind']} {r['model']['params'] or ''} seed {r['model']['seed']}, on {len(r['inputs'])} "
+        f"- Model: {r['model']['kind']} ({', '.join(f'{k}={v}' for k, v in r['model']['params'].items()) or 'defaults'}; "
+        f"seed {r['model']['seed']}), on {len(r['inputs'])} "
         f"inputs from {', '.join(f'`{n}`' for n in r['features'])} and the spine.",
         f"- Training set: [{os.path.relpath(r['paths']['training_set'], folder)}]"
         f"({os.path.relpath(r['paths']['training_set'], folder)}), manifest [{manifest}]({manifest}) "
@@ -83,7 +84,8 @@ def plots(folder: Path, r: dict, pr: tuple[list[float], list[float]]) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 5))
     recall, precision = pr
-    ax.step(recall, precision, where="post", label=f"AUC-PR {_num(test.get('auc_pr'), 3)}")
+    # precision at a threshold holds over the recall it gained: the area under these steps is the AUC-PR
+    ax.step([0.0, *recall], [*precision[:1], *precision], where="pre", label=f"AUC-PR {_num(test.get('auc_pr'), 3)}")
     ax.axhline(test["positive_rate"] or 0, color="gray", linestyle="--", label="random")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=f"PR curve: {title}")
     ax.legend(loc="upper right")
