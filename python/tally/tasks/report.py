@@ -59,7 +59,8 @@ def markdown(r: dict, folder: Path) -> list[str]:
                   f"{_num(b['mean_score'])} | {_num(b['observed_rate'])} |" for b in test["calibration"]]
         lines += ["", "![calibration](calibration.png)"]
     for column, rows in r["segments"].items():
-        lines += ["", f"### By `{column}`", "", "| value | rows | positives | rate | AUC-PR | AUC-ROC | lift@top |",
+        top = f"lift@{r['test']['lift'][0]['k']:.0%}" if r["test"].get("lift") else "lift"
+        lines += ["", f"### By `{column}`", "", f"| value | rows | positives | rate | AUC-PR | AUC-ROC | {top} |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {x['value']} | {x['rows']:,} | {x['positives']:,} | {_num(x['positive_rate'])} | "
                   f"{_num(x.get('auc_pr'))} | {_num(x.get('auc_roc'))} | "
