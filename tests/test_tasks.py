@@ -176,6 +176,9 @@ def project(spark, tmp_path_factory):
                         split=tl.Split(train_until="2025-06-01"))
         by_typo = tl.Task(name="by_typo", spine=spine, label=is_fraud, features=["card_velocity"],
                           split=tl.Split(test_fraction=0.3), segments=["chanel"])
+        by_ref = tl.Label("by_ref", source=disputes, on={"charge_ref": "charge_id"})
+        no_key = tl.Task(name="no_key", spine=spine, label=by_ref, features=["card_velocity"],
+                         split=tl.Split(test_fraction=0.3))
     ''')
     return root, repo
 
@@ -185,7 +188,7 @@ def store(project) -> tl.FeatureStore:
     return tl.FeatureStore(root, repo=str(repo), warehouse=str(root / "wh"), data=str(root / "data"))
 
 
-def test_a_split_leaving_a_period_empty_or_an_unknown_segment_is_refused_before_anything_is_written(project):
+def test_a_split_leaving_a_period_empty_an_unknown_segment_or_a_missing_label_key_is_refused_before_anything_is_written(project):
     fs = store(project)
     with pytest.raises(DataError) as err:
         fs.run_task("early", labels_as_of=CUTOFF)
@@ -194,6 +197,8 @@ def test_a_split_leaving_a_period_empty_or_an_unknown_segment_is_refused_before_
     with pytest.raises(DefinitionError, match="task 'by_typo': segment column 'chanel'") as err:
         fs.run_task("by_typo", labels_as_of=CUTOFF)
     assert "closest: channel" in err.value.hint
+    with pytest.raises(DataError, match=r"task 'no_key': label 'by_ref': the spine lacks join column\(s\) \['charge_ref'\]"):
+        fs.run_task("no_key", labels_as_of=CUTOFF)
     with pytest.raises(RegistryError, match="unknown task 'fraudd'"):
         fs.run_task("fraudd")
     assert not (Path(fs.config.warehouse) / "tasks").exists()
@@ -231,7 +236,7 @@ def test_a_run_writes_report_plots_model_and_manifest_and_a_rerun_reproduces_its
     base = ["--repo", str(repo), "--warehouse", str(root / "wh"), "--data", str(root / "data")]
     listed = CliRunner().invoke(cli, [*base, "task", "list", "--json"], standalone_mode=False)
     assert listed.exception is None, listed.output
-    assert [t["task"] for t in json.loads(listed.output)["tasks"]] == ["by_typo", "early", "fraud"]
+    assert [t["task"] for t in json.loads(listed.output)["tasks"]] == ["by_typo", "early", "fraud", "no_key"]
     rerun = CliRunner().invoke(cli, [*base, "task", "run", "fraud", "--labels-as-of", CUTOFF, "--json"],
                                standalone_mode=False)
     assert rerun.exception is None, rerun.output

@@ -20,7 +20,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from tally.errors import DataError, DefinitionError
+from tally.errors import DataError, DefinitionError, TallyError
 from tally.tasks import definition, metrics, report
 from tally.tasks.definition import Task, closest
 
@@ -128,7 +128,10 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
         if s not in spine.columns:
             raise DefinitionError(f"task '{task.name}': segment column '{s}' is not a spine column",
                              hint=f"{closest(s, spine.columns)}; add it with Spine(columns={{...}})")
-    labels_.check(spine.columns, [label], [])
+    try:
+        labels_.check(spine.columns, [label], [])
+    except TallyError as exc:  # the same check a training set makes, said of the task
+        raise type(exc)(f"task '{task.name}': {exc.message}", hint=exc.hint) from None
     at, _, _ = split_at(spine, task)
 
     folder.mkdir(parents=True, exist_ok=True)
