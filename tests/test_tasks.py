@@ -12,7 +12,7 @@ import pytest
 import tally as tl
 from click.testing import CliRunner
 from tally import registry
-from tally.cli import cli
+from tally.cli import cli, main
 from tally.errors import DataError, DefinitionError, RegistryError
 from tally.tasks import metrics
 
@@ -188,7 +188,7 @@ def store(project) -> tl.FeatureStore:
     return tl.FeatureStore(root, repo=str(repo), warehouse=str(root / "wh"), data=str(root / "data"))
 
 
-def test_a_split_leaving_a_period_empty_an_unknown_segment_or_a_missing_label_key_is_refused_before_anything_is_written(project):
+def test_an_empty_split_an_unknown_segment_or_a_missing_label_key_is_refused_before_anything_is_written(project, capsys):
     fs = store(project)
     with pytest.raises(DataError) as err:
         fs.run_task("early", labels_as_of=CUTOFF)
@@ -201,6 +201,14 @@ def test_a_split_leaving_a_period_empty_an_unknown_segment_or_a_missing_label_ke
         fs.run_task("no_key", labels_as_of=CUTOFF)
     with pytest.raises(RegistryError, match="unknown task 'fraudd'"):
         fs.run_task("fraudd")
+    # the CLI maps them to exit codes in its one place: definition and data errors 1, usage errors 2
+    root, repo = project
+    base = ["--repo", str(repo), "--warehouse", str(root / "wh"), "--data", str(root / "data"), "task", "run"]
+    assert main([*base, "early", "--labels-as-of", CUTOFF]) == 1
+    assert "leaves the train period empty" in capsys.readouterr().err
+    assert main([*base, "by_typo", "--labels-as-of", CUTOFF]) == 1
+    assert main([*base, "fraud", "--labels-as-of", "someday"]) == 2
+    assert main(base) == 2
     assert not (Path(fs.config.warehouse) / "tasks").exists()
 
 
