@@ -101,7 +101,7 @@ is_fraud = tl.Label("is_fraud", source=disputes, on=["charge_id"], filter="reaso
 spine = tl.Spine(charges, columns={"amount_usd": "CAST(amount AS DOUBLE) / 100",
                                    "is_ecommerce": "CAST(channel = 'ecommerce' AS DOUBLE)"})
 fraud = tl.Task(name="fraud", spine=spine, label=is_fraud, features=["card_velocity", "merchant_daily:decline_rate"],
-                split=tl.Split(test_fraction=0.34), params={"maxIter": 8, "maxDepth": 3},
+                split=tl.Split(test_fraction=0.34), params={"maxIter": 4, "maxDepth": 3},
                 lift_at=[0.05, 0.2], segments=["channel"], description="fraud on a small repository")
 '''
 

@@ -51,6 +51,22 @@ def spine_frame(spark, task: Task, *, data):
     return df
 
 
+def checked_spine(spark, task: Task, label, *, data):
+    """The spine, refused when it lacks a segment column or a join column of the label (naming the task)."""
+    from tally import labels as labels_
+
+    spine = spine_frame(spark, task, data=data)
+    for s in task.segments:
+        if s not in spine.columns:
+            raise DefinitionError(f"task '{task.name}': segment column '{s}' is not a spine column",
+                                  hint=f"{closest(s, spine.columns)}; add it with Spine(columns={{...}})")
+    try:
+        labels_.check(spine.columns, [label], [])
+    except TallyError as exc:  # the same check a training set makes, said of the task
+        raise type(exc)(f"task '{task.name}': {exc.message}", hint=exc.hint) from None
+    return spine
+
+
 def split_at(spine, task: Task) -> tuple[dt.datetime, int, int]:
     """The split instant and the spine rows before and from it; refuses an empty period."""
     from pyspark.sql import functions as F
@@ -116,22 +132,14 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     from pyspark.sql import functions as F
 
     from tally import labels as labels_
-    from tally import references, utc
+    from tally import references
 
     label, names = definition.check(task, fs.repo)
     cutoff = labels_.cutoff(labels_as_of if labels_as_of is not None
                             else dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
     folder = Path(out) if out is not None else run_dir(fs.config.warehouse, task, cutoff)
     spark, ts = fs.spark, task.spine.timestamp
-    spine = spine_frame(spark, task, data=fs.config.data)
-    for s in task.segments:
-        if s not in spine.columns:
-            raise DefinitionError(f"task '{task.name}': segment column '{s}' is not a spine column",
-                             hint=f"{closest(s, spine.columns)}; add it with Spine(columns={{...}})")
-    try:
-        labels_.check(spine.columns, [label], [])
-    except TallyError as exc:  # the same check a training set makes, said of the task
-        raise type(exc)(f"task '{task.name}': {exc.message}", hint=exc.hint) from None
+    spine = checked_spine(spark, task, label, data=fs.config.data)
     at, _, _ = split_at(spine, task)
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,19 +153,7 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     inputs, data = model_inputs(known, task, references.resolve(names, fs.repo.refs).output)
     if not inputs:
         raise DataError(f"task '{task.name}': no numeric feature or spine column to train on")
-    data = _content_order(data, spine.columns)
-    t = F.unix_micros(utc.as_instant(F.col(f"`{ts}`"), data.schema[ts].dataType.typeName()))
-    train = data.where(t < F.lit(utc.micros(at))).cache()
-    test = data.where(t >= F.lit(utc.micros(at))).cache()
-    row = data.agg(F.count_if(t < F.lit(utc.micros(at))).alias("train"),
-                   F.count_if(t >= F.lit(utc.micros(at))).alias("test"),
-                   F.sum(F.when(t < F.lit(utc.micros(at)), F.col(f"`{label.name}`"))).alias("positives")).first()
-    counts = {"train": int(row.train), "test": int(row.test)}
-    for period, n in counts.items():
-        if n == 0:
-            raise DataError(f"task '{task.name}': no {period} row has a known label at the cutoff "
-                            f"{utc_text(cutoff)} ({counts['train']} train, {counts['test']} test rows with labels)",
-                            hint="a label's window must close before the cutoff: pass a later --labels-as-of")
+    train, test, counts = periods(_content_order(data, spine.columns), task, label.name, at, cutoff)
     model = fit(train, inputs, label.name, task)
     model.write().overwrite().save(str(folder / "model"))
     scored = score(model, test).select(F.col(f"`{label.name}`").cast("double").alias("y"), SCORE,
@@ -170,7 +166,7 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
                                                                              "seed": task.seed},
         "features": names, "inputs": inputs,
         "split": {"at": utc_text(at), "rule": task.split.describe(), "train_rows": counts["train"],
-                  "test_rows": counts["test"], "train_positives": int(row.positives or 0),
+                  "test_rows": counts["test"], "train_positives": counts["train_positives"],
                   "unknown_label_rows": built["rows"] - counts["train"] - counts["test"]},
         "test": metrics.summary(y, s, lift_at=task.lift_at, metrics=task.metrics),
         "segments": {seg: _segments(scored, seg, task) for seg in task.segments},
@@ -184,6 +180,27 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     (folder / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     report.write(folder, result, metrics.pr_curve(y, s))
     return result
+
+
+def periods(data, task: Task, label: str, at: dt.datetime, cutoff: dt.datetime):
+    """The train and test rows (cached: the model and the metrics read them) and their counts; refuses a period
+    without a row whose label is known at the cutoff."""
+    from pyspark.sql import functions as F
+
+    from tally import utc
+
+    ts = task.spine.timestamp
+    t = F.unix_micros(utc.as_instant(F.col(f"`{ts}`"), data.schema[ts].dataType.typeName()))
+    before = t < F.lit(utc.micros(at))
+    row = data.agg(F.count_if(before).alias("train"), F.count_if(~before).alias("test"),
+                   F.sum(F.when(before, F.col(f"`{label}`"))).alias("positives")).first()
+    counts = {"train": int(row.train), "test": int(row.test), "train_positives": int(row.positives or 0)}
+    for period in ("train", "test"):
+        if counts[period] == 0:
+            raise DataError(f"task '{task.name}': no {period} row has a known label at the cutoff "
+                            f"{utc_text(cutoff)} ({counts['train']} train, {counts['test']} test rows with labels)",
+                            hint="a label's window must close before the cutoff: pass a later --labels-as-of")
+    return data.where(before).cache(), data.where(~before).cache(), counts
 
 
 def utc_text(instant: dt.datetime) -> str:
