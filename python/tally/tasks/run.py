@@ -25,6 +25,10 @@ from tally.tasks import definition, metrics, report
 from tally.tasks.definition import Task, closest
 
 SCORE = "_tally_score"
+# The training rows' partitions are part of what a seeded MLlib model sees (GBT samples split candidates per
+# partition), so their number is fixed here rather than taken from the session: the same rows give the same model
+# on a laptop and on a cluster.
+PARTITIONS = 4
 
 
 def run_dir(warehouse, task: Task, cutoff: dt.datetime) -> Path:
@@ -241,7 +245,7 @@ def _content_order(df, spine_columns: list[str]):
     from pyspark.sql import functions as F
 
     cols = [F.col(f"`{c}`") for c in spine_columns]
-    return df.repartition(4, F.xxhash64(*cols)).sortWithinPartitions(*cols)
+    return df.repartition(PARTITIONS, F.xxhash64(*cols)).sortWithinPartitions(*cols)
 
 
 def fit(train, inputs: list[str], label: str, task: Task):
