@@ -18,6 +18,7 @@ from tally.online import OnlineClient
 from tally.references import Derived, FeatureSet, Use
 from tally.spark import session
 from tally.store import read_features
+from tally.tasks import Spine, Split, Task
 from tally.training import training_set
 
 __version__ = "0.1.0"
@@ -33,6 +34,9 @@ __all__ = [
     "FeatureView",
     "OnlineClient",
     "Source",
+    "Spine",
+    "Split",
+    "Task",
     "Use",
     "Window",
     "read_features",

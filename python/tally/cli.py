@@ -315,70 +315,23 @@ def training_set_cmd(c: Context, spine, spine_format, timestamp, features, out, 
           --label is_fraud --labels-as-of 2026-04-01
       tally training-set --from-manifest train.manifest.json --out train_rebuilt --json
     """
-    from tally import manifests, training
-
-    views = c.repo.refs  # views, feature sets and derived features: every name --features may use
-    recorded, source_versions = None, None
-    if from_manifest:
-        recorded = manifests.read(from_manifest)
-        spine, spine_format = recorded["spine"]["path"], recorded["spine"]["format"]
-        timestamp, refs = recorded["spine"]["timestamp"], recorded["features"]
-        pins: dict = manifests.pins(recorded, views)
-        source_versions = manifests.source_versions(recorded)
-        allow_missing = recorded["options"]["allow_missing"]
-        out_format = out_format or recorded["output"]["format"]
-        label_refs, labels_as_of = manifests.labels(recorded, c.repo.labels)
-    else:
+    if not from_manifest:
         missing = [name for name, value in (("--spine", spine), ("--timestamp", timestamp), ("--features", features))
                    if not value]
         if missing:
             raise UsageError(f"training-set needs {', '.join(missing)} (or --from-manifest)")
-        refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
-        pins = {}
-        for item in as_of:
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise UsageError(f"--as-of {item!r}: write VIEW=VERSION")
-            pins[name] = int(value) if value.isdigit() else value
-        out_format = out_format or "parquet"
-        label_refs = [r.strip() for item in label_names for r in item.split(",") if r.strip()]
-    from tally.feature_store import format_of
-
-    spine_format = spine_format or format_of(spine)
-    spine_df = c.store.read_spine(spine, format=spine_format)
-    spine_hash = training.content_hash(spine_df)
-    if recorded:
-        manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
-                               hint="restore the spine the manifest names, or build a new training set from it")
-    df, built = c.store.build_training_set(spine_df, refs, timestamp, as_of=pins, allow_missing=allow_missing,
-                                           source_versions=source_versions, pin_sources=True, labels=label_refs,
-                                           labels_as_of=labels_as_of)
-    if recorded:  # every input is checked before anything is written
-        manifests.require_same_sources(recorded, built["sources"])
-    df.write.format(out_format).mode("overwrite").save(out)
-    # Every column is hashed: sketches give one value per set of events. Manifests of older tallies (whose KLL
-    # sketches were random) name the columns they left out, and a rebuild leaves out the same.
-    unhashed = recorded["output"].get("unhashed", []) if recorded else []
-    out_hash = {**training.content_hash(c.spark.read.format(out_format).load(out), exclude=unhashed), "unhashed": unhashed}
-    if recorded:
-        manifests.require_same(f"the rebuilt training set at {out}", recorded["output"], out_hash,
-                               hint="the inputs matched the manifest, so this is a tally bug: please report it")
-    manifest = manifests.make(spine_path=spine, spine_format=spine_format, spine_hash=spine_hash, built=built,
-                              features=refs, out=out, out_format=out_format, out_hash=out_hash,
-                              warehouse=c.config.warehouse)
-    written = manifests.write(manifest, out)
-    label_nulls = None
-    if built.get("labels"):
-        from pyspark.sql import functions as F
-
-        names = [e["name"] for e in built["labels"]["labels"]]
-        row = c.spark.read.format(out_format).load(out).agg(
-            *[F.count_if(F.col(f"`{n}`").isNull()).alias(n) for n in names]).first()
-        label_nulls = {n: int(row[n]) for n in names}
-    c.output.emit(reports.training_report(rows=out_hash["rows"], out=out, out_format=out_format, out_hash=out_hash,
-                                          manifest=written, spine=spine, spine_hash=spine_hash, features=refs,
-                                          built=built, reproduced=from_manifest if recorded else None,
-                                          label_nulls=label_nulls),
+    pins = {}
+    for item in as_of:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--as-of {item!r}: write VIEW=VERSION")
+        pins[name] = int(value) if value.isdigit() else value
+    refs = [r.strip() for item in features for r in item.split(",") if r.strip()]
+    label_refs = [r.strip() for item in label_names for r in item.split(",") if r.strip()]
+    c.output.emit(c.store.write_training_set(out, spine=spine, spine_format=spine_format, timestamp=timestamp,
+                                             features=refs, out_format=out_format, as_of=pins,
+                                             allow_missing=allow_missing, labels=label_refs, labels_as_of=labels_as_of,
+                                             from_manifest=from_manifest),
                   reports.training_text)
 
 
@@ -463,6 +416,49 @@ def demo(c: Context, charges, days, seed, data) -> None:
 
     demo_module.run(warehouse=c.config.warehouse, echo=click.echo, data=data or c.config.data, charges=charges,
                     days=days, seed=seed, repo=c.config.repo)
+
+
+@cli.group("task")
+def task_group() -> None:
+    """Reusable ML tasks: spine, label, features, split, model, metrics (docs/tasks.md).
+
+    \b
+    Examples:
+      tally task list
+      tally task run fraud --labels-as-of 2026-06-01
+    """
+
+
+@task_group.command("list")
+@_json_flag
+@pass_ctx
+def task_list(c: Context) -> None:
+    """List the tasks of the repository.
+
+    \b
+    Examples:
+      tally task list
+      tally task list --json
+    """
+    c.output.emit(reports.task_list_report(c.repo), reports.task_list_text)
+
+
+@task_group.command("run")
+@click.argument("name")
+@click.option("--out", help="Run folder (default <warehouse>/tasks/NAME/v<version>/<labels cutoff>).")
+@click.option("--labels-as-of", "labels_as_of", help="The labels' cutoff: an ISO instant or a day (default: now).")
+@_json_flag
+@pass_ctx
+def task_run(c: Context, name: str, out, labels_as_of) -> None:
+    """Run task NAME: build its training set (with a manifest), train on the earlier period, evaluate on the later
+    one, write metrics.json, report.md with its plots, and the model.
+
+    \b
+    Examples:
+      tally task run fraud
+      tally task run fraud --labels-as-of 2026-06-01 --json
+    """
+    c.output.emit(c.store.run_task(name, out=out, labels_as_of=labels_as_of), reports.task_run_text)
 
 
 def _online_store(f):

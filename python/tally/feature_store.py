@@ -108,6 +108,22 @@ class FeatureStore:
 
         return registry.plan_references(self.repo, self.config.warehouse)
 
+    def task(self, name: str):
+        """One task of the repository by name (a RegistryError names the closest)."""
+        from tally.errors import RegistryError
+        from tally.tasks.definition import closest
+
+        if name not in self.repo.tasks:
+            raise RegistryError(f"unknown task '{name}' in {self.repo.path}", hint=closest(name, self.repo.tasks))
+        return self.repo.tasks[name]
+
+    def run_task(self, name: str, *, out: str | Path | None = None, labels_as_of=None) -> dict:
+        """Runs the task: training set and manifest, model, metrics, report, in `out` (default:
+        `<warehouse>/tasks/<name>/v<version>/<labels cutoff>/`); see `tally.tasks.run` and docs/tasks.md."""
+        from tally.tasks import run
+
+        return run.run(self, self.task(name), out=out, labels_as_of=labels_as_of)
+
     # ---- offline ----
 
     def backfill(self, views: Sequence[str], start: dt.date | str, end: dt.date | str, *, step_days: int = 7,
@@ -178,6 +194,69 @@ class FeatureStore:
         registry.check_references(self.config.warehouse, built)  # a version names one content, as for views
         registry.record_references(self.config.warehouse, built)
         return out, built
+
+    def write_training_set(self, out: str | Path, *, spine=None, spine_format: str | None = None,
+                           timestamp: str | None = None, features: Sequence = (), out_format: str | None = None,
+                           as_of: Mapping[str, int | str] | None = None, allow_missing: bool = False,
+                           labels: Sequence = (), labels_as_of=None, from_manifest: str | Path | None = None) -> dict:
+        """Builds a training set, writes it to `out` (parquet unless `out_format`) with its manifest beside it
+        (`<out>.manifest.json`), and returns what `reports.training_report` says of it. `spine` is a path (the
+        manifest records it and its content hash). With `from_manifest`, everything comes from that manifest and the
+        rows must come out identical: every input is checked before anything is written. What `tally training-set`
+        and `tally task run` both do."""
+        from tally import manifests, training
+
+        views = self.repo.refs  # views, feature sets and derived features: every name a feature list may use
+        recorded, source_versions = None, None
+        if from_manifest:
+            recorded = manifests.read(from_manifest)
+            spine, spine_format = recorded["spine"]["path"], recorded["spine"]["format"]
+            timestamp, features = recorded["spine"]["timestamp"], recorded["features"]
+            as_of = manifests.pins(recorded, views)
+            source_versions = manifests.source_versions(recorded)
+            allow_missing = recorded["options"]["allow_missing"]
+            out_format = out_format or recorded["output"]["format"]
+            labels, labels_as_of = manifests.labels(recorded, self.repo.labels)
+        out_format = out_format or "parquet"
+        spine_format = spine_format or format_of(spine)
+        spine_df = self.read_spine(spine, format=spine_format)
+        spine_hash = training.content_hash(spine_df)
+        if recorded:
+            manifests.require_same(f"the spine {spine}", recorded["spine"], spine_hash,
+                                   hint="restore the spine the manifest names, or build a new training set from it")
+        features = list(features)
+        df, built = self.build_training_set(spine_df, features, timestamp, as_of=as_of, allow_missing=allow_missing,
+                                            source_versions=source_versions, pin_sources=True, labels=labels,
+                                            labels_as_of=labels_as_of)
+        if recorded:  # every input is checked before anything is written
+            manifests.require_same_sources(recorded, built["sources"])
+        out = str(out)
+        df.write.format(out_format).mode("overwrite").save(out)
+        # Every column is hashed: sketches give one value per set of events. Manifests of older tallies (whose KLL
+        # sketches were random) name the columns they left out, and a rebuild leaves out the same.
+        unhashed = recorded["output"].get("unhashed", []) if recorded else []
+        written = self.spark.read.format(out_format).load(out)
+        out_hash = {**training.content_hash(written, exclude=unhashed), "unhashed": unhashed}
+        if recorded:
+            manifests.require_same(f"the rebuilt training set at {out}", recorded["output"], out_hash,
+                                   hint="the inputs matched the manifest, so this is a tally bug: please report it")
+        manifest = manifests.make(spine_path=str(spine), spine_format=spine_format, spine_hash=spine_hash, built=built,
+                                  features=features, out=out, out_format=out_format, out_hash=out_hash,
+                                  warehouse=self.config.warehouse)
+        manifest_path = manifests.write(manifest, out)
+        label_nulls = None
+        if built.get("labels"):
+            from pyspark.sql import functions as F
+
+            names = [e["name"] for e in built["labels"]["labels"]]
+            row = written.agg(*[F.count_if(F.col(f"`{n}`").isNull()).alias(n) for n in names]).first()
+            label_nulls = {n: int(row[n]) for n in names}
+        from tally import reports
+
+        return reports.training_report(rows=out_hash["rows"], out=out, out_format=out_format, out_hash=out_hash,
+                                       manifest=manifest_path, spine=str(spine), spine_hash=spine_hash,
+                                       features=features, built=built,
+                                       reproduced=str(from_manifest) if recorded else None, label_nulls=label_nulls)
 
     def read_features(self, view: str, *, version: int | None = None):
         """A snapshot view's Delta table (the repository's version unless `version` is given)."""

@@ -1,5 +1,5 @@
-"""A feature repository: every Entity, Source, FeatureView, FeatureSet, Derived feature and Label defined in the
-Python files under a folder.
+"""A feature repository: every Entity, Source, FeatureView, FeatureSet, Derived feature, Label and Task defined in
+the Python files under a folder.
 
 Loading checks names (views, feature sets and derived features share one namespace: training sets name them)
 and that every reference of a feature set or derived feature resolves; `check_columns` checks each aggregation's
@@ -20,6 +20,7 @@ from tally.definitions import Entity, FeatureView, Source
 from tally.errors import DataError, RegistryError, SpecChangedError, TallyError, UsageError  # noqa: F401
 from tally.labels import Label
 from tally.references import Derived, FeatureSet, resolve
+from tally.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Repository:
     feature_sets: dict[str, FeatureSet] = field(default_factory=dict)
     derived: dict[str, Derived] = field(default_factory=dict)
     labels: dict[str, Label] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
 
     @property
     def refs(self) -> dict[str, FeatureView | FeatureSet | Derived]:
@@ -50,7 +52,7 @@ def load(path: str | Path = "features") -> Repository:
     if not root.is_dir():
         raise UsageError(f"feature repository {root} does not exist", hint="pass --repo PATH or set repo in tally.toml")
     found: dict[type, dict[str, tuple[object, str]]] = {Entity: {}, Source: {}, FeatureView: {}, FeatureSet: {},
-                                                        Derived: {}, Label: {}}
+                                                        Derived: {}, Label: {}, Task: {}}
     for file, module in _import_all(root):
         for value in vars(module).values():
             kind = type(value)
@@ -66,18 +68,32 @@ def load(path: str | Path = "features") -> Repository:
     for v in views.values():  # views may use entities and sources defined inline: collect those too
         found[Entity].setdefault(v.entity.name, (v.entity, "inline"))
         found[Source].setdefault(v.source.name, (v.source, "inline"))
+    for task, file in found[Task].values():  # a task's label may be defined inline: a manifest names it
+        if isinstance(task.label, Label):
+            seen = found[Label].setdefault(task.label.name, (task.label, file))
+            if seen[0] != task.label:
+                raise RegistryError(f"task '{task.name}' ({file}) uses a label named '{task.label.name}' that differs "
+                                    f"from the label of that name in {seen[1]}", hint="rename one of the labels")
+        found[Source].setdefault(task.spine.source.name, (task.spine.source, "inline"))
     for lb, _ in found[Label].values():
         found[Source].setdefault(lb.source.name, (lb.source, "inline"))
     repo = Repository(root, {n: e for n, (e, _) in found[Entity].items()},
                       {n: s for n, (s, _) in found[Source].items()}, views,
                       {n: f for n, (f, _) in found[FeatureSet].items()}, {n: d for n, (d, _) in found[Derived].items()},
-                      {n: lb for n, (lb, _) in found[Label].items()})
+                      {n: lb for n, (lb, _) in found[Label].items()}, {n: t for n, (t, _) in found[Task].items()})
     for kind in (FeatureSet, Derived):  # their references resolve now, not when a training set first names them
         for value, file in found[kind].values():
             try:
                 resolve([value], repo.refs)
             except TallyError as exc:
                 raise RegistryError(f"{file}: {exc.message}", hint=exc.hint) from None
+    from tally.tasks import definition
+
+    for task, file in found[Task].values():  # a task's label and features resolve now, as a feature set's do
+        try:
+            definition.check(task, repo)
+        except TallyError as exc:
+            raise RegistryError(f"{file}: {exc.message}", hint=exc.hint) from None
     return repo
 
 

@@ -87,7 +87,9 @@ def list_report(repo) -> dict:
     labels = [{"label": lb.name, "version": lb.version, "source": lb.source.name, "on": dict(lb.on),
                "within": lb.within, "description": lb.description}
               for lb in sorted(getattr(repo, "labels", {}).values(), key=lambda lb: lb.name)]
-    return {"views": views, "feature_sets": sets, "derived": derived, "labels": labels}
+    tasks = [{"task": t.name, "version": t.version, "model": t.model, "description": t.description}
+             for t in sorted(getattr(repo, "tasks", {}).values(), key=lambda t: t.name)]
+    return {"views": views, "feature_sets": sets, "derived": derived, "labels": labels, "tasks": tasks}
 
 
 def _ref(r) -> str:
@@ -109,6 +111,37 @@ def list_text(report: dict) -> list[str]:
               f"{d['description'] or d['expr']}" for d in report["derived"]]
     lines += [f"{lb['label']:28} v{lb['version']:<3} {'label':10} from '{lb['source']}'  "
               f"{lb['description'] or ', '.join(lb['on'])}" for lb in report["labels"]]
+    lines += [f"{t['task']:28} v{t['version']:<3} {'task':10} {t['model']:20} {t['description']}"
+              for t in report.get("tasks", [])]
+    return lines
+
+
+# --- tally task list / run -------------------------------------------------------------------------------------
+
+def task_list_report(repo) -> dict:
+    tasks = []
+    for t in sorted(repo.tasks.values(), key=lambda t: t.name):
+        tasks.append({"task": t.name, "version": t.version, "spine": t.spine.source.name,
+                      "label": t.label if isinstance(t.label, str) else t.label.name, "features": t.feature_names,
+                      "split": t.split.describe(), "model": t.model, "metrics": list(t.metrics),
+                      "segments": list(t.segments), "description": t.description})
+    return {"tasks": tasks}
+
+
+def task_list_text(report: dict) -> list[str]:
+    return [f"{t['task']:28} v{t['version']:<3} {t['model']:20} label {t['label']} on {t['spine']}  "
+            f"{t['description'] or ', '.join(t['features'])}" for t in report["tasks"]] or ["no tasks"]
+
+
+def task_run_text(r: dict) -> list[str]:
+    test, split = r["test"], r["split"]
+    lines = [f"task {r['task']} v{r['version']}: labels as of {r['labels_as_of']}, split at {split['at']}: "
+             f"train {split['train_rows']} rows, test {split['test_rows']} rows ({test['positives']} positive)"]
+    shown = [f"{name} {test[key]:.4f}" for key, name in (("auc_pr", "AUC-PR"), ("auc_roc", "AUC-ROC"))
+             if test.get(key) is not None]
+    shown += [f"lift@{x['k']:.0%} {x['lift']:.2f}" for x in test.get("lift", []) if x["lift"] is not None]
+    lines.append("  " + ", ".join(shown + [f"positive rate {test['positive_rate']:.4f}"]))
+    lines.append(f"  report {r['paths']['run']}/report.md; manifest {r['paths']['manifest']}")
     return lines
 
 
