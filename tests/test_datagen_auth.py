@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pyspark.sql import functions as F
 from tally import datagen
@@ -118,3 +120,40 @@ def test_truth_joins_one_to_one_and_is_calibrated(frames):
     for r in stats.collect():
         assert 0.0 <= r["lo"] and r["hi"] <= 1.0
         assert abs(r["observed"] - r["expected"]) < 3 * (r["expected"] * (1 - r["expected"]) / r["n"]) ** 0.5 + 0.005, r
+
+
+def test_the_acceptance_pack_sees_last_declines_and_outages(spark, frames, tmp_path):
+    """features/acceptance.py on the generated attempts: a retry's card features name the card's last decline
+    (brute force), and the issuer's 1-hour approval rate drops within an outage."""
+    import tally as tl
+    from tally import registry
+
+    a = frames["authorizations"]
+    a.write.parquet(str(tmp_path / "authorizations"))
+    views = registry.load(Path(__file__).resolve().parents[1] / "features").views
+    plan = make_plan(N, DAYS, SEED, "2026-01-01", None)
+    names = [iss.name for iss in datagen._catalog.ISSUERS]
+    t = F.unix_micros("attempted") - F.lit(plan.start_micros)
+    settled = F.lit(False)  # first attempts at least 20 minutes into an outage of their issuer
+    for issuer, lo, hi in _auth.outages(plan):
+        settled = settled | ((F.col("issuer") == names[issuer]) & (t >= lo + 1_200_000_000) & (t < hi))
+    spine = a.select(
+        "attempt_id", "card_id", "issuer", "attempted", "attempt", "retry_of", (settled & (F.col("attempt") == 1)).alias("outage")
+    )
+    out = tl.training_set(spark, spine, [views["auth_card_last_decline"], views["auth_issuer"]], "attempted",
+                          warehouse=tmp_path / "wh", data=tmp_path)
+    # brute force: the card's latest declined attempt strictly before the retry
+    declines = a.where("NOT approved").select("card_id", F.col("attempted").alias("d_at"), F.col("code").alias("d_code"))
+    retries = out.where("attempt > 1")
+    expected = retries.join(declines, "card_id").where("d_at < attempted").groupBy("attempt_id").agg(
+        F.max_by("d_code", "d_at").alias("exp_code"), F.max("d_at").alias("exp_at"))
+    check = retries.join(expected, "attempt_id", "left").agg(
+        F.count(F.lit(1)),
+        F.sum((F.col("auth_card_last_decline__last_code") != F.col("exp_code")).cast("int")),
+        F.sum((F.abs(F.col("auth_card_last_decline__seconds_since_decline")
+                     - (F.unix_micros("attempted") - F.unix_micros("exp_at")) / 1e6) > 1e-3).cast("int")),
+        F.sum(F.col("exp_code").isNull().cast("int")),
+    ).first()  # fmt: skip
+    assert check[0] > 0 and tuple(check[1:]) == (0, 0, 0), check  # every retry follows a decline of its card
+    rates = dict(out.where("attempt = 1").groupBy("outage").agg(F.avg("auth_issuer__approval_rate_1h")).collect())
+    assert rates[True] < 0.5 and rates[True] < 0.4 * rates[False], rates  # the rate counts retries: ~0.73 outside
