@@ -15,10 +15,7 @@ N, DAYS, SEED, TRAIN_DAYS = 8_000, 21, 7, 14
 @pytest.fixture(scope="module")
 def setup(spark):
     plan = make_plan(N, DAYS, SEED, "2026-01-01", None)
-    attempts = datagen.generate(spark, N, DAYS, SEED)["authorizations"]
-    first = attempts.where("attempt = 1").select("charge_id", F.unix_micros("attempted").alias("_first"))
-    cutoff = plan.start_micros + TRAIN_DAYS * MICROS_PER_DAY
-    train = attempts.join(first, "charge_id").where(F.col("_first") < cutoff).drop("_first").cache()
+    train = retry.payments_before(datagen.generate(spark, N, DAYS, SEED)["authorizations"], plan, TRAIN_DAYS).cache()
     pending = retry.declines(spark, plan, TRAIN_DAYS).localCheckpoint()
     model = retry.learn(train, seed=SEED)
     runs = {

@@ -5,7 +5,7 @@ learned policy (docs/retry.md).
 
 The evaluator (`replay`) starts from the soft-declined first attempts of a generated data set and asks a policy,
 after each decline, when to retry (or to stop). Each retry's outcome is drawn from the generator's own approval
-model at the retry's time (`datagen._auth.approval_probability`) with the generator's random number for that
+model at the retry's time (`datagen._auth.retry_probability`) with the generator's random number for that
 charge's n-th retry, so two policies meet the same issuers and the same luck, and the only difference is their
 timing. Rules, checked on the output by tests/test_retry.py:
 
@@ -164,6 +164,14 @@ def fixed_policy(pending: DataFrame, n: int) -> DataFrame:
     return pending.withColumn("_next", F.col("_t0") + F.lit(int(cat.FIXED_RETRY_HOURS[n - 1] * HOUR)))
 
 
+def payments_before(attempts: DataFrame, plan: Plan, day: int) -> DataFrame:
+    """The attempts (retries included) of the payments first attempted before `day`: what a learner may see
+    when the replay starts at `day` (see `declines`)."""
+    first = attempts.where("attempt = 1").select("charge_id", F.unix_micros("attempted").alias("_first"))
+    cutoff = F.lit(plan.start_micros + day * MICROS_PER_DAY)
+    return attempts.join(first, "charge_id").where(F.col("_first") < cutoff).drop("_first")
+
+
 def declines(spark: SparkSession, plan: Plan, from_day: int = 0) -> DataFrame:
     """First attempts declined on or after day `from_day`, with the generator's hidden context."""
     first = _auth.first_attempts(charges_with_truth(spark, plan), plan)
@@ -202,8 +210,7 @@ def replay(spark: SparkSession, plan: Plan, pending: DataFrame, policy, caps: Ca
         proposed = proposed.where(F.col("_next") - F.col("_t0") <= F.lit(HORIZON_H * HOUR))
         admitted = _admit(proposed, ledger, caps).localCheckpoint()
         t = F.col("_next")
-        recovered = F.col("_recover_at").isNotNull() & (t >= F.col("_recover_at"))
-        p = _auth.approval_probability(plan, t, _auth.recent_declines(F.col("_prior"), t), recovered)
+        p = _auth.retry_probability(plan, t, F.col("_prior"))
         tried = admitted.select(
             "*", F.lit(n).alias("retry"), p.alias("p"),
             (_auth.retry_uniform(plan.seed, F.col("_row"), n) < p).alias("approved_now"),
@@ -244,10 +251,7 @@ def evaluate(spark: SparkSession, charges: int = 50_000, days: int = 30, seed: i
     train_days = days * 2 // 3 if train_days is None else train_days
     if not 0 < train_days < days:
         raise UsageError(f"retry: train_days must be within 1..{days - 1}, got {train_days}")
-    attempts = datagen.generate(spark, charges, days, seed, start)["authorizations"]
-    cutoff = F.lit(plan.start_micros + train_days * MICROS_PER_DAY)
-    first_times = attempts.where("attempt = 1").select("charge_id", F.unix_micros("attempted").alias("_first"))
-    train = attempts.join(first_times, "charge_id").where(F.col("_first") < cutoff).drop("_first").cache()
+    train = payments_before(datagen.generate(spark, charges, days, seed, start)["authorizations"], plan, train_days).cache()
     model = learn(train, start, seed=seed, min_probability=min_probability)
     pending = declines(spark, plan, train_days).cache()
     counts = pending.agg(

@@ -16,8 +16,8 @@ Algorithm (column expressions over the charges' rows, deterministic by seed; see
    when `retry_uniform(row, n)` < `approval_probability` at its time, counting the payment's earlier declines
    of the past 24 h as recent declines (`recent_declines`). Hard declines are never retried.
 
-`retry_uniform`, `approval_probability` and `recent_declines` are also what `tally.retry` replays, so a policy
-evaluated offline meets exactly the generator's issuers, on the same random numbers.
+`retry_probability` and `retry_uniform` are also what `tally.retry` replays, so a policy evaluated offline meets
+exactly the generator's issuers, on the same random numbers.
 """
 
 from __future__ import annotations
@@ -106,6 +106,12 @@ def approval_probability(plan: Plan, t: Column, recent: Column, recovered: Colum
 def recent_declines(prior_times: Column, t: Column) -> Column:
     """The card's declines before the first attempt plus the payment's own declines in the 24 h before t."""
     return F.col("_card_recent") + F.size(F.filter(prior_times, lambda x: x > t - F.lit(MICROS_PER_DAY)))
+
+
+def retry_probability(plan: Plan, t: Column, prior_times: Column) -> Column:
+    """P(approved) of a retry at t of a payment whose attempts at `prior_times` were all declined: the truth."""
+    recovered = F.col("_recover_at").isNotNull() & (t >= F.col("_recover_at"))
+    return approval_probability(plan, t, recent_declines(prior_times, t), recovered)
 
 
 def retry_uniform(seed: int, row: Column, n: Column | int) -> Column:
@@ -225,8 +231,7 @@ def attempts_with_truth(truth: DataFrame, plan: Plan) -> DataFrame:
     retries, prior, outcomes = [], [F.col("_t0")], []
     for n in range(1, MAX_RETRIES + 1):
         t = F.col(f"_t{n}")
-        recovered = F.col("_recover_at").isNotNull() & (t >= F.col("_recover_at"))
-        p = approval_probability(plan, t, recent_declines(F.array(*prior), t), recovered)
+        p = retry_probability(plan, t, F.array(*prior))
         ok = retry_uniform(plan.seed, F.col("_row"), n) < p
         outcomes.append(ok)
         retries.append(F.struct(F.lit(n + 1).alias("attempt"), t.alias("_t"), p.alias("_pr"), ok.alias("approved")))
