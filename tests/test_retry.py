@@ -15,15 +15,15 @@ N, DAYS, SEED, TRAIN_DAYS = 8_000, 21, 7, 14
 @pytest.fixture(scope="module")
 def setup(spark):
     plan = make_plan(N, DAYS, SEED, "2026-01-01", None)
-    train = retry.payments_before(datagen.generate(spark, N, DAYS, SEED)["authorizations"], plan, TRAIN_DAYS).cache()
+    attempts = datagen.generate(spark, N, DAYS, SEED)["authorizations"].cache()
     pending = retry.declines(spark, plan, TRAIN_DAYS).localCheckpoint()
-    model = retry.learn(train, seed=SEED)
+    model = retry.learn(retry.payments_before(attempts, plan, TRAIN_DAYS), seed=SEED).observing(attempts)
     runs = {
         "fixed": retry.replay(spark, plan, pending, retry.fixed_policy).localCheckpoint(),
         "learned": retry.replay(spark, plan, pending, model.policy).localCheckpoint(),
     }
     yield plan, pending, model, runs
-    train.unpersist()
+    attempts.unpersist()
 
 
 def _eager(pending, n):

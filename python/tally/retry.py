@@ -22,7 +22,7 @@ delay experiment) and `RetryModel.policy` retries at the delay it predicts best,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import RandomForestClassifier
@@ -117,6 +117,11 @@ class RetryModel:
     rates: DataFrame
     start_us: int
     min_probability: float = 0.1
+
+    def observing(self, attempts: DataFrame) -> RetryModel:
+        """The same model reading issuer rates from these attempts (e.g. all traffic up to the replayed days:
+        a decision only reads the hour before it)."""
+        return replace(self, rates=issuer_hourly_rates(attempts))
 
     def predict(self, candidates: DataFrame) -> DataFrame:
         scored = self.model.transform(_features(candidates, self.rates, self.start_us))
@@ -251,8 +256,10 @@ def evaluate(spark: SparkSession, charges: int = 50_000, days: int = 30, seed: i
     train_days = days * 2 // 3 if train_days is None else train_days
     if not 0 < train_days < days:
         raise UsageError(f"retry: train_days must be within 1..{days - 1}, got {train_days}")
-    train = payments_before(datagen.generate(spark, charges, days, seed, start)["authorizations"], plan, train_days).cache()
-    model = learn(train, start, seed=seed, min_probability=min_probability)
+    attempts = datagen.generate(spark, charges, days, seed, start)["authorizations"].cache()
+    train = payments_before(attempts, plan, train_days)
+    # the policy reads the issuers' hourly rates of all observed traffic: the hour before each decision
+    model = learn(train, start, seed=seed, min_probability=min_probability).observing(attempts)
     pending = declines(spark, plan, train_days).cache()
     counts = pending.agg(
         F.count(F.lit(1)).alias("declines"),
@@ -271,7 +278,7 @@ def evaluate(spark: SparkSession, charges: int = 50_000, days: int = 30, seed: i
     out["volume_lift"] = round(learned["recovered_usd"] / fixed["recovered_usd"] - 1, 4) if fixed["recovered_usd"] else None
     out["attempts_ratio"] = round(learned["retries"] / fixed["retries"], 4) if fixed["retries"] else None
     pending.unpersist()
-    train.unpersist()
+    attempts.unpersist()
     return out
 
 
