@@ -26,6 +26,14 @@ SCHEMAS = {
         ("charge_id", "string"), ("charge_created", "timestamp"), ("refund_created", "timestamp"),
         ("amount", "decimal(18,0)"),
     ],
+    "authorizations": [
+        ("attempt_id", "string"), ("charge_id", "string"), ("customer_id", "string"), ("card_id", "string"),
+        ("merchant_id", "string"), ("issuer", "string"), ("bin", "string"), ("amount", "decimal(18,0)"),
+        ("currency", "string"), ("card_country", "string"), ("merchant_country", "string"), ("mcc", "string"),
+        ("attempted", "timestamp"), ("approved", "boolean"), ("code", "string"), ("category", "string"),
+        ("advice_code", "string"), ("attempt", "int"), ("retry_of", "string"),
+    ],
+    "authorization_truth": [("attempt_id", "string"), ("approval_probability", "double")],
 }  # fmt: skip
 
 
@@ -77,7 +85,8 @@ def test_charges_has_exactly_the_requested_rows_with_unique_ids(frames):
 def test_same_arguments_give_the_same_rows_under_any_partitioning(spark):
     def fingerprints(partitions, shuffle_partitions):
         spark.conf.set("spark.sql.shuffle.partitions", str(shuffle_partitions))
-        return content_hashes(datagen.generate(spark, 3_000, 10, SEED, partitions=partitions))
+        frames = datagen.generate(spark, 3_000, 10, SEED, partitions=partitions)
+        return content_hashes({name: frames[name] for name in ("charges", "disputes", "refunds")})  # attempts: test_datagen_auth
 
     before = spark.conf.get("spark.sql.shuffle.partitions")
     try:

@@ -381,11 +381,12 @@ def validate(c: Context, source_names, view_names) -> None:
 @click.option("--days", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--start", default="2026-01-01", show_default=True, callback=_date)
-@click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/.")
+@click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/, authorizations/, authorization_truth/.")
 @click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet", "delta"]))
 @pass_ctx
 def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
-    """Generate synthetic payments (charges, disputes, refunds), deterministic by seed.
+    """Generate synthetic payments (charges, disputes, refunds, authorization attempts and their ground truth),
+    deterministic by seed. authorization_truth is for evaluating retry policies, never a feature source.
 
     \b
     Example:
@@ -396,6 +397,34 @@ def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
     counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt)
     for name, n in counts.items():
         click.echo(f"{name}: {n} rows -> {out}/{name}")
+
+
+@cli.command("retry-eval")
+@click.option("--charges", default=50_000, show_default=True, type=click.IntRange(min=1000))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(min=3))
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--train-days", type=click.IntRange(min=1), help="Days the learner sees (default: the first 2/3).")
+@click.option("--min-probability", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="The learned policy retries only when its predicted approval is at least this.")
+@click.option("--cap-24h", default=4, show_default=True, type=click.IntRange(min=1), help="Retries per card per 24 h.")
+@click.option("--cap-30d", default=15, show_default=True, type=click.IntRange(min=1), help="Retries per card per 30 days.")
+@_json_flag
+@pass_ctx
+def retry_eval(c: Context, charges, days, seed, train_days, min_probability, cap_24h, cap_30d) -> None:
+    """Compare retry policies for soft declines on generated data: fixed schedule vs a learned policy.
+
+    Generates authorizations, learns on the first days' retries, and replays the later soft declines against
+    the generator's ground truth (docs/retry.md).
+
+    \b
+    Example:
+      tally retry-eval --charges 50000 --days 30 --json
+    """
+    from tally import retry
+
+    result = retry.evaluate(c.spark, charges, days, seed, train_days=train_days, min_probability=min_probability,
+                            caps=retry.Caps(per_24h=cap_24h, per_30d=cap_30d))
+    c.output.emit(result, retry.report)
 
 
 @cli.command()

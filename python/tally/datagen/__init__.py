@@ -1,6 +1,7 @@
-"""Synthetic payments: charges, disputes and refunds with the patterns fraud and authorization models learn.
+"""Synthetic payments: charges, disputes, refunds and authorization attempts, with the patterns fraud and
+authorization models learn.
 
-    frames = generate(spark, charges=200_000, days=30, seed=7)     # {"charges", "disputes", "refunds"}
+    frames = generate(spark, charges=200_000, days=30, seed=7)     # {"charges", "disputes", "refunds", ...}
     counts = write(spark, "data", charges=1_000_000, days=90, seed=7, format="delta")
     rates = describe(frames)
 
@@ -10,7 +11,7 @@ What it models and the rates it produces: docs/datagen.md.
 
 Modules: `_plan` sizes, `_rng` counter-based randomness, `_catalog` reference data, `_dims` issuers,
 merchants, customers and cards, `_charges` the charges and their outcomes, `_labels` disputes and refunds,
-`_describe` rates.
+`_auth` authorization attempts and retries (with their ground truth), `_describe` rates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 
 from tally.datagen import _dims
+from tally.datagen._auth import AUTH_COLUMNS, TRUTH_COLUMNS, attempts_with_truth
 from tally.datagen._charges import CHARGE_COLUMNS, charges_with_truth
 from tally.datagen._describe import describe
 from tally.datagen._labels import disputes, refunds
@@ -26,7 +28,7 @@ from tally.errors import UsageError
 
 __all__ = ["FORMATS", "TABLES", "describe", "dimensions", "generate", "write"]
 
-TABLES = ("charges", "disputes", "refunds")
+TABLES = ("charges", "disputes", "refunds", "authorizations", "authorization_truth")
 FORMATS = ("parquet", "delta")
 
 
@@ -39,17 +41,22 @@ def generate(
     *,
     partitions: int | None = None,
 ) -> dict[str, DataFrame]:
-    """The `charges`, `disputes` and `refunds` DataFrames (lazy; nothing runs until they are read).
+    """The `charges`, `disputes`, `refunds`, `authorizations` and `authorization_truth` DataFrames (lazy).
 
-    `charges` rows exactly, created in [start, start + days) UTC. `partitions` sets the parallelism of the
-    charge id ranges (default: one per million charges, at least 2); it never changes the rows.
+    `authorization_truth` (attempt id -> approval probability) is the generator's ground truth, for evaluation
+    only: never a feature source. `charges` rows exactly, created in [start, start + days) UTC. `partitions`
+    sets the parallelism of the charge id ranges (default: one per million charges, at least 2); it never
+    changes the rows.
     """
     plan = make_plan(charges, days, seed, start, partitions)
     truth = charges_with_truth(spark, plan)
+    attempts = attempts_with_truth(truth, plan)
     return {
         "charges": truth.select(*CHARGE_COLUMNS),
         "disputes": disputes(truth, plan.seed),
         "refunds": refunds(truth, plan.seed),
+        "authorizations": attempts.select(*AUTH_COLUMNS),
+        "authorization_truth": attempts.select(*TRUTH_COLUMNS),
     }
 
 
@@ -82,7 +89,7 @@ def write(
     *,
     partitions: int | None = None,
 ) -> dict[str, int]:
-    """Generate and write `<out>/charges`, `/disputes`, `/refunds` (overwriting); return row counts."""
+    """Generate and write `<out>/<table>` for every table of TABLES (overwriting); return row counts."""
     if format not in FORMATS:
         raise UsageError(f"datagen: unknown format {format!r}", hint=f"use one of {', '.join(FORMATS)}")
     frames = generate(spark, charges, days, seed, start, partitions=partitions)

@@ -158,3 +158,70 @@ DECLINE_STOLEN = (("fraudulent", 0.35), ("do_not_honor", 0.30), ("stolen_card", 
 
 # Cards per customer: 1, 2, 3, 4.
 CARDS_PER_CUSTOMER = (0.55, 0.28, 0.12, 0.05)
+
+
+# -- authorization attempts (see `_auth` and docs/datagen.md, "Authorizations") ------------------------------
+
+# Decline codes as the networks group them for retries. Hard: the issuer will not approve this card data as it
+# stands (Visa's category 1 "never approve" and category 3 "data quality", Mastercard's advice 03 "do not try
+# again"); retrying unchanged is forbidden. Soft: the issuer cannot approve *now* (Visa categories 2 and 4).
+HARD_CODES = (
+    "fraudulent",
+    "stolen_card",
+    "lost_card",
+    "incorrect_number",
+    "expired_card",
+    "incorrect_cvc",
+    "transaction_not_allowed",
+)
+SOFT_CODES = ("do_not_honor", "insufficient_funds", "generic_decline", "card_velocity_exceeded", "try_again_later")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """When a soft decline stops applying: never with probability `never`, else after a lognormal delay (hours).
+
+    Before that, a retry is approved only with probability AUTH_LEAK (the issuer rarely changes its mind)."""
+
+    code: str
+    never: float
+    median_h: float
+    sigma: float
+
+
+RECOVERY = (
+    Recovery("do_not_honor", 0.60, 3.0, 1.0),
+    Recovery("insufficient_funds", 0.35, 36.0, 0.6),  # funds arrive: payday, a transfer
+    Recovery("generic_decline", 0.55, 6.0, 1.0),
+    Recovery("card_velocity_exceeded", 0.15, 24.0, 0.15),  # the issuer's 24 h velocity window rolls over
+    Recovery("try_again_later", 0.05, 0.02, 0.5),  # the outage itself decides (AUTH_OUTAGE_DECLINE while it lasts)
+)
+AUTH_LEAK = 0.03
+
+# Merchant advice codes (Mastercard's numbering): what the issuer tells the merchant about retrying.
+ADVICE_NEW_ACCOUNT_INFO = "01"  # expired card: ask for the new expiry, do not retry as is
+ADVICE_TRY_LATER = "02"  # issuer or system unavailable
+ADVICE_DO_NOT_RETRY = "03"
+# (code, retry after hours): the hint given for a recoverable soft decline, the largest not after recovery
+ADVICE_RETRY_AFTER = (("24", 1.0), ("25", 24.0), ("26", 48.0), ("27", 96.0))
+AUTH_ADVICE_SHARE = 0.7  # recoverable soft declines that carry a retry-after hint
+AUTH_ADVICE_NOISE = 0.15  # unrecoverable soft declines that carry one anyway (a random hint)
+
+# Issuer outages: windows where one issuer declines most attempts with try_again_later.
+OUTAGES_PER_DAY = 0.4
+OUTAGE_MEDIAN_H = 1.5
+AUTH_OUTAGE_DECLINE = 0.92
+
+# Issuer policies on top of the charge's own decline model (`_charges.decline_logit`), each an independent
+# extra decline chance: at night in the card's country, per BIN (some ranges are stricter), and per decline
+# of the card in the previous 24 hours (approval is multiplied by AUTH_RECENT_FACTOR for each).
+AUTH_NIGHT_HOURS = (0, 1, 2, 3, 4, 5)
+AUTH_NIGHT_DECLINE = 0.05
+AUTH_BIN_DECLINE_MAX = 0.08
+AUTH_RECENT_FACTOR = 0.7
+
+# How merchants retry soft declines: a fixed schedule (hours after the first attempt), except a share of
+# declines in a randomised-delay experiment: up to as many retries, gaps log-uniform in [min, max] hours.
+FIXED_RETRY_HOURS = (1.0, 24.0, 72.0)
+EXPERIMENT_SHARE = 0.3
+EXPERIMENT_GAP_H = (1.0 / 6, 120.0)

@@ -233,7 +233,7 @@ def _decline_code(rng: Rng, kind: Column, cross: Column, row: Column) -> Column:
 
 
 def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
-    """All charge columns plus internal `_kind` and `_fraud` (steps 2-4)."""
+    """All charge columns plus internal `_row`, `_kind`, `_fraud`, `_p_decline`, `_issuer_idx`, `_usd` (steps 2-4)."""
     rng = Rng(plan.seed)
     draws = ordinary_charges(spark, plan)
     if plan.testing_rows:
@@ -260,7 +260,8 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
     p_decline = F.lit(1.0) / (
         F.lit(1.0) + F.exp(-decline_logit(kind, F.col("_usd"), F.col("_cross"), F.col("_ecom")))
     )
-    df = _with(df, _declined=rng.uniform("decline", row) < p_decline)
+    df = _with(df, _p_decline=p_decline)
+    df = _with(df, _declined=rng.uniform("decline", row) < F.col("_p_decline"))
     declined, cross = F.col("_declined"), F.col("_cross")
     minor = F.greatest(F.round(F.col("_usd") * F.col("_per_usd") * F.col("_minor")), F.lit(1.0))
 
@@ -277,4 +278,8 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
         row.alias("_row"),
         kind,
         kind.isin("card_testing", "spree").alias("_fraud"),
+        # for the authorization attempts (`_auth`): the issuer's decline probability, the card's issuer, USD
+        "_p_decline",
+        "_issuer_idx",
+        "_usd",
     )

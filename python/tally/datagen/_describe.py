@@ -1,4 +1,4 @@
-"""The rates a generated data set actually has, measured on its three tables (no hidden truth used).
+"""The rates a generated data set actually has, measured on its public tables (no hidden truth used).
 
 Used by docs/datagen.md (numbers measured, not asserted) and by the tests' plausibility bands.
 """
@@ -43,6 +43,30 @@ def _rate(df: DataFrame, group: str, top: int | None = None) -> dict[str, float]
     )
     rows = rows.limit(top) if top else rows
     return {r[group]: round(r["r"], 4) for r in rows.collect()}
+
+
+def describe_authorizations(attempts: DataFrame) -> dict:
+    """Approval rates of the attempts: first attempts, retries by number, declines by category and code."""
+    approved = F.col("approved").cast("double")
+    by_attempt = {
+        r["attempt"]: (r["n"], r["rate"])
+        for r in attempts.groupBy("attempt").agg(F.count(F.lit(1)).alias("n"), F.avg(approved).alias("rate")).collect()
+    }
+    first = attempts.where("attempt = 1 AND NOT approved")
+    cats = dict(first.groupBy("category").count().collect())
+    codes = first.groupBy("code").count().orderBy(F.desc("count"), "code").collect()
+    declined = sum(cats.values())
+    retried = attempts.where("attempt = 2").count()
+    n_first = by_attempt.get(1, (0, 0.0))[0]
+    return {
+        "attempts": sum(n for n, _ in by_attempt.values()),
+        "first_attempt_approval_rate": round(by_attempt.get(1, (0, 0.0))[1] or 0.0, 4),
+        "retry_approval_rate_by_attempt": {k: round(v[1], 4) for k, v in sorted(by_attempt.items()) if k > 1},
+        "first_declines_hard_share": round(cats.get("hard", 0) / declined, 4) if declined else 0.0,
+        "first_declines_retried_share": round(retried / declined, 4) if declined else 0.0,
+        "first_decline_codes": {r["code"]: round(r["count"] / declined, 4) for r in codes},
+        "attempts_per_charge": round(sum(n for n, _ in by_attempt.values()) / n_first, 4) if n_first else 0.0,
+    }
 
 
 def describe(frames: dict[str, DataFrame]) -> dict:
@@ -110,4 +134,5 @@ def describe(frames: dict[str, DataFrame]) -> dict:
         "card_testing_bursts": card_testing_bursts(charges).count(),
         "busiest_utc_hour": hourly[-1]["h"] if hourly else None,
         "quietest_utc_hour": hourly[0]["h"] if hourly else None,
+        **({"authorizations": describe_authorizations(frames["authorizations"])} if "authorizations" in frames else {}),
     }
