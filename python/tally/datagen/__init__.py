@@ -50,7 +50,10 @@ def generate(
     """
     plan = make_plan(charges, days, seed, start, partitions)
     truth = charges_with_truth(spark, plan)
-    attempts = attempts_with_truth(truth, plan)
+    return _tables(truth, attempts_with_truth(truth, plan), plan)
+
+
+def _tables(truth: DataFrame, attempts: DataFrame, plan) -> dict[str, DataFrame]:
     return {
         "charges": truth.select(*CHARGE_COLUMNS),
         "disputes": disputes(truth, plan.seed),
@@ -92,13 +95,24 @@ def write(
     """Generate and write `<out>/<table>` for every table of TABLES (overwriting); return row counts."""
     if format not in FORMATS:
         raise UsageError(f"datagen: unknown format {format!r}", hint=f"use one of {', '.join(FORMATS)}")
-    frames = generate(spark, charges, days, seed, start, partitions=partitions)
-    counts = {}
-    for name in TABLES:
-        path = f"{out.rstrip('/')}/{name}"
-        writer = frames[name].write.format(format).mode("overwrite")
-        if format == "delta":
-            writer = writer.option("overwriteSchema", "true")
-        writer.save(path)
-        counts[name] = spark.read.format(format).load(path).count()
-    return counts
+    from pyspark import StorageLevel
+
+    # Every table derives from the charges with their hidden truth, and two from the attempts: computed once each
+    # (spilling to disk at scale), not once per table written.
+    plan = make_plan(charges, days, seed, start, partitions)
+    truth = charges_with_truth(spark, plan).persist(StorageLevel.MEMORY_AND_DISK)
+    attempts = attempts_with_truth(truth, plan).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        frames = _tables(truth, attempts, plan)
+        counts = {}
+        for name in TABLES:
+            path = f"{out.rstrip('/')}/{name}"
+            writer = frames[name].write.format(format).mode("overwrite")
+            if format == "delta":
+                writer = writer.option("overwriteSchema", "true")
+            writer.save(path)
+            counts[name] = spark.read.format(format).load(path).count()
+        return counts
+    finally:
+        attempts.unpersist()
+        truth.unpersist()
