@@ -21,9 +21,10 @@ import tally.window.Ladder
   * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`.
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
   *    into the stored one at its address ([[TileFold]]); one already carrying the batch's stamp is skipped.
-  * 5. Close: the tiles are written (one call), the watermark raised, then the batch recorded. A crash anywhere
-  *    before the record replays the batch under the same id and stamp: tiles already written are skipped in 4
-  *    (and refused by the store's stamp rule), the rest are folded once. See docs/streaming.md.
+  * 5. Close ([[OnlineStore.closeBatch]]): tiles, watermark, batch record; in one transaction on SQLite. Where the
+  *    store cannot (Redis), a crash before the record replays the batch under the same id and stamp: tiles already
+  *    written are skipped in 4 (and refused by the store's stamp rule), the rest are folded once. See
+  *    docs/streaming.md.
   */
 object StreamJob {
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
@@ -52,7 +53,10 @@ object StreamJob {
       val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
       val fresh = Seq.newBuilder[Tile]
       var (lastKey, entity) = ("", null: EntityKey)
-      TileRows.build(prepared, rows.where(col("__t") >= lit(horizon) || col("__t").isNull), layout, partitions, stamp,
+      // A micro-batch is small: as many tile tasks as it has input partitions (up to `partitions`), not a shuffle's
+      // worth of mostly empty ones, which would put seconds of scheduling on every batch's latency.
+      val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
+      TileRows.build(prepared, rows.where(col("__t") >= lit(horizon) || col("__t").isNull), layout, tasks, stamp,
         Long.MinValue, eventCount).collect().foreach(TileRows.unpack(_) { (key, start, length, payload) =>
         if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
         fresh += Tile(view, version, entity, start, length, payload, stamp)
@@ -67,9 +71,7 @@ object StreamJob {
           mine.flatMap(t => TileFold.fold(layout, at.get(t.address), t))
         }
       }.toSeq
-      val applied = store.write(folded)
-      newest.foreach(store.advanceWatermark(view, version, _))
-      store.recordBatch(stream, batchId)
+      val applied = store.closeBatch(folded, view, version, newest, stream, batchId)
       Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon)
     } finally rows.unpersist()
   }
