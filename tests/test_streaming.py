@@ -3,7 +3,7 @@
 - parity under streaming: charges appended in small commits, out of order within minutes; after each commit is
   streamed, fetched values equal the training set's for every function, on SQLite and on Redis;
 - exactly once: a `tally stream` process SIGKILLed at random points mid-batch and restarted leaves the store's
-  tiles equal to a never-interrupted run's;
+  tiles equal to a never-interrupted run's; Ctrl-C stops it cleanly;
 - late events: older than the store's horizon, counted and left alone; `tally materialize` heals them.
 Data stays tiny: a few seconds of streaming per test (the kill test pays for three fresh JVMs).
 """
@@ -118,6 +118,12 @@ def tiles(db: Path) -> list[tuple]:
         return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
 
 
+def last_batch(db: Path) -> int | None:
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT max(batch_id) FROM stream_batches").fetchone()
+    return row[0] if row else None
+
+
 def _env() -> dict:
     return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(Path(tl.__file__).resolve().parents[1])}
 
@@ -154,7 +160,8 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
     rng = random.Random(11)
     done: list[str] = []
     for attempt in range(3):
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
+        args = cmd if attempt < 2 else [c for c in cmd if c != "--until-idle"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
                                 start_new_session=True)
         try:
             if attempt < 2:
@@ -164,9 +171,13 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
                 time.sleep(rng.uniform(0.0, 0.8))
                 os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
                 proc.wait(30)
-            else:
-                out, _ = proc.communicate(timeout=120)
-                assert proc.returncode == 0, out
+            else:  # without --until-idle: runs until Ctrl-C, which stops it cleanly once every batch is in
+                deadline = time.monotonic() + 120
+                while last_batch(db) != len(commits) - 1 and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.2)
+                os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
+                out, _ = proc.communicate(timeout=60)
+                assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
                 done += out.splitlines()
         finally:
             if proc.poll() is None:
