@@ -196,7 +196,8 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     fresh = ("c0", from_micros(micros(events[-1][1]) - MINUTE), 1.0, 1, None, "m2", False, None, 0.1)
     append(spark, tmp_path / "charges", [old, fresh])
     reports = []
-    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True, on_batch=reports.append)
+    # a running stream (1 s trigger) stopped after its first batch
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, trigger="1s", max_batches=1, on_batch=reports.append)
     assert [(r["events"], r["late"]) for r in reports] == [(2, 1)]
     assert reports[0]["horizon_us"] > micros(old[1])
     text = "\n".join(describe_text(describe_report(spark, view, warehouse=str(wh), online_store=url)))
