@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis_server
 import tally as tl
 from tally import online, streaming
-from tally.errors import UsageError
+from tally.errors import DataError, UsageError
 from tally.reports import describe_report, describe_text
 from tally.utc import from_micros, micros
 from test_online import CARD, CASES, CHARGES_SCHEMA, HOUR, KEYS, MINUTE, T0_US, charges, mismatches, offline_rows
@@ -213,6 +212,11 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     healed = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows], warehouse=wh, store=url)
     assert not mismatches(view, offline, healed)
 
+    # a bad row stops the stream with a typed error naming the view, the batch and the row's problem
+    append(spark, tmp_path / "charges", [(None, *fresh[1:])])
+    with pytest.raises(DataError, match=r"view 'card_late': the stream stopped in micro-batch \d+: .*null key 'card_id'"):
+        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+
 
 def test_only_online_views_over_delta_stream(spark, tmp_path):
     parquet = tl.FeatureView("card_pq", entity=CARD, online=True, aggregations=[tl.Aggregation("count", windows=["1h"])],
@@ -223,6 +227,3 @@ def test_only_online_views_over_delta_stream(spark, tmp_path):
                                   source=tl.Source("charges", path=str(tmp_path), format="delta", timestamp="created"))
     with pytest.raises(UsageError, match="view 'card_off' is not an online view"):
         streaming.stream(spark, [offline_view], warehouse=tmp_path / "wh")
-
-
-_ = np  # the shared data generators use numpy

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tally import definitions, kernels, online, sources, store, utc
 from tally.definitions import FeatureView
-from tally.errors import DataError, UsageError
+from tally.errors import DataError, TallyError, UsageError
 
 DEFAULT_TRIGGER = "1s"
 
@@ -100,6 +100,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
         Path(url[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
     last: dict[str, dict] = {}
     counts: dict[str, int] = {}
+    failures: dict[str, tuple[int, Exception]] = {}
     queries = []
     for v in views:
         state = _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url)
@@ -112,6 +113,13 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
         status_path = checkpoint_dir(warehouse, v) / "status.json"
 
         def fold(batch, batch_id, v=v, state=state, status_path=status_path):
+            try:
+                _fold(batch, batch_id, v, state, status_path)
+            except Exception as exc:  # the query fails with Spark's text of it; the main thread raises it typed
+                failures.setdefault(v.name, (batch_id, exc))
+                raise
+
+        def _fold(batch, batch_id, v, state, status_path):
             r = kernels.stream_batch(spark, batch, v, url, state["stream"], batch_id, state["stamp_base"], state["from_us"])
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
             r.update(view=v.name, version=v.version,
@@ -134,13 +142,30 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 if max_batches is not None and counts.get(v.name, 0) >= max_batches and q.isActive:
                     q.stop()
             time.sleep(0.1)
-        for _, q in queries:
-            q.awaitTermination()  # raises the query's failure, if any
+        for v, q in queries:
+            try:
+                q.awaitTermination()  # raises the query's failure, if any
+            except Exception as exc:
+                raise _typed(v, failures.get(v.name), exc) from None
     finally:
         for _, q in queries:
             if q.isActive:
                 q.stop()
     return [last[v.name] for v in views if v.name in last]
+
+
+def _typed(view: FeatureView, failure: tuple[int, Exception] | None, query_error: Exception) -> Exception:
+    """A failed query as a tally error: the batch's own typed error when it raised one, else a DataError naming the
+    view and batch with the first line of the JVM's message (a null key or time in the source, for example)."""
+    if failure is not None and isinstance(failure[1], TallyError):
+        return failure[1]
+    batch = f" in micro-batch {failure[0]}" if failure is not None else ""
+    text = str(failure[1] if failure is not None else query_error)
+    reason = next((line.strip() for line in text.splitlines() if "IllegalArgumentException" in line),
+                  text.strip().splitlines()[0] if text.strip() else type(query_error).__name__)
+    return DataError(f"view '{view.name}': the stream stopped{batch}: {reason}",
+                     hint="fix or filter the rows the message names in the source (a new commit), then start the "
+                          "stream again: it resumes with that batch")
 
 
 def status(warehouse: str | Path, view: FeatureView) -> dict | None:
