@@ -17,14 +17,7 @@ class TileFoldSuite extends munit.FunSuite {
   val sizes: Map[String, Map[String, Any]] = Map(
     "approx_distinct" -> Map("lg_k" -> 14), "approx_percentile" -> Map("k" -> 2000), "top_k" -> Map("k" -> 40))
 
-  def gen(vt: VType): Random => AnyRef = vt match {
-    case VType.Long | VType.Timestamp => Catalogue.smallLong
-    case VType.Double                 => Catalogue.finiteDouble
-    case _: VType.Decimal             => Catalogue.decimal2
-    case VType.String                 => Catalogue.strings
-    case VType.Boolean                => r => java.lang.Boolean.valueOf(r.nextBoolean())
-    case other                        => sys.error(s"no generator for $other")
-  }
+  def gen(vt: VType): Random => AnyRef = Catalogue.scalar(vt)
 
   type Store = Map[(String, Int, EntityKey, Long, Long), Tile]
 
