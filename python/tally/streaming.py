@@ -73,17 +73,12 @@ def _bootstrap(spark, view: FeatureView, table: Path, *, warehouse, data, url: s
     return state
 
 
-def _has_next_commit(spark, view, table: Path, state: dict, warehouse, *, wait: bool, every_s: float) -> bool:
+def _has_next_commit(spark, view, table: Path, state: dict, warehouse) -> bool:
     """Whether the query can start: Delta refuses a `startingVersion` that does not exist yet, so before the query's
-    first batch (no offsets in its checkpoint) the commit after the bootstrap's must be there. With `wait`, polls
-    for it (Ctrl-C stops the wait)."""
+    first batch (no offsets in its checkpoint) the commit after the bootstrap's must be there."""
     if (checkpoint_dir(warehouse, view) / "spark" / "offsets").is_dir():
         return True
-    while store.resolve_version(spark, table) <= state["delta_version"]:
-        if not wait:
-            return False
-        time.sleep(max(every_s, 0.1))
-    return True
+    return store.resolve_version(spark, table) > state["delta_version"]
 
 
 def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "warehouse", data=None,
@@ -102,10 +97,10 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     counts: dict[str, int] = {}
     failures: dict[str, tuple[int, Exception]] = {}
     queries = []
-    for v in views:
-        state = _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url)
-        if not _has_next_commit(spark, v, tables[v.name], state, warehouse, wait=not until_idle, every_s=trigger_us / 1e6):
-            continue  # idle: the bootstrap holds every commit
+    states = {v.name: _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url) for v in views}
+
+    def start(v: FeatureView) -> None:
+        state = states[v.name]
         reader = spark.readStream.format("delta").option("startingVersion", state["delta_version"] + 1)
         if files_per_batch:
             reader = reader.option("maxFilesPerTrigger", files_per_batch)
@@ -136,12 +131,22 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
         every = f"{trigger_us // 1000} milliseconds"
         writer = writer.trigger(availableNow=True) if until_idle else writer.trigger(processingTime=every)
         queries.append((v, writer.start()))
+
+    # A view starts once its source has a commit after its bootstrap; until then it waits (or, until idle, is done)
+    # without holding back the others.
+    pending = list(views)
     try:
-        while any(q.isActive for _, q in queries):
+        while pending or any(q.isActive for _, q in queries):
+            for v in list(pending):
+                if _has_next_commit(spark, v, tables[v.name], states[v.name], warehouse):
+                    start(v)
+                    pending.remove(v)
+            if until_idle:
+                pending.clear()  # idle: the bootstrap holds every commit
             for v, q in queries:
                 if max_batches is not None and counts.get(v.name, 0) >= max_batches and q.isActive:
                     q.stop()
-            time.sleep(0.1)
+            time.sleep(max(trigger_us / 1e6, 0.1) if pending else 0.1)
         for v, q in queries:
             try:
                 q.awaitTermination()  # raises the query's failure, if any
