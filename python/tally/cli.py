@@ -528,6 +528,46 @@ def materialize(c: Context, views, start, online_store) -> None:
 
 
 @cli.command()
+@click.argument("views", nargs=-1, required=True)
+@click.option("--trigger", default="1s", show_default=True, help="Micro-batch interval (a duration: 500ms, 1s, 1m).")
+@click.option("--until-idle", is_flag=True, help="Fold every commit there is now, then stop.")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None, help="Stop after N micro-batches per view.")
+@click.option("--files-per-batch", type=click.IntRange(min=1), default=None,
+              help="At most N source files per micro-batch (Delta's maxFilesPerTrigger).")
+@_online_store
+@pass_ctx
+def stream(c: Context, views, trigger, until_idle, max_batches, files_per_batch, online_store) -> None:
+    """Stream the Delta sources of online VIEWS into the online store, exactly once, until Ctrl-C.
+
+    The first start of a view version materializes its source as of the latest commit, then folds each later
+    commit's events into the tiles, one micro-batch at a time; a restart resumes from the checkpoint under
+    <warehouse>/streams/. One line per batch: events, tiles written, late events (older than the store's horizon,
+    left to the next `tally materialize`), lag of the newest event behind the wall clock (docs/streaming.md).
+
+    \b
+    Examples:
+      tally stream card_velocity
+      tally stream card_velocity --until-idle --online-store redis://127.0.0.1:6379
+    """
+    from tally import utc
+
+    def line(r: dict) -> None:
+        if r["skipped"]:
+            click.echo(f"{r['view']} v{r['version']} batch {r['batch_id']}: already written, skipped")
+            return
+        newest = reports.instant(utc.from_micros(r["newest_us"])) if r["newest_us"] is not None else "-"
+        lag = f"{r['lag_s']:.1f} s" if r["lag_s"] is not None else "-"
+        click.echo(f"{r['view']} v{r['version']} batch {r['batch_id']}: {r['events']} events, {r['applied']} tiles "
+                   f"written, {r['late']} late; newest event {newest}, lag {lag}")
+
+    try:
+        c.store.stream(views, store=online_store, trigger=trigger, until_idle=until_idle, max_batches=max_batches,
+                       files_per_batch=files_per_batch, on_batch=line)
+    except KeyboardInterrupt:
+        click.echo("stream stopped (Ctrl-C); the next start resumes from the checkpoint")
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1), help="Request threads.")

@@ -307,6 +307,17 @@ class FeatureStore:
         return online.materialize(self.spark, [self.view(name) for name in views], warehouse=self.config.warehouse,
                                   data=self.config.data, store=store or self.config.online_store, start=start)
 
+    def stream(self, views: Sequence[str], *, store: str | None = None, trigger: str = "1s", until_idle: bool = False,
+               max_batches: int | None = None, files_per_batch: int | None = None, on_batch=None) -> list[dict]:
+        """Keep online `views` fresh from their Delta sources, one micro-batch at a time, exactly once; see
+        `tally.streaming.stream`. Runs until interrupted, or until idle / `max_batches` when asked."""
+        from tally import streaming
+
+        return streaming.stream(self.spark, [self.view(name) for name in views], warehouse=self.config.warehouse,
+                                data=self.config.data, store_url=store or self.config.online_store, trigger=trigger,
+                                until_idle=until_idle, max_batches=max_batches, files_per_batch=files_per_batch,
+                                on_batch=on_batch)
+
     def get_online_features(self, features: Sequence[str], entities: Mapping | None = None, *, rows=None, at=None,
                             store: str | None = None):
         """Online values as `tally serve` answers them, fetched in this process: one lookup (`entities`, `at`;

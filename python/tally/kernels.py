@@ -85,6 +85,29 @@ def materialize(spark, events, view, store_url: str, from_us: int, stamp: int, *
         return json.loads(bridge.materialize(events._jdf, view.spec_json(), store_url, int(from_us), int(stamp), n))
 
 
+def stream_batch(spark, batch, view, store_url: str, stream: str, batch_id: int, stamp_base: int, floor_us: int, *,
+                 partitions: int | None = None) -> dict:
+    """Cross once: fold one stream micro-batch of `view`'s source into the store, exactly once (StreamJob).
+
+    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events) and horizon_us."""
+    import json
+
+    n = _partitions(spark, partitions)
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, stream, int(batch_id),
+                                             int(stamp_base), int(floor_us), n))
+
+
+def last_batch(spark, store_url: str, stream: str) -> int | None:
+    """The last micro-batch `stream` recorded in the store, or None."""
+    import json
+
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.lastBatch(store_url, stream))["last_batch"]
+
+
 def fetch(spark, store_url: str, serving_specs: list[dict], request: dict) -> dict:
     """Cross once: the in-process fetch, request and response as the server's POST /features (JSON)."""
     import json

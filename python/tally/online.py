@@ -126,13 +126,16 @@ def _stamp(view: FeatureView, source_pin: dict) -> int:
 
 
 def materialize(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "warehouse", data=None,
-                store: str | None = None, start: dt.date | dt.datetime | str | None = None) -> list[dict]:
+                store: str | None = None, start: dt.date | dt.datetime | str | None = None,
+                versions: Mapping[str, int] | None = None) -> list[dict]:
     """Build the tiles of each online view from its source and load them into the online store; write its serving
     spec. Returns, per view: view, version, events, keys, tiles, applied, from_us, watermark_us, store, spec_path.
 
     By default it loads what requests at the source's newest event time need (the longest window or ttl before
     it; everything for lifetime windows); `start` (a day, 00:00 UTC, or an aware instant) loads what requests
     from then on need. Rerunning over the same rows applies nothing; it never changes values (see `_stamp`).
+    `versions` pins Delta sources to a version by source name
+    (a stream's bootstrap loads exactly the rows before the commit it starts from).
     """
     from tally import store as offline
 
@@ -151,7 +154,7 @@ def materialize(spark, views: Sequence[FeatureView], *, warehouse: str | Path = 
         Path(url[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
     from_us = kernels.MIN_US if start is None else _start_us(start)
     pins: dict = {}
-    events = training.checked_sources(spark, views, data=data, pins=pins, warehouse=warehouse)
+    events = training.checked_sources(spark, views, data=data, versions=versions, pins=pins, warehouse=warehouse)
     out = []
     for v in views:
         report = kernels.materialize(spark, events[v.source.name], v, url, from_us, _stamp(v, pins[v.source.name]))

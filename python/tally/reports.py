@@ -163,8 +163,11 @@ def describe_report(spark, view, *, warehouse: str, online_store: str) -> dict:
         from tally import online
 
         st = online.status(spark, v, warehouse=warehouse, store=online_store)
+        from tally import streaming
+
         online_state = {"version": v.version, "store": st["store"], "watermark": st["watermark"],
-                        "serving_spec": st["spec_path"], "problem": st["problem"]}
+                        "serving_spec": st["spec_path"], "problem": st["problem"],
+                        "stream": streaming.status(warehouse, v)}
     features = [{"name": f.name, "function": f.function, "column": f.column,
                  "window": {"length": f.window.length, "delay": f.window.delay, "closed": f.window.closed,
                             "hop": f.window.hop},
@@ -199,6 +202,12 @@ def describe_text(r: dict) -> list[str]:
         mark = f"newest event loaded {instant(st['watermark'])}" if st["watermark"] else st["problem"] or "no tiles loaded"
         spec = st["serving_spec"] or f"no serving spec (run `tally materialize {r['view']}`)"
         lines.append(f"  online v{st['version']}: store {st['store']}; {mark}; {spec}")
+        s = st.get("stream")
+        if s:
+            # lag as of the batch: how far its newest event was behind the wall clock when the batch was written
+            lag = f"{s['lag_s']:.1f} s" if s.get("lag_s") is not None else "-"
+            lines.append(f"  stream: last batch {s['batch_id']} at {instant(s['at'])} ({s['events']} events, "
+                         f"{s['late']} late); newest event {instant(s['newest']) if s['newest'] else '-'}, lag {lag}")
     return lines
 
 

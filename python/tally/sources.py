@@ -21,7 +21,6 @@ def read(spark, source: Source, *, data: str | Path | None = None, version: int 
     source that takes two parameters gets the data root as its second. `version` reads a Delta source as of
     that Delta version (what a training-set manifest pins). `scan=False` runs no Spark job (for the schema only).
     """
-    from pyspark.sql import functions as F
 
     root = Path(data if data is not None else config.load().data)
     if source.dataframe is not None:
@@ -51,6 +50,14 @@ def read(spark, source: Source, *, data: str | Path | None = None, version: int 
             df = reader.load(str(path))
         except Exception as exc:  # AnalysisException, corrupt files
             raise DataError(f"source '{source.name}': cannot read {source.format} at {path}: {_first_line(exc)}") from exc
+    return shape(df, source, scan=scan)
+
+
+def shape(df, source: Source, *, scan: bool = True):
+    """A source's raw rows as the views read them: derived columns, timestamps as UTC instants, the filter. Why
+    apart from `read`: a stream (`tally.streaming`) reads the same Delta table with `readStream` and must see the
+    rows a batch read sees; a streaming DataFrame cannot be scanned, so it passes `scan=False`."""
+    from pyspark.sql import functions as F
 
     for name, expr in source.columns.items():
         try:

@@ -57,6 +57,26 @@ object Bridge {
     mapper.writeValueAsString(out)
   }
 
+  /** Folds one stream micro-batch into the store at `storeUrl`, exactly once (see [[tally.spark.StreamJob]]). Returns
+    * `{"batch_id", "skipped", "events", "late", "tiles", "applied", "newest_us", "horizon_us"}`. */
+  def streamBatch(batch: DataFrame, specJson: String, storeUrl: String, stream: String, batchId: Long, stampBase: Long,
+                  floorUs: Long, partitions: Int): String = {
+    val r = tally.spark.StreamJob.foldBatch(batch, Spec.parse(specJson), store(storeUrl), stream, batchId, stampBase, floorUs, partitions)
+    val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
+    val out = mapper.createObjectNode()
+    out.put("batch_id", r.batchId).put("skipped", r.skipped).put("events", r.events).put("late", r.late)
+      .put("tiles", r.tiles).put("applied", r.applied).put("horizon_us", r.horizonUs)
+    r.newestUs.fold(out.putNull("newest_us"))(w => out.put("newest_us", w))
+    mapper.writeValueAsString(out)
+  }
+
+  /** The last micro-batch `stream` recorded in the store at `storeUrl`: `{"last_batch": n | null}`. */
+  def lastBatch(storeUrl: String, stream: String): String = {
+    val out = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode()
+    store(storeUrl).lastBatch(stream).fold(out.putNull("last_batch"))(b => out.put("last_batch", b))
+    out.toString
+  }
+
   /** One POST /features answered in process. `viewsJson` is a JSON array of serving specs (see
     * [[tally.online.OnlineView.parse]]); a bad request throws IllegalArgumentException with the server's 400 message. */
   def fetch(storeUrl: String, viewsJson: String, requestJson: String): String = {

@@ -20,13 +20,15 @@ trait OnlineStore extends AutoCloseable {
     * Why: the tile builder and each stream micro-batch load their tiles in one call. SQLite applies the whole call
     * in one transaction; Redis applies all tiles of one entity key in one command, pipelined over keys. A call
     * must not hold two tiles with one address: that is a writer's bug, refused before anything is written. */
-  final def write(tiles: Seq[Tile]): Int = {
+  final def write(tiles: Seq[Tile]): Int = { checkDistinct(tiles); if (tiles.isEmpty) 0 else writeTiles(tiles) }
+
+  /** A writer's bug, refused before anything is written: two tiles with one address in one call. */
+  protected final def checkDistinct(tiles: Seq[Tile]): Unit = {
     val seen = new java.util.HashSet[(String, Int, EntityKey, Long, Long)]()
     tiles.foreach { t =>
       require(seen.add(t.address), s"view '${t.view}' v${t.version} key ${t.key.encoded}: two tiles at " +
         s"[${t.startUs}, +${t.lengthUs}) in one write; fold them into one before writing")
     }
-    if (tiles.isEmpty) 0 else writeTiles(tiles)
   }
 
   /** The tiles of each query's keys that overlap its span, with their stamps: one map per query, in order, holding
@@ -68,10 +70,14 @@ trait OnlineStore extends AutoCloseable {
   /** Raises a view version's watermark to `eventUs` (never lowers it: reloading older tiles keeps the newest).
     * Why: the tile builder and each micro-batch call it after their tiles are written. */
   final def advanceWatermark(view: String, version: Int, eventUs: Long): Unit = {
+    checkWatermark(view, version, eventUs)
+    raiseWatermark(view, version, eventUs)
+  }
+
+  protected final def checkWatermark(view: String, version: Int, eventUs: Long): Unit = {
     Names.checkView(view, version)
     require(math.abs(eventUs) <= OnlineStore.MaxExactMicros,
       s"view '$view' v$version: watermark $eventUs µs is beyond ±2^53 µs (year 2255), which Redis scores hold exactly")
-    raiseWatermark(view, version, eventUs)
   }
 
   /** The last micro-batch a stream recorded as fully written, if any. Why: a restarted stream skips batches it
@@ -81,6 +87,18 @@ trait OnlineStore extends AutoCloseable {
   /** Records that `stream` wrote every tile of `batchId`; the last record wins (a stream reset from scratch starts
     * again at 0). Why: written after the batch's tiles and watermark, it closes the batch. */
   final def recordBatch(stream: String, batchId: Long): Unit = { Names.checkStream(stream); setBatch(stream, batchId) }
+
+  /** Closes a stream micro-batch: writes its tiles, raises the view version's watermark (if the batch had events)
+    * and records the batch; returns how many tiles were applied. Why one call: a store that can (SQLite) does all of
+    * it in one transaction, so a batch is either wholly in the store or not at all. The default does the three
+    * steps in that order, which the stamp rule makes safe to replay (docs/streaming.md): Redis, whose Cluster has no
+    * transaction across slots. */
+  def closeBatch(tiles: Seq[Tile], view: String, version: Int, watermarkUs: Option[Long], stream: String, batchId: Long): Int = {
+    val applied = write(tiles)
+    watermarkUs.foreach(advanceWatermark(view, version, _))
+    recordBatch(stream, batchId)
+    applied
+  }
 
   /** Removes a view version's tiles that end at or before `beforeUs`; returns how many. Why: the store keeps only
     * what requests can still need (the longest window or ttl), and dropping an old version is a prune to +inf. */

@@ -48,7 +48,22 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     catch { case e: SQLException => throw new OnlineStoreException(s"cannot open the SQLite online store $path: ${e.getMessage}", e) }
   }
 
-  protected def writeTiles(tiles: Seq[Tile]): Int = writer.transaction { w =>
+  protected def writeTiles(tiles: Seq[Tile]): Int = writer.transaction(upsert(_, tiles))
+
+  /** One transaction: tiles, watermark and batch record commit together or not at all. */
+  override def closeBatch(tiles: Seq[Tile], view: String, version: Int, watermarkUs: Option[Long], stream: String,
+                          batchId: Long): Int = {
+    checkDistinct(tiles); Names.checkStream(stream)
+    Names.checkView(view, version); watermarkUs.foreach(checkWatermark(view, version, _))
+    writer.transaction { w =>
+      val applied = if (tiles.isEmpty) 0 else upsert(w, tiles)
+      watermarkUs.foreach(w.raise(view, version, _))
+      w.record(stream, batchId)
+      applied
+    }
+  }
+
+  private def upsert(w: Writer, tiles: Seq[Tile]): Int = {
     tiles.foreach { t =>
       val s = w.upsert
       s.setString(1, t.view); s.setInt(2, t.version); s.setBytes(3, t.key.bytes); s.setLong(4, t.lengthUs)
@@ -109,20 +124,15 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     Using.resource(r.watermark.executeQuery())(rs => if (rs.next()) Some(rs.getLong(1)) else None)
   }
 
-  protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit = writer.transaction { w =>
-    w.watermark.setString(1, view); w.watermark.setInt(2, version); w.watermark.setLong(3, eventUs)
-    w.watermark.executeUpdate()
-  }
+  protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit =
+    writer.transaction(_.raise(view, version, eventUs))
 
   def lastBatch(stream: String): Option[Long] = withReader { r =>
     r.batch.setString(1, stream)
     Using.resource(r.batch.executeQuery())(rs => if (rs.next()) Some(rs.getLong(1)) else None)
   }
 
-  protected def setBatch(stream: String, batchId: Long): Unit = writer.transaction { w =>
-    w.batch.setString(1, stream); w.batch.setLong(2, batchId)
-    w.batch.executeUpdate()
-  }
+  protected def setBatch(stream: String, batchId: Long): Unit = writer.transaction(_.record(stream, batchId))
 
   protected def pruneTiles(view: String, version: Int, beforeUs: Long): Long = writer.transaction { w =>
     w.prune.setString(1, view); w.prune.setInt(2, version); w.prune.setLong(3, beforeUs)
@@ -156,6 +166,11 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     val watermark: PreparedStatement = conn.prepareStatement(RaiseWatermark)
     val batch: PreparedStatement = conn.prepareStatement(SetBatch)
     val prune: PreparedStatement = conn.prepareStatement(PruneTiles)
+
+    def raise(view: String, version: Int, eventUs: Long): Unit = {
+      watermark.setString(1, view); watermark.setInt(2, version); watermark.setLong(3, eventUs); watermark.executeUpdate()
+    }
+    def record(stream: String, batchId: Long): Unit = { batch.setString(1, stream); batch.setLong(2, batchId); batch.executeUpdate() }
 
     def transaction[A](f: Writer => A): A = synchronized {
       check()

@@ -37,6 +37,16 @@ object Catalogue {
   val strings: Random => AnyRef = r => pick(r, Seq("", "a", "ab", "B", "é", "z", "\uD83D\uDE00", "\uFFFD", "card-17", "card-3"))
   val fewLongs: Random => AnyRef = r => java.lang.Long.valueOf(r.nextInt(12).toLong)
 
+  /** One generator per scalar input type: what the tile suites (fetch parity, stream folds) feed every kernel. */
+  def scalar(vt: VType): Random => AnyRef = vt match {
+    case VType.Long | VType.Timestamp => smallLong
+    case VType.Double                 => finiteDouble
+    case _: VType.Decimal             => decimal2
+    case VType.String                 => strings
+    case VType.Boolean                => r => java.lang.Boolean.valueOf(r.nextBoolean())
+    case other                        => sys.error(s"no generator for $other")
+  }
+
   // ---- oracle helpers, deliberately independent of Values ----
   def dbl(v: AnyRef): Double = v match { case d: JDecimal => d.doubleValue; case n: java.lang.Number => n.doubleValue }
   def cmp(a: AnyRef, b: AnyRef): Int = (a, b) match {

@@ -43,14 +43,7 @@ class FetchParitySuite extends munit.FunSuite {
   def params(fn: String, sizes: Map[String, Map[String, Any]] = overrides): Map[String, Any] =
     Catalogue.cases.find(_.function == fn).map(_.params).getOrElse(Map.empty) ++ overrides.getOrElse(fn, Map.empty) ++
       sizes.getOrElse(fn, Map.empty)
-  def gen(vt: VType): Random => AnyRef = vt match {
-    case VType.Long | VType.Timestamp => Catalogue.smallLong
-    case VType.Double                 => Catalogue.finiteDouble
-    case _: VType.Decimal             => Catalogue.decimal2
-    case VType.String                 => Catalogue.strings
-    case VType.Boolean                => r => java.lang.Boolean.valueOf(r.nextBoolean())
-    case other                        => sys.error(s"no generator for $other")
-  }
+  def gen(vt: VType): Random => AnyRef = Catalogue.scalar(vt)
   def typeName(vt: VType): String = vt match { case VType.Decimal(p, s) => s"decimal($p,$s)"; case t => TypeNames.name(t) }
 
   /** 0 for equal values; for doubles (also inside arrays), their difference relative to the larger magnitude, or to

@@ -230,6 +230,16 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     assertEquals((store.lastBatch("s1"), store.lastBatch("s2")), (Some(0L), Some(9L)))
   }
 
+  storeTest("closing a batch writes its tiles, raises the watermark and records the batch; a bad batch writes nothing") { store =>
+    assertEquals(store.closeBatch(Seq(tile(card1, 0, stamp = 7), tile(card1, Hour, stamp = 7)), "card_velocity", 1,
+      Some(2 * Hour), "s", 7), 2)
+    assertEquals((store.watermark("card_velocity", 1), store.lastBatch("s")), (Some(2 * Hour), Some(7L)))
+    assertEquals(store.closeBatch(Seq(tile(card1, 0, stamp = 7)), "card_velocity", 1, None, "s", 7), 0, "replayed: refused")
+    intercept[IllegalArgumentException](store.closeBatch(Seq(tile(card1, 0, stamp = 8), tile(card1, 0, stamp = 8)),
+      "card_velocity", 1, Some(3 * Hour), "s", 8))
+    assertEquals((store.watermark("card_velocity", 1), store.lastBatch("s")), (Some(2 * Hour), Some(7L)))
+  }
+
   storeTest("prune removes the view version's tiles that end at or before the time, and nothing else") { store =>
     val keys = (0 until 30).map(i => EntityKey.of(s"card_$i"))
     store.write(keys.flatMap(k => Seq(tile(k, 0), tile(k, Hour), tile(k, 0, Day), tile(k, 0, version = 2))))

@@ -1,0 +1,184 @@
+"""`tally stream`: online views kept fresh by a Structured Streaming query per view over its Delta source.
+
+How a stream starts (once per view version, recorded in `<warehouse>/streams/<view>/v<version>/bootstrap.json`):
+the source's current Delta version V is materialized (every tile requests from its newest event on need), then the
+query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
+by one micro-batch. Each micro-batch goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into
+the stored tiles and records the id in the store (see docs/streaming.md for why a replay changes nothing).
+
+Spark's own checkpoint lives beside the bootstrap record (`.../spark`); deleting the folder starts the stream over
+with a new bootstrap and a new stream name, so its batch ids and stamps never meet the old ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tally import definitions, kernels, online, sources, store, utc
+from tally.definitions import FeatureView
+from tally.errors import DataError, TallyError, UsageError
+
+DEFAULT_TRIGGER = "1s"
+
+
+def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
+    """One checkpoint per view version: a new version (a new definition) streams from its own bootstrap."""
+    return Path(warehouse) / "streams" / view.name / f"v{view.version}"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Whole or not at all: a kill mid-write leaves the previous file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def require_streamable(view: FeatureView, *, data=None) -> Path:
+    """An online view over a Delta table at a path; returns the table's path."""
+    online.require_servable(view)
+    src = view.source
+    if src.format != "delta" or src.path is None:
+        what = f"format '{src.format}'" if src.path is not None else ("a table name" if src.table else "a dataframe= function")
+        raise UsageError(f"view '{view.name}': source '{src.name}' is {what}; `tally stream` reads Delta tables only",
+                         hint="stream from a Delta source (Source(..., path=..., format='delta')), or keep the view "
+                              "fresh with `tally materialize` on a schedule")
+    path = sources.location(src, data)
+    if not store.is_table(path):
+        raise DataError(f"view '{view.name}': source '{src.name}' has no Delta table at {path}",
+                        hint="write the source's first commit before starting the stream")
+    return path
+
+
+def _bootstrap(spark, view: FeatureView, table: Path, *, warehouse, data, url: str) -> dict:
+    """The stream's start, made once: materialize the source as of its latest version and record it."""
+    folder = checkpoint_dir(warehouse, view)
+    record = folder / "bootstrap.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    version = store.resolve_version(spark, table)
+    report = online.materialize(spark, [view], warehouse=warehouse, data=data, store=url,
+                                versions={view.source.name: version})[0]
+    # Stamps of this stream are base + batch id: positive (materialize's are negative) and, with the bootstrap's
+    # second in the high bits, apart from any earlier stream of this view version.
+    base = int(time.time()) << 24
+    state = {"delta_version": version, "from_us": report["from_us"], "stamp_base": base,
+             "stream": f"{view.name}:v{view.version}:{base}", "store": url}
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(record, state)
+    return state
+
+
+def _has_next_commit(spark, view, table: Path, state: dict, warehouse) -> bool:
+    """Whether the query can start: Delta refuses a `startingVersion` that does not exist yet, so before the query's
+    first batch (no offsets in its checkpoint) the commit after the bootstrap's must be there."""
+    if (checkpoint_dir(warehouse, view) / "spark" / "offsets").is_dir():
+        return True
+    return store.resolve_version(spark, table) > state["delta_version"]
+
+
+def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "warehouse", data=None,
+           store_url: str | None = None, trigger: str = DEFAULT_TRIGGER, until_idle: bool = False,
+           max_batches: int | None = None, files_per_batch: int | None = None,
+           on_batch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Stream each view's source into the online store until stopped (KeyboardInterrupt), or, with `until_idle`,
+    until every commit there now is folded, or after `max_batches` batches per view. Returns each view's last
+    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s)."""
+    url = online.store_url(store_url, warehouse=warehouse)
+    trigger_us = definitions.parse_duration(trigger, where="--trigger")
+    tables = {v.name: require_streamable(v, data=data) for v in views}
+    if url.startswith("sqlite:"):
+        Path(url[len("sqlite:"):]).parent.mkdir(parents=True, exist_ok=True)
+    last: dict[str, dict] = {}
+    counts: dict[str, int] = {}
+    failures: dict[str, tuple[int, Exception]] = {}
+    queries = []
+    states = {v.name: _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url) for v in views}
+
+    def start(v: FeatureView) -> None:
+        state = states[v.name]
+        reader = spark.readStream.format("delta").option("startingVersion", state["delta_version"] + 1)
+        if files_per_batch:
+            reader = reader.option("maxFilesPerTrigger", files_per_batch)
+        rows = sources.shape(reader.load(str(tables[v.name])), v.source, scan=False)
+        status_path = checkpoint_dir(warehouse, v) / "status.json"
+
+        def fold(batch, batch_id, v=v, state=state, status_path=status_path):
+            try:
+                _fold(batch, batch_id, v, state, status_path)
+            except Exception as exc:  # the query fails with Spark's text of it; the main thread raises it typed
+                failures.setdefault(v.name, (batch_id, exc))
+                raise
+
+        def _fold(batch, batch_id, v, state, status_path):
+            r = kernels.stream_batch(spark, batch, v, url, state["stream"], batch_id, state["stamp_base"], state["from_us"])
+            now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
+            r.update(view=v.name, version=v.version,
+                     lag_s=None if r["newest_us"] is None else (now_us - r["newest_us"]) / 1e6)
+            if not r["skipped"]:
+                _write_json(status_path, {**r, "at_us": now_us, "stream": state["stream"]})
+            last[v.name] = r
+            counts[v.name] = counts.get(v.name, 0) + 1
+            if on_batch is not None:
+                on_batch(r)
+
+        writer = (rows.writeStream.foreachBatch(fold).queryName(f"tally_stream_{v.name}_v{v.version}")
+                  .option("checkpointLocation", str(checkpoint_dir(warehouse, v) / "spark")))
+        every = f"{trigger_us // 1000} milliseconds"
+        writer = writer.trigger(availableNow=True) if until_idle else writer.trigger(processingTime=every)
+        queries.append((v, writer.start()))
+
+    # A view starts once its source has a commit after its bootstrap; until then it waits (or, until idle, is done)
+    # without holding back the others.
+    pending = list(views)
+    try:
+        while pending or any(q.isActive for _, q in queries):
+            for v in list(pending):
+                if _has_next_commit(spark, v, tables[v.name], states[v.name], warehouse):
+                    start(v)
+                    pending.remove(v)
+            if until_idle:
+                pending.clear()  # idle: the bootstrap holds every commit
+            for v, q in queries:
+                if max_batches is not None and counts.get(v.name, 0) >= max_batches and q.isActive:
+                    q.stop()
+            time.sleep(max(trigger_us / 1e6, 0.1) if pending else 0.1)
+        for v, q in queries:
+            try:
+                q.awaitTermination()  # raises the query's failure, if any
+            except Exception as exc:
+                raise _typed(v, failures.get(v.name), exc) from None
+    finally:
+        for _, q in queries:
+            if q.isActive:
+                q.stop()
+    return [last[v.name] for v in views if v.name in last]
+
+
+def _typed(view: FeatureView, failure: tuple[int, Exception] | None, query_error: Exception) -> Exception:
+    """A failed query as a tally error: the batch's own typed error when it raised one, else a DataError naming the
+    view and batch with the first line of the JVM's message (a null key or time in the source, for example)."""
+    if failure is not None and isinstance(failure[1], TallyError):
+        return failure[1]
+    batch = f" in micro-batch {failure[0]}" if failure is not None else ""
+    text = str(failure[1] if failure is not None else query_error)
+    reason = next((line.strip() for line in text.splitlines() if "IllegalArgumentException" in line),
+                  text.strip().splitlines()[0] if text.strip() else type(query_error).__name__)
+    return DataError(f"view '{view.name}': the stream stopped{batch}: {reason}",
+                     hint="fix or filter the rows the message names in the source (a new commit), then start the "
+                          "stream again: it resumes with that batch")
+
+
+def status(warehouse: str | Path, view: FeatureView) -> dict | None:
+    """The stream's last batch as its process recorded it (None: never streamed): what `describe` shows."""
+    path = checkpoint_dir(warehouse, view) / "status.json"
+    if not path.is_file():
+        return None
+    st = json.loads(path.read_text())
+    st["at"] = utc.from_micros(st["at_us"])
+    st["newest"] = None if st.get("newest_us") is None else utc.from_micros(st["newest_us"])
+    return st

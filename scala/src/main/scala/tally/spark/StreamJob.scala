@@ -1,0 +1,78 @@
+package tally.spark
+
+import org.apache.spark.sql.DataFrame
+import org.apache.spark.sql.functions._
+
+import tally.bridge.ViewSpec
+import tally.online.{EntityKey, OnlineStore, Tile, TileFold, TileQuery}
+import tally.window.Ladder
+
+/** `tally stream`: one micro-batch of a view's source folded into the online store's tiles, exactly once. The
+  * Structured Streaming query itself (Delta source, trigger, checkpoint) is set up on the Python side, whose
+  * `foreachBatch` hands each batch here with Spark's batch id; this object knows nothing of streams, so a suite can
+  * drive it with plain DataFrames.
+  *
+  * 1. A batch the store records as written (`lastBatch(stream) >= batchId`) is skipped: Spark replays the last
+  *    batch after a restart when the crash came after our writes but before its checkpoint's commit.
+  * 2. The horizon: tiles are complete from `floorUs` on (where the bootstrap `materialize` wrote every ladder level)
+  *    and requests at or after the watermark need nothing before `floor(watermark - reach, 30 days)`. Events older
+  *    than the later of the two are counted as late and skipped: folding them would create fine tiles beside a
+  *    lifetime window's coarse ones. The next batch `tally materialize` heals them.
+  * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`.
+  * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
+  *    into the stored one at its address ([[TileFold]]); one already carrying the batch's stamp is skipped.
+  * 5. Close ([[OnlineStore.closeBatch]]): tiles, watermark, batch record; in one transaction on SQLite. Where the
+  *    store cannot (Redis), a crash before the record replays the batch under the same id and stamp: tiles already
+  *    written are skipped in 4 (and refused by the store's stamp rule), the rest are folded once. See
+  *    docs/streaming.md.
+  */
+object StreamJob {
+  final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
+                          newestUs: Option[Long], horizonUs: Long)
+
+  /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
+  private val ReadKeys = 1000
+
+  def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, stream: String, batchId: Long, stampBase: Long,
+                floorUs: Long, partitions: Int): Result = {
+    val (view, version) = (spec.view, spec.version)
+    val reach = spec.boundedReachUs.getOrElse(0L)
+    val horizon = math.max(floorUs,
+      store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
+    if (store.lastBatch(stream).exists(_ >= batchId)) return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
+
+    val stamp = stampBase + batchId
+    val prepared = TileRows.prepare(batch, spec)
+    val rows = prepared.rows.cache()
+    try {
+      val counts = rows.agg(count(lit(1)), sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)),
+        max(when(col("__t") >= lit(horizon), col("__t")))).head()
+      val (events, late) = (counts.getLong(0), if (counts.isNullAt(1)) 0L else counts.getLong(1))
+      val newest = if (counts.isNullAt(2)) None else Some(counts.getLong(2))
+      val layout = prepared.layout
+      val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
+      val fresh = Seq.newBuilder[Tile]
+      var (lastKey, entity) = ("", null: EntityKey)
+      // A micro-batch is small: as many tile tasks as it has input partitions (up to `partitions`), not a shuffle's
+      // worth of mostly empty ones, which would put seconds of scheduling on every batch's latency.
+      val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
+      TileRows.build(prepared, rows.where(col("__t") >= lit(horizon) || col("__t").isNull), layout, tasks, stamp,
+        Long.MinValue, eventCount).collect().foreach(TileRows.unpack(_) { (key, start, length, payload) =>
+        if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
+        fresh += Tile(view, version, entity, start, length, payload, stamp)
+      })
+      val tiles = fresh.result()
+      val folded = tiles.groupBy(_.key).toSeq.grouped(ReadKeys).flatMap { part =>
+        val from = part.iterator.flatMap(_._2).map(_.startUs).min
+        val to = part.iterator.flatMap(_._2).map(_.endUs).max
+        val stored = store.read(view, version, part.map(_._1), from, to)
+        part.flatMap { case (key, mine) =>
+          val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
+          mine.flatMap(t => TileFold.fold(layout, at.get(t.address), t))
+        }
+      }.toSeq
+      val applied = store.closeBatch(folded, view, version, newest, stream, batchId)
+      Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon)
+    } finally rows.unpersist()
+  }
+}

@@ -1,0 +1,229 @@
+"""`tally stream`: a Delta source folded into the online store micro-batch by micro-batch, exactly once.
+
+- parity under streaming: charges appended in small commits, out of order within minutes; after each commit is
+  streamed, fetched values equal the training set's for every function, on SQLite and on Redis;
+- exactly once: a `tally stream` process SIGKILLed at random points mid-batch and restarted leaves the store's
+  tiles equal to a never-interrupted run's; Ctrl-C stops it cleanly;
+- late events: older than the store's horizon, counted and left alone; `tally materialize` heals them.
+Data stays tiny: a few seconds of streaming per test (the kill test pays for three fresh JVMs).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import runpy
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis_server
+import tally as tl
+from tally import online, streaming
+from tally.errors import DataError, UsageError
+from tally.reports import describe_report, describe_text
+from tally.utc import from_micros, micros
+from test_online import CARD, CASES, CHARGES_SCHEMA, HOUR, KEYS, MINUTE, T0_US, charges, mismatches, offline_rows
+
+DAY = 24 * HOUR
+
+
+def append(spark, path: Path, rows) -> None:
+    """One Delta commit of one file (so that `files_per_batch=1` makes one micro-batch per commit)."""
+    spark.createDataFrame(rows, CHARGES_SCHEMA).coalesce(1).write.format("delta").mode("append").save(str(path))
+
+
+def arrivals(events, commits: int, seed: int, late_us: int = 4 * MINUTE) -> list[list[tuple]]:
+    """The events in arrival order, each up to `late_us` after its time (so shuffled within minutes), cut in commits."""
+    rng = random.Random(seed)
+    order = sorted(events, key=lambda e: micros(e[1]) + rng.randrange(late_us))
+    size = -(-len(order) // commits)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def stream_view(tmp: Path, name: str = "card_stream", windows=("1h", "24h", None), cases=CASES) -> tl.FeatureView:
+    aggs = [tl.Aggregation(fn, column=case.get("column"), windows=list(windows), params=case.get("params", {}))
+            for fn, cs in cases.items() for case in cs]
+    source = tl.Source("charges", path=str(tmp / "charges"), format="delta", timestamp="created")
+    return tl.FeatureView(name, entity=CARD, source=source, aggregations=aggs, ttl="36h", online=True)
+
+
+def requests(at_us: int) -> list[tuple]:
+    """Every key (and one without events) at the newest event, minutes before it and an hour after it."""
+    return [(i, k, from_micros(at)) for i, (k, at) in enumerate(
+        (k, at) for k in [*KEYS, "c_none"] for at in (at_us, at_us - 7 * MINUTE - 3, at_us + HOUR))]
+
+
+def check_parity(spark, view, warehouse, url, rows, offline) -> int:
+    fetched = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": at} for _, k, at in rows],
+                         warehouse=warehouse, store=url)
+    bad = mismatches(view, offline, fetched, charges())
+    assert not bad, f"{len(bad)} of {len(rows) * len(view.features)} values differ at {rows[0][2]}: {bad[:5]}"
+    return len(rows) * len(view.features)
+
+
+def test_parity_under_streaming_every_function_sqlite_and_redis(spark, tmp_path):
+    events = charges()
+    first, *commits = arrivals(events, 5, seed=3)
+    view = stream_view(tmp_path)
+    append(spark, tmp_path / "charges", first)
+    redis = redis_server.start()
+    try:
+        stores = {"sqlite": (tmp_path / "wh_sqlite", f"sqlite:{tmp_path / 'sqlite' / 'tally.db'}"),
+                  "redis": (tmp_path / "wh_redis", redis.url)}
+        seen = [*first]
+        compared = 0
+        for n, batch in enumerate([[], *commits]):
+            if batch:
+                append(spark, tmp_path / "charges", batch)
+                seen += batch
+            rows = requests(max(micros(e[1]) for e in seen))
+            offline = offline_rows(spark, view, rows) if batch else None
+            for warehouse, url in stores.values():
+                reports = []
+                streaming.stream(spark, [view], warehouse=warehouse, store_url=url, until_idle=True,
+                                 on_batch=reports.append)
+                assert sum(r["events"] for r in reports) == len(batch), (n, reports)
+                assert all(r["late"] == 0 for r in reports) and all(r["lag_s"] is not None for r in reports if r["events"])
+                if batch:  # the first round only bootstraps (materializes what is there)
+                    compared += check_parity(spark, view, warehouse, url, rows, offline)
+        assert compared > 5_000
+        st = streaming.status(stores["sqlite"][0], view)
+        assert st["events"] == len(commits[-1]) and st["newest_us"] == max(micros(e[1]) for e in commits[-1])
+    finally:
+        redis.stop()
+
+
+REPO = """
+import tally as tl
+card = tl.Entity("card", keys=["card_id"])
+charges = tl.Source("charges", path={path!r}, format="delta", timestamp="created")
+card_stream = tl.FeatureView(
+    name="card_stream", entity=card, source=charges, ttl="36h", online=True,
+    aggregations=[tl.Aggregation("count", windows=["1h", "24h", None]),
+                  tl.Aggregation("sum", column="amount", windows=["24h", None]),
+                  tl.Aggregation("last_k", column="merchant", windows=["24h"], params={{"k": 3}}),
+                  tl.Aggregation("approx_distinct", column="merchant", windows=[None])])
+"""
+
+
+def tiles(db: Path) -> list[tuple]:
+    """Every tile's address and content (not its stamp: the bootstrap's second is in it)."""
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+
+def last_batch(db: Path) -> int | None:
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT max(batch_id) FROM stream_batches").fetchone()
+    return row[0] if row else None
+
+
+def _env() -> dict:
+    return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(Path(tl.__file__).resolve().parents[1])}
+
+
+@pytest.mark.slow
+def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interrupted_run(spark, tmp_path):
+    events = charges()
+    first, *commits = arrivals(events, 6, seed=7)
+    append(spark, tmp_path / "charges", first)
+    for c in commits:
+        append(spark, tmp_path / "charges", c)
+    repo = tmp_path / "features"
+    repo.mkdir()
+    (repo / "cards.py").write_text(REPO.format(path=str(tmp_path / "charges")))
+    view = runpy.run_path(str(repo / "cards.py"))["card_stream"]
+
+    # The bootstrap loads the first commit only: the stream folds the five others, one per micro-batch.
+    def bootstrap(warehouse: Path, url: str) -> None:
+        streaming.checkpoint_dir(warehouse, view).mkdir(parents=True)
+        report = online.materialize(spark, [view], warehouse=warehouse, store=url, versions={"charges": 0})[0]
+        streaming._write_json(streaming.checkpoint_dir(warehouse, view) / "bootstrap.json",
+                              {"delta_version": 0, "from_us": report["from_us"], "stamp_base": 1 << 40,
+                               "stream": "card_stream:v1:test", "store": url})
+
+    calm = tmp_path / "calm.db"
+    bootstrap(tmp_path / "wh_calm", f"sqlite:{calm}")
+    streaming.stream(spark, [view], warehouse=tmp_path / "wh_calm", store_url=f"sqlite:{calm}", until_idle=True,
+                     files_per_batch=1)
+
+    db = tmp_path / "killed.db"
+    bootstrap(tmp_path / "wh", f"sqlite:{db}")
+    cmd = [sys.executable, "-m", "tally.cli", "--repo", str(repo), "--warehouse", str(tmp_path / "wh"),
+           "--online-store", f"sqlite:{db}", "stream", "card_stream", "--until-idle", "--files-per-batch", "1"]
+    rng = random.Random(11)
+    done: list[str] = []
+    for attempt in range(3):
+        args = cmd if attempt < 2 else [c for c in cmd if c != "--until-idle"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
+                                start_new_session=True)
+        try:
+            if attempt < 2:
+                line = proc.stdout.readline()  # the first batch done: the next one is running
+                assert " batch " in line, line
+                done.append(line)
+                time.sleep(rng.uniform(0.0, 0.8))
+                os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
+                proc.wait(30)
+            else:  # without --until-idle: runs until Ctrl-C, which stops it cleanly once every batch is in
+                deadline = time.monotonic() + 120
+                while last_batch(db) != len(commits) - 1 and time.monotonic() < deadline and proc.poll() is None:
+                    time.sleep(0.2)
+                os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
+                out, _ = proc.communicate(timeout=60)
+                assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
+                done += out.splitlines()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert tiles(db) == tiles(calm), f"the store after two kills differs from a calm run; batches seen: {done}"
+    assert len(tiles(db)) > 100
+
+
+def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    view = stream_view(tmp_path, "card_late", windows=("1h", None), cases={"count": [{}], "sum": [{"column": "qty"}]})
+    append(spark, tmp_path / "charges", events)
+    wh, url = tmp_path / "wh", f"sqlite:{tmp_path / 'tally.db'}"
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+    old = ("c0", from_micros(T0_US - 60 * DAY), 9.5, 4, None, "m1", False, None, 0.5)  # 60 days before the rest
+    fresh = ("c0", from_micros(micros(events[-1][1]) - MINUTE), 1.0, 1, None, "m2", False, None, 0.1)
+    append(spark, tmp_path / "charges", [old, fresh])
+    reports = []
+    # a running stream (1 s trigger) stopped after its first batch
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, trigger="1s", max_batches=1, on_batch=reports.append)
+    assert [(r["events"], r["late"]) for r in reports] == [(2, 1)]
+    assert reports[0]["horizon_us"] > micros(old[1])
+    text = "\n".join(describe_text(describe_report(spark, view, warehouse=str(wh), online_store=url)))
+    assert f"stream: last batch {reports[0]['batch_id']} at " in text and "(2 events, 1 late)" in text, text
+    at = max(micros(e[1]) for e in events) + 1
+    rows = [(0, "c0", from_micros(at)), (1, "c1", from_micros(at))]
+    offline = offline_rows(spark, view, rows)
+    got = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows], warehouse=wh, store=url)
+    lifetime = "count_lifetime"
+    assert got[0][f"card_late:{lifetime}"] == offline[0][f"card_late__{lifetime}"] - 1  # the late event is missing
+    assert got[0]["card_late:count_1h"] == offline[0]["card_late__count_1h"]  # the fresh one is in
+    online.materialize(spark, [view], warehouse=wh, store=url)
+    healed = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows], warehouse=wh, store=url)
+    assert not mismatches(view, offline, healed)
+
+    # a bad row stops the stream with a typed error naming the view, the batch and the row's problem
+    append(spark, tmp_path / "charges", [(None, *fresh[1:])])
+    with pytest.raises(DataError, match=r"view 'card_late': the stream stopped in micro-batch \d+: .*null key 'card_id'"):
+        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+
+
+def test_only_online_views_over_delta_stream(spark, tmp_path):
+    parquet = tl.FeatureView("card_pq", entity=CARD, online=True, aggregations=[tl.Aggregation("count", windows=["1h"])],
+                             source=tl.Source("charges", path=str(tmp_path), format="parquet", timestamp="created"))
+    with pytest.raises(UsageError, match=r"source 'charges' is format 'parquet'; `tally stream` reads Delta tables only"):
+        streaming.stream(spark, [parquet], warehouse=tmp_path / "wh")
+    offline_view = tl.FeatureView("card_off", entity=CARD, aggregations=[tl.Aggregation("count", windows=["1h"])],
+                                  source=tl.Source("charges", path=str(tmp_path), format="delta", timestamp="created"))
+    with pytest.raises(UsageError, match="view 'card_off' is not an online view"):
+        streaming.stream(spark, [offline_view], warehouse=tmp_path / "wh")
