@@ -83,7 +83,7 @@ demo: setup
 # warehouse/tasks/<task>/v<version>/<labels cutoff>/ with report.md, its plots, the model and the training set's
 # manifest (docs/tasks.md). A new task is a file in features/ and a name in this list. The driver gets the memory
 # `tally demo` gives itself: a million charges with every feature are trained through it.
-DEMO_TASKS := fraud
+DEMO_TASKS := fraud acceptance
 
 demo-tasks: setup
 	test -f demo-data/_tally_datagen.json || $(PY) -m tally.cli demo

@@ -498,7 +498,7 @@ def _online_store(f):
 
 @cli.command()
 @click.argument("views", nargs=-1, required=True)
-@click.option("--start", callback=_date, help="Serve requests from this day on (YYYY-MM-DD, 00:00 UTC) exactly: load the tiles they need.")
+@click.option("--start", callback=_date, help="Load what requests from this day on (YYYY-MM-DD, 00:00 UTC) need.")
 @_online_store
 @pass_ctx
 def materialize(c: Context, views, start, online_store) -> None:
@@ -541,7 +541,7 @@ def stream(c: Context, views, trigger, until_idle, max_batches, files_per_batch,
 
     The first start of a view version materializes its source as of the latest commit, then folds each later
     commit's events into the tiles, one micro-batch at a time; a restart resumes from the checkpoint under
-    <warehouse>/streams/. One line per batch: events, tiles written, late events (older than the store's horizon,
+    <warehouse>/checkpoints/. One line per batch: events, tiles written, late events (older than the store's horizon,
     left to the next `tally materialize`), lag of the newest event behind the wall clock (docs/streaming.md).
 
     \b

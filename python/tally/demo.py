@@ -35,7 +35,7 @@ def _data(spark, folder: Path, charges: int, days: int, seed: int, clock: Clock)
 
     marker = folder / "_tally_datagen.json"
     params = {"charges": charges, "days": days, "seed": seed, "start": str(START)}
-    if marker.exists() and json.loads(marker.read_text()) == params:
+    if marker.exists() and json.loads(marker.read_text()) == params and all((folder / t).is_dir() for t in datagen.TABLES):
         clock.step(f"reusing generated data in {folder} ({charges:,} charges, {days} days, seed {seed})")
         return
     clock.step(f"generating {charges:,} charges over {days} days (seed {seed}) into {folder} ...")

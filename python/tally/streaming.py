@@ -1,6 +1,6 @@
 """`tally stream`: online views kept fresh by a Structured Streaming query per view over its Delta source.
 
-How a stream starts (once per view version, recorded in `<warehouse>/streams/<view>/v<version>/bootstrap.json`):
+How a stream starts (once per view version, recorded in `<warehouse>/checkpoints/<view>/v<version>/bootstrap.json`):
 the source's current Delta version V is materialized (every tile requests from its newest event on need), then the
 query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
 by one micro-batch. Each micro-batch goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into
@@ -28,7 +28,7 @@ DEFAULT_TRIGGER = "1s"
 
 def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
     """One checkpoint per view version: a new version (a new definition) streams from its own bootstrap."""
-    return Path(warehouse) / "streams" / view.name / f"v{view.version}"
+    return Path(warehouse) / "checkpoints" / view.name / f"v{view.version}"
 
 
 def _write_json(path: Path, data: dict) -> None:
