@@ -160,3 +160,14 @@ def test_array_features_backfill_in_several_chunks(spark, charges, tmp_path):
     queries = [((r.card_id,), oracle.micros(aware(r.snapshot_ts))) for r in table]
     bad = oracle.mismatches(v, oracle_events(), queries, [r.asDict() for r in table])
     assert not bad, f"{len(bad)} mismatches, first: {bad[:5]}"
+
+
+def test_days_before_the_first_event_backfill_empty_and_count_as_covered(spark, charges, tmp_path):
+    # the charges start on 2026-01-20: the day before reads no rows, which is not an empty source
+    view = make_view(charges)
+    before = dt.date(2026, 1, 19)
+    [result] = store.backfill(spark, view, before, before, warehouse=tmp_path)
+    assert result["status"] == "written" and not result["rows"]  # an empty commit reports no row count
+    path = store.table_path(tmp_path, view.name, view.version)
+    assert str(before) in store.covered_days(spark, path)
+    assert spark.read.format("delta").load(str(path)).count() == 0

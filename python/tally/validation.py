@@ -161,9 +161,10 @@ def _utc(value):
     return value.astimezone(dt.timezone.utc) if isinstance(value, dt.datetime) else value
 
 
-def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "", keys: Sequence[str] = ()) -> Report:
+def source_report(df, source: Source, views: Sequence[FeatureView], *, where: str = "", keys: Sequence[str] = (),
+                  allow_empty: bool = False) -> Report:
     return validate(df, source_checks(source, views, keys), what=f"source '{source.name}'{where}", types=source.schema,
-                    unique=source.id)
+                    unique=source.id, allow_empty=allow_empty)
 
 
 def spine_report(spine, timestamp: str, keys: Sequence[str]) -> Report:
@@ -193,10 +194,14 @@ def split_invalid(df, source: Source, views: Sequence[FeatureView], *, quarantin
 
 
 def apply_contract(events, source: Source, views: Sequence[FeatureView], *, where: str, warehouse: str | Path,
-                   keys: Sequence[str] = ()):
+                   keys: Sequence[str] = (), empty_ok=None):
     """The source's rows after its contract: raises on failures, or with `on_invalid="quarantine"` sets the failing
-    rows aside in `<warehouse>/quarantine/<source>` and returns the good ones. Returns (rows, rows quarantined)."""
-    report = source_report(events, source, views, where=where, keys=keys)
+    rows aside in `<warehouse>/quarantine/<source>` and returns the good ones. Returns (rows, rows quarantined).
+
+    No rows fail the contract ("has rows"), unless `empty_ok()` says an empty read is legitimate (asked only then)."""
+    report = source_report(events, source, views, where=where, keys=keys, allow_empty=empty_ok is not None)
+    if report.rows == 0 and empty_ok is not None and not empty_ok():
+        report = source_report(events, source, views, where=where, keys=keys)
     if report.ok:
         return events, 0
     if source.on_invalid == "quarantine" and all(f.check != "has rows" and "has type" not in f.check
