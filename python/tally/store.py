@@ -250,8 +250,11 @@ def backfill(
             writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
                       .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
                       .option("userMetadata", json.dumps(meta, sort_keys=True, separators=(",", ":"))))
+            before = commits(spark, path)
             try:
                 writer.save(str(path))
+                if before and commits(spark, path)[-1]["version"] == before[-1]["version"]:
+                    _record_empty_chunk(spark, path, meta, chunk)
             except conflicts as exc:
                 raise ConcurrentWriteError(
                     f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
@@ -265,6 +268,18 @@ def backfill(
         if on_chunk:
             on_chunk(chunk, "written")
     return results
+
+
+def _record_empty_chunk(spark, path: Path, meta: dict, chunk: Chunk) -> None:
+    """Delta commits nothing for an empty write into an existing table, yet the chunk's days are computed (no entity
+    had an event within the horizon: days before the source's first event, a quiet spell). A commit that only sets
+    a table property carries the chunk's metadata instead, so its days count as covered."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    spark.conf.set(key, json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    try:
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('tally.last_empty_chunk' = '{chunk}')")
+    finally:
+        spark.conf.unset(key)
 
 
 def _conflict_types() -> tuple[type[BaseException], ...]:
