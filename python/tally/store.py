@@ -250,10 +250,13 @@ def backfill(
             writer = (frame.write.format("delta").mode("overwrite").partitionBy("ds")
                       .option("replaceWhere", f"ds >= '{chunk.start}' AND ds <= '{chunk.end}'")
                       .option("userMetadata", json.dumps(meta, sort_keys=True, separators=(",", ":"))))
-            before = commits(spark, path)
+            # Delta commits nothing for an empty write into an existing table; the log is read around the write
+            # only when the chunk may be empty (no statistics to say it is not)
+            maybe_empty = is_table(path) and not (statistics and any(d["rows"] for d in meta["tally"]["stats"]["days"].values()))
+            before = commits(spark, path)[-1]["version"] if maybe_empty else None
             try:
                 writer.save(str(path))
-                if before and commits(spark, path)[-1]["version"] == before[-1]["version"]:
+                if before is not None and commits(spark, path)[-1]["version"] == before:
                     _record_empty_chunk(spark, path, meta, chunk)
             except conflicts as exc:
                 raise ConcurrentWriteError(
