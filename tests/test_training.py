@@ -136,6 +136,34 @@ def test_temporal_and_snapshot_views_on_one_spine_keep_rows_and_column_order(spa
     assert got[0][5:] == (2, 3)
 
 
+def test_several_views_give_every_spine_row_what_each_view_gives_alone(spark, views):
+    """With several views each one is computed on the spine's distinct (keys, time) rows and joined back once: every
+    row, exact duplicates and rows that share keys and time included, gets what the view gives it alone."""
+    snap, temp, wh = views
+    rng = np.random.default_rng(11)
+    instants = [at(d, h) for d in range(-4, 2) for h in (0, 10, 23)] + [at(-1, 23, 59, 59, 999999)]
+    rows = [(int(i), f"c{rng.integers(1, 5)}", f"c{rng.integers(1, 5)}", instants[rng.integers(len(instants))],
+             int(rng.integers(2))) for i in rng.integers(0, 40, 60)]
+    rows += rows[:5]  # exact duplicates
+    sp = spark.createDataFrame(rows, "id int, card_id string, payee string, ts timestamp, label int")
+    uses = [snap, temp, tl.Use(temp, keys={"card_id": "payee"}, prefix="payee")]
+    together = tl.training_set(spark, sp, uses, views={"card_live": temp}, timestamp="ts", warehouse=wh)
+    def spine_row(r):
+        return r.id, r.card_id, r.payee, aware(r.ts), r.label
+
+    got = together.collect()
+    assert together.columns[:5] == sp.columns and len(got) == len(rows)
+    assert sorted(map(spine_row, got)) == sorted(rows)
+    for use in uses:
+        alone = tl.training_set(spark, sp, [use], views={"card_live": temp}, timestamp="ts", warehouse=wh)
+        added = alone.columns[5:]
+        assert added and set(added) <= set(together.columns)
+        want = {spine_row(r): tuple(r)[5:] for r in alone.collect()}
+        assert len(want) == len(set(rows))
+        for r in got:
+            assert tuple(r[c] for c in added) == want[spine_row(r)], (use, r)
+
+
 def test_spine_without_timestamp_or_with_wrong_key_type_is_refused(spark, views):
     snap, temp, wh = views
     no_ts = spark.createDataFrame([(1, "c1")], "id int, card_id string")
