@@ -30,7 +30,8 @@ class Clock:
         self.echo(f"[{time.time() - self.t0:6.0f}s] {text}")
 
 
-def _data(spark, folder: Path, charges: int, days: int, seed: int, clock: Clock) -> None:
+def ensure_data(spark, folder: Path, charges: int, days: int, seed: int, clock: Clock) -> None:
+    """Generated data in `folder`: reused when it was made with the same parameters, else generated."""
     from tally import datagen
 
     marker = folder / "_tally_datagen.json"
@@ -52,6 +53,20 @@ ATTEMPT_SOURCES = ("authorizations", "authorization_declines")
 def charge_views(repository) -> dict:
     """The repository's views the demo backfills and joins: all but those over authorization attempts."""
     return {name: v for name, v in repository.views.items() if v.source.name not in ATTEMPT_SOURCES}
+
+
+def fraud_spine(spark, data: str):
+    """The demo's spine: every charge, labelled 1.0 when it was disputed as fraudulent, with four columns of its own
+    a baseline model uses."""
+    from pyspark.sql import functions as F
+
+    fraud = (spark.read.parquet(f"{data}/disputes").where("reason = 'fraudulent'")
+             .select("charge_id", F.lit(1.0).alias("label")).distinct())
+    return (spark.read.parquet(f"{data}/charges").join(fraud, "charge_id", "left").fillna({"label": 0.0})
+            .withColumn("amount_major", F.col("amount").cast("double") / 100)
+            .withColumn("is_ecommerce", (F.col("channel") == "ecommerce").cast("double"))
+            .withColumn("is_foreign", (F.col("card_country") != F.col("merchant_country")).cast("double"))
+            .withColumn("hour", F.hour("created").cast("double")))
 
 
 def _columns(df, views) -> tuple[list[str], object]:
@@ -102,7 +117,7 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
     clock = Clock(echo)
     spark = tl.session(warehouse=warehouse, conf={"spark.driver.memory": "6g"})
     try:
-        _data(spark, Path(data).resolve(), charges, days, seed, clock)
+        ensure_data(spark, Path(data).resolve(), charges, days, seed, clock)
         repository = registry.load(repo)
         views = charge_views(repository)
         clock.step(f"feature repository {repo}: {len(views)} views on charges, "
@@ -119,16 +134,9 @@ def run(warehouse: str = "warehouse", echo=print, *, data: str = "demo-data", ch
             clock.step(f"backfilled {v.name} v{v.version} {START}..{end}: {len(results)} commit(s), {rows:,} rows "
                        f"({time.time() - t:.0f}s)")
 
-        charges_df = spark.read.parquet(f"{data}/charges")
-        fraud = (spark.read.parquet(f"{data}/disputes").where("reason = 'fraudulent'")
-                 .select("charge_id", F.lit(1.0).alias("label")).distinct())
-        spine = (charges_df.join(fraud, "charge_id", "left").fillna({"label": 0.0})
-                 .withColumn("amount_major", F.col("amount").cast("double") / 100)
-                 .withColumn("is_ecommerce", (F.col("channel") == "ecommerce").cast("double"))
-                 .withColumn("is_foreign", (F.col("card_country") != F.col("merchant_country")).cast("double"))
-                 .withColumn("hour", F.hour("created").cast("double")))
+        spine = fraud_spine(spark, data)
         used = sorted(views.values(), key=lambda v: v.name)
-        clock.step(f"building the training set: {len(used)} views onto {charges_df.count():,} charges ...")
+        clock.step(f"building the training set: {len(used)} views onto {spine.count():,} charges ...")
         train_set, built = training.build(spark, spine, used, "created", views=views, warehouse=warehouse,
                                           allow_missing=True, data=data)
         path = str(Path(warehouse).resolve() / "training_sets" / "fraud_demo")
