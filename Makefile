@@ -71,7 +71,7 @@ test-scala: $(SBT_DEP)
 TIME_TESTS := tests/test_time_semantics.py tests/test_trust.py
 
 test-python: setup
-	TZ=Asia/Kolkata $(PY) -m pytest tests -q
+	TZ=Asia/Kolkata $(PY) -m pytest tests -q --durations=25
 	TZ=America/Los_Angeles $(PY) -m pytest $(TIME_TESTS) -q -m "not slow"
 
 test: setup test-scala test-python

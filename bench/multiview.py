@@ -76,6 +76,15 @@ def one_process(data: Path, warehouse: Path, runs: int) -> list[float]:
     return times
 
 
+def shape() -> str:
+    from tally import demo, registry
+
+    views = demo.charge_views(registry.load(str(ROOT / "features"))).values()
+    snapshot = sum(v.accuracy == "snapshot" for v in views)
+    return (f"{len(views)} views ({sum(len(v.features) for v in views)} features; {len(views) - snapshot} temporal, "
+            f"{snapshot} snapshot)")
+
+
 def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):.1f} s ({min(xs):.1f}–{max(xs):.1f}, {len(xs)} runs)"
 
@@ -106,7 +115,7 @@ def main() -> int:
     if args.record:
         record("Multi-view training set", (
             f"`.venv/bin/python bench/multiview.py --charges {args.charges} --days {args.days} --runs {args.runs} "
-            f"--record`: the demo's 8 views (47 features: 7 temporal, 1 snapshot) onto its spine of "
+            f"--record`: the demo's {shape()} onto its spine of "
             f"{args.charges:,} charges over {args.days} days, built and written to Delta. {machine()}, "
             f"measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d}.\n\n"
             f"| run | time |\n|---|---|\n| cold: a fresh process, from its start | {spread(cold)} |\n"

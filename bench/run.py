@@ -21,6 +21,7 @@ FULL = [
     ["kernels.py"],
     ["backfill.py"],
     ["serving.py"],
+    ["multiview.py", "--record"],
 ]
 QUICK = [
     ["engine.py", "--sizes", "200000"],
@@ -29,6 +30,7 @@ QUICK = [
     ["kernels.py", "--rows", "1000000", "--keys", "10000", "--repeat", "1"],
     ["backfill.py", "--charges", "200000", "--days", "30"],
     ["serving.py", "--charges", "100000", "--seconds", "5", "--repeat", "1"],
+    ["multiview.py", "--charges", "200000", "--days", "30", "--runs", "1"],
 ]
 
 
