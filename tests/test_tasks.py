@@ -252,6 +252,11 @@ def test_a_run_writes_report_plots_model_and_manifest_and_a_rerun_reproduces_its
     assert again["backfilled"] == [] and again["test"] == test
     assert json.loads((folder / "metrics.json").read_text()) == {**json.loads(first), "backfilled": []}
 
+    # a run that fails once its folder exists (here: no label is known yet at the cutoff) removes what it wrote
+    with pytest.raises(DataError, match="task 'fraud': no train row has a known label at the cutoff"):
+        store(project).run_task("fraud", labels_as_of="2020-01-01T00:00:00Z")
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+
 
 def test_logistic_regression_trains_scores_and_ranks_its_inputs_by_standardized_coefficients(spark):
     from tally.tasks import run

@@ -16,8 +16,10 @@ overwrites it with identical metrics (the model is seeded; row order cannot chan
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 from tally.errors import DataError, DefinitionError, TallyError
@@ -133,10 +135,8 @@ def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
 def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> dict:
     """Runs `task` on the FeatureStore `fs` (its repository, warehouse, data and Spark); returns metrics.json's
     content with where everything went."""
-    from pyspark.sql import functions as F
 
     from tally import labels as labels_
-    from tally import references
 
     label, names = definition.check(task, fs.repo)
     cutoff = labels_.cutoff(labels_as_of if labels_as_of is not None
@@ -146,8 +146,33 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     spine = checked_spine(spark, task, label, data=fs.config.data)
     at, _, _ = split_at(spine, task)
 
-    folder.mkdir(parents=True, exist_ok=True)
     backfilled = backfill_snapshots(fs, names, spine, ts)
+    with _removed_on_failure(folder):
+        return _train_and_report(fs, task, label, names, spine, at, cutoff, folder, backfilled)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(folder: Path):
+    """A run that fails leaves no folder behind that could pass for a finished run: the folders it created go
+    (one that was there stays)."""
+    top = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if top is not None:
+            shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+def _train_and_report(fs, task: Task, label, names: list[str], spine, at: dt.datetime, cutoff: dt.datetime,
+                      folder: Path, backfilled) -> dict:
+    from pyspark.sql import functions as F
+
+    from tally import references
+
+    ts = task.spine.timestamp
+    spark = fs.spark
     spine.write.mode("overwrite").parquet(str(folder / "spine"))
     built = fs.write_training_set(folder / "training_set", spine=str(folder / "spine"), spine_format="parquet",
                                   timestamp=ts, features=names, out_format="parquet", labels=[label],
@@ -157,7 +182,7 @@ def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> 
     inputs, data = model_inputs(known, task, references.resolve(names, fs.repo.refs).output)
     if not inputs:
         raise DataError(f"task '{task.name}': no numeric feature or spine column to train on")
-    train, test, counts = periods(_content_order(data, spine.columns), task, label.name, at, cutoff)
+    train, test, counts = periods(content_order(data, spine.columns), task, label.name, at, cutoff)
     model = fit(train, inputs, label.name, task)
     model.write().overwrite().save(str(folder / "model"))
     scored = score(model, test).select(F.col(f"`{label.name}`").cast("double").alias("y"), SCORE,
@@ -212,14 +237,20 @@ def utc_text(instant: dt.datetime) -> str:
 
 
 def model_inputs(df, task: Task, feature_columns) -> tuple[list[str], object]:
-    """The model's input columns as doubles: the spine's numeric extra columns (the baseline), every numeric
-    feature column, and each element of a numeric array feature (approx_percentile's quantiles: `_0`, `_1`, ...);
-    other types (top_k's strings) are left out. Nulls and NaNs become 0 (an empty window, a ttl passed), so both
-    models take every row."""
+    """The model's input columns as doubles: the spine's numeric extra columns (the baseline) and the features, as
+    `numeric_inputs` makes them. Nulls and NaNs become 0 (an empty window, a ttl passed), so both models take every
+    row."""
+    columns = [*task.spine.columns, *[c for c in feature_columns if c not in task.spine.columns]]
+    return numeric_inputs(df, columns, fill=0.0)
+
+
+def numeric_inputs(df, columns: list[str], *, fill: float | None) -> tuple[list[str], object]:
+    """`columns` as model inputs, all doubles: numeric and boolean columns cast, each element of a numeric array
+    (approx_percentile's quantiles, an embedding's vector) a column `{name}_{i}`; other types (top_k's strings) left
+    out. Nulls become `fill` unless it is None."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, NumericType
 
-    columns = [*task.spine.columns, *[c for c in feature_columns if c not in task.spine.columns]]
     arrays = [c for c in columns if isinstance(df.schema[c].dataType, ArrayType)
               and isinstance(df.schema[c].dataType.elementType, NumericType)]
     sizes = {}
@@ -236,15 +267,15 @@ def model_inputs(df, task: Task, feature_columns) -> tuple[list[str], object]:
         elif isinstance(dtype, NumericType) or dtype.typeName() == "boolean":
             out = out.withColumn(c, F.col(f"`{c}`").cast("double"))
             inputs.append(c)
-    return inputs, out.fillna(0.0, subset=inputs) if inputs else out
+    return inputs, out.fillna(fill, subset=inputs) if inputs and fill is not None else out
 
 
-def _content_order(df, spine_columns: list[str]):
+def content_order(df, columns: list[str]):
     """The rows in an order that depends on their content alone (hash partitions, sorted within), so the seeded
     model sees the same partitions on every run however the training set's files were laid out."""
     from pyspark.sql import functions as F
 
-    cols = [F.col(f"`{c}`") for c in spine_columns]
+    cols = [F.col(f"`{c}`") for c in columns]
     return df.repartition(PARTITIONS, F.xxhash64(*cols)).sortWithinPartitions(*cols)
 
 
