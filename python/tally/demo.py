@@ -71,25 +71,9 @@ def fraud_spine(spark, data: str):
 
 def _columns(df, views) -> tuple[list[str], object]:
     """Numeric feature columns of the training set; array features become one column per element."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, NumericType
+    from tally.tasks.run import numeric_inputs
 
-    names, out = [], df
-    for view in views:
-        for f in view.features:
-            col = f"{view.name}__{f.name}"
-            if col not in df.columns:
-                continue
-            dtype = df.schema[col].dataType
-            if isinstance(dtype, ArrayType):
-                for i, q in enumerate(f.params.get("quantiles", [])):
-                    name = f"{col}_q{int(q * 100)}"
-                    out = out.withColumn(name, F.col(col)[i].cast("double"))
-                    names.append(name)
-            elif isinstance(dtype, NumericType):
-                out = out.withColumn(col, F.col(col).cast("double"))
-                names.append(col)
-    return names, out
+    return numeric_inputs(df, [c for v in views for c in df.columns if c.startswith(f"{v.name}__")], fill=None)
 
 
 def _auc_pr(train, test, columns: list[str], label: str = "label") -> float:
