@@ -383,8 +383,10 @@ def validate(c: Context, source_names, view_names) -> None:
 @click.option("--start", default="2026-01-01", show_default=True, callback=_date)
 @click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/, authorizations/, authorization_truth/.")
 @click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet", "delta"]))
+@click.option("--structure/--no-structure", default=False, show_default=True,
+              help="Plant latent merchant communities (docs/datagen.md, Latent structure).")
 @pass_ctx
-def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
+def datagen(c: Context, charges, days, seed, start, out, fmt, structure) -> None:
     """Generate synthetic payments (charges, disputes, refunds, authorization attempts and their ground truth),
     deterministic by seed. authorization_truth is for evaluating retry policies, never a feature source.
 
@@ -394,7 +396,8 @@ def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
     """
     from tally import datagen as gen
 
-    counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt)
+    counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt,
+                       structure=structure)
     for name, n in counts.items():
         click.echo(f"{name}: {n} rows -> {out}/{name}")
 
