@@ -255,3 +255,34 @@ def test_tally_list_describe_and_similar(spark, month, backfilled, tmp_path):
     assert isinstance(r.exception, tl.DataError) and "has no snapshot for 2026-01-20 (row ds = 2026-01-19)" in str(r.exception)
     r = run("similar", "merchant", me, "--view", "nope", "--at", "2026-01-16")
     assert isinstance(r.exception, tl.RegistryError) and "unknown feature view 'nope'" in str(r.exception)
+
+
+def test_affinity_of_a_merchant_to_the_cards_last_merchants_matches_a_pandas_oracle(spark, month, backfilled):
+    pdf, root, _ = month
+    view, warehouse, _ = backfilled
+    events = spark.read.parquet(str(root / "charges"))
+    picked = pdf[(pdf["created"] >= pd.Timestamp(D)) & (pdf["created"] < pd.Timestamp(D) + pd.Timedelta(days=2))]
+    picked = picked.sort_values("charge_id").head(60)
+    spine = events.where(F.col("charge_id").isin(list(picked["charge_id"]))).select(
+        "charge_id", "card_id", "merchant_id", "created")
+    got = {r.charge_id: r.merchant_by_card__affinity_last_3 for r in
+           embeddings.affinity(spark, spine, view, "created", events=events, k=3, warehouse=warehouse).collect()}
+    table = store.read_features(spark, view, warehouse=warehouse).select("merchant_id", "ds", "vector").toPandas()
+    vec = {(r.merchant_id, r.ds): np.array(r.vector, dtype=np.float64) for r in table.itertuples()}
+    oracle = {}
+    for row in picked.itertuples():
+        ds = row.created.date() - dt.timedelta(days=1)
+        before = pdf[(pdf["card_id"] == row.card_id) & (pdf["created"] < row.created) & (pdf["known_at"] < row.created)]
+        last = before.sort_values(["created", "merchant_id"], ascending=False).head(3)["merchant_id"]
+        hist = [vec[(m, ds)] for m in last if (m, ds) in vec]
+        cur = vec.get((row.merchant_id, ds))
+        if cur is None or not hist:
+            oracle[row.charge_id] = None
+        else:
+            s = np.sum(hist, axis=0)
+            oracle[row.charge_id] = float(cur @ s / (np.linalg.norm(cur) * np.linalg.norm(s)))
+    assert got.keys() == oracle.keys() and len(got) == 60
+    assert sum(v is not None for v in oracle.values()) >= 10 and sum(v is None for v in oracle.values()) >= 5
+    for cid, want in oracle.items():
+        assert (got[cid] is None) == (want is None), cid
+        assert want is None or got[cid] == pytest.approx(want, abs=1e-5), cid

@@ -259,3 +259,48 @@ def similar(spark, view: EmbeddingView, entity_id, *, at: dt.date, k: int = 10, 
     cosine = matrix @ query / np.where(norms == 0, 1.0, norms)
     order = sorted(range(len(keys)), key=lambda i: (-cosine[i], str(keys[i])))[:k]
     return [(keys[i], float(cosine[i])) for i in order]
+
+
+def affinity(spark, spine, view: EmbeddingView, timestamp: str, *, events, k: int = 5, warehouse,
+             name: str | None = None):
+    """The spine plus `name` (default `{view}__affinity_last_{k}`): the cosine between the vector of the row's
+    entity and the mean vector of the entities of its context's last `k` events before the row's time
+    (for merchants by card: does this merchant look like where the card usually shops?).
+
+    Point in time: the history is the context's events with ts < t (and available_at < t) in `events` (the view's
+    source rows); every vector is the one a spine row on t's day reads (ds = date(t) - 1). Null when the entity
+    or every history entity lacks a vector, or the context has no earlier event. The cosine of the sum equals
+    the cosine of the mean, so the sum is used.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    key, ctx, ts = view.key, view.context.keys[0], view.source.timestamp
+    name = name or f"{view.name}__affinity_last_{k}"
+    day = F.date_sub(utc.day_of(F.col("_t")), 1)
+    queries = spine.select(F.col(ctx).alias("_c"), F.col(key).alias("_e"), F.col(timestamp).alias("_t")).distinct()
+    history = events.select(F.col(ctx).alias("_c"), F.col(key).alias("_h"), F.col(ts).alias("_ht"),
+                            *([F.col(view.source.available_at).alias("_ha")] if view.source.available_at else []))
+    seen = F.col("_ht") < F.col("_t")
+    if view.source.available_at:
+        seen &= F.col("_ha") < F.col("_t")
+    recent = (queries.join(history, "_c").where(seen)
+              .withColumn("_r", F.row_number().over(Window.partitionBy("_c", "_e", "_t")
+                                                    .orderBy(F.desc("_ht"), F.desc("_h"))))
+              .where(F.col("_r") <= k))
+    table = store.read_features(spark, view, warehouse=warehouse).select(
+        F.col(key).alias("_k"), F.col("ds").alias("_ds"), "vector")
+    summed = (recent.join(table, (F.col("_h") == F.col("_k")) & (F.col("_ds") == day))
+              .groupBy("_c", "_e", "_t")
+              .agg(F.aggregate(F.collect_list("vector"), F.array_repeat(F.lit(0.0), view.dim),
+                               lambda acc, v: F.zip_with(acc, v, lambda a, b: a + b)).alias("_s")))
+    current = queries.join(table, (F.col("_e") == F.col("_k")) & (F.col("_ds") == day)).select(
+        "_c", "_e", "_t", F.col("vector").alias("_v"))
+
+    def dot(a, b):
+        return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda s, x: s + x)
+
+    cosine = dot(F.col("_v"), F.col("_s")) / (F.sqrt(dot(F.col("_v"), F.col("_v"))) * F.sqrt(dot(F.col("_s"), F.col("_s"))))
+    scores = current.join(summed, ["_c", "_e", "_t"]).select("_c", "_e", "_t", cosine.alias(name))
+    cond = ((spine[ctx] == scores["_c"]) & (spine[key] == scores["_e"]) & (spine[timestamp] == scores["_t"]))
+    return spine.join(scores, cond, "left").drop("_c", "_e", "_t")
