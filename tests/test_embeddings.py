@@ -237,6 +237,9 @@ def test_tally_list_describe_and_similar(spark, month, backfilled, tmp_path):
         return CliRunner().invoke(cli, ["--repo", str(repo), "--warehouse", str(warehouse), "--data", str(root), *args],
                                   catch_exceptions=True, standalone_mode=False)
 
+    r = run("backfill", "merchant_by_card", "--start", "2026-01-14", "--end", "2026-01-15", "--dry-run")
+    assert r.exception is None and "retrain 2026-01-15 (days 2026-01-15..2026-01-15): als on charges created in the " \
+        "30d before 2026-01-16 00:00 UTC" in r.output, r.output
     r = run("list")
     assert r.exception is None and "merchant_by_card" in r.output
     r = run("describe", "merchant_by_card")

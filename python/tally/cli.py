@@ -225,6 +225,13 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet, s
         plan_chunks = store.chunks(start, end, step_days)
         if dry_run:
             click.echo(f"{v.name} v{v.version} -> {store.table_path(c.config.warehouse, v.name, v.version)}")
+            if getattr(v, "kind", None) == "embedding":  # one retrain per cadence step (tally.embeddings)
+                from tally import embeddings
+
+                for g, first, last in embeddings.retrain_days(v, start, end):
+                    click.echo(f"  retrain {g} (days {first}..{last}): {v.method} on {v.source.name} "
+                               f"{v.source.timestamp} in the {v.lookback} before {g + dt.timedelta(days=1)} 00:00 UTC")
+                continue
             for chunk in plan_chunks:
                 lo, hi = store.source_range(v, chunk)
                 since = f"{lo:%Y-%m-%d %H:%M:%S}" if lo else "beginning"
