@@ -242,6 +242,8 @@ def test_tally_list_describe_and_similar(spark, month, backfilled, tmp_path):
         "30d before 2026-01-16 00:00 UTC" in r.output, r.output
     r = run("list")
     assert r.exception is None and "merchant_by_card" in r.output
+    r = run("plan")
+    assert r.exception is None and "= merchant_by_card v1: unchanged" in r.output, r.output
     r = run("describe", "merchant_by_card")
     assert r.exception is None and "vector" in r.output and "2026-01-14..2026-01-15 (2 days)" in r.output, r.output
     found = vectors(spark, view, warehouse, D)

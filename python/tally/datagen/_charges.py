@@ -9,7 +9,8 @@ deterministic by seed; see `_rng`):
      of their country (a few are abroad), half the time one of their five regular merchants, ranks zipf-like
      (`ordinary_charges`), time on a weekly x diurnal cycle in the merchant's local time; with the plan's
      `structure` switch, the merchant of a domestic charge is moved to one of the customer's two communities
-     (`community_merchant`);
+     (`community_merchant`), and a spree's merchants are drawn like ordinary ones (zipf) but from a community
+     that is not the card's (`foreign_community`);
    - card testing (`card_testing`): one card, BURST_LEN charges seconds apart at random merchants;
    - stolen-card spree (`stolen_card_spree`): the card's visit to the place it was stolen (a compromised
      merchant, within its breach window, for most sprees), then fraudulent charges days later at merchants
@@ -96,6 +97,15 @@ def customer_communities(rng: Rng, c: Column) -> tuple[Column, Column]:
     """The customer's primary and (different) secondary merchant community."""
     primary = rng.index("s.primary", COMMUNITIES, c)
     return primary, F.pmod(primary + F.lit(1) + rng.index("s.secondary", COMMUNITIES - 1, c), F.lit(COMMUNITIES))
+
+
+def foreign_community(rng: Rng, c: Column, row: Column) -> Column:
+    """A community other than customer c's two, uniformly (the j-th, skipping theirs)."""
+    primary, secondary = customer_communities(rng, c)
+    low, high = F.least(primary, secondary), F.greatest(primary, secondary)
+    g = rng.index("s.foreign_community", COMMUNITIES - 2, row)
+    g = F.when(g >= low, g + F.lit(1)).otherwise(g)
+    return F.when(g >= high, g + F.lit(1)).otherwise(g)
 
 
 def community_merchant(rng: Rng, c: Column, u: Column) -> Column:
@@ -217,6 +227,9 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     fraud_mi = lookup(plan.merchant_offsets(), F.col("_ci")).cast("long") + rng.index(
         "sp.merchant", lookup(plan.merchants_by_country, F.col("_ci")), row
     )
+    if plan.structure:  # merchants as popular as the card's usual ones, in a community the card never shops in
+        fraud_mi = _merchant_in(plan, F.col("_ci"), rng.uniform("s.spree_merchant", row),
+                                foreign_community(rng, F.col("_c"), row))
     is_seed = pos == F.lit(0)
     df = _with(
         df,
