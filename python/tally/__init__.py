@@ -1,6 +1,6 @@
 """tally: features for payments ML, computed by Scala kernels on Spark, stored in Delta, served online from tiles."""
 
-from tally.definitions import Aggregation, Check, Entity, FeatureView, Source, Window
+from tally.definitions import Aggregation, Check, EmbeddingView, Entity, FeatureView, Source, Window
 from tally.errors import (
     BadRequestError,
     DataError,
@@ -27,6 +27,7 @@ __all__ = [
     "Aggregation",
     "Check",
     "Derived",
+    "EmbeddingView",
     "Entity",
     "FeatureSet",
     "Label",

@@ -225,6 +225,13 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet, s
         plan_chunks = store.chunks(start, end, step_days)
         if dry_run:
             click.echo(f"{v.name} v{v.version} -> {store.table_path(c.config.warehouse, v.name, v.version)}")
+            if getattr(v, "kind", None) == "embedding":  # one retrain per cadence step (tally.embeddings)
+                from tally import embeddings
+
+                for g, first, last in embeddings.retrain_days(v, start, end):
+                    click.echo(f"  retrain {g} (days {first}..{last}): {v.method} on {v.source.name} "
+                               f"{v.source.timestamp} in the {v.lookback} before {g + dt.timedelta(days=1)} 00:00 UTC")
+                continue
             for chunk in plan_chunks:
                 lo, hi = store.source_range(v, chunk)
                 since = f"{lo:%Y-%m-%d %H:%M:%S}" if lo else "beginning"
@@ -238,6 +245,10 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet, s
                                        on_chunk=lambda *_: bar.update(1), statistics=statistics)[v.name]
         for r in results:
             extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
+            if r.get("retrain_ds"):  # an embedding view's retrain (tally.embeddings)
+                residual = "first snapshot, not aligned" if r["residual"] is None else f"{r['residual']:.4f}"
+                extra += (f"; retrained on {r['events']} events before {r['retrain_ds']} + 1 day, {r['entities']} "
+                          f"vectors in {r['train_seconds']:.1f} s, alignment residual {residual}")
             if not quiet:
                 click.echo(f"{v.name} v{v.version} {r['chunk']}: {r['status']}{extra}")
 
@@ -377,14 +388,54 @@ def validate(c: Context, source_names, view_names) -> None:
 
 
 @cli.command()
+@click.argument("entity")
+@click.argument("entity_id")
+@click.option("--view", "view_name", help="The embedding view (default: the one embedding ENTITY, if only one does).")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(min=1), help="How many neighbours.")
+@click.option("--at", required=True, callback=_date, help="Day (YYYY-MM-DD): the vectors a spine row that day reads.")
+@_json_flag
+@pass_ctx
+def similar(c: Context, entity, entity_id, view_name, k, at) -> None:
+    """The K nearest neighbours of ENTITY_ID by cosine in an embedding view's vectors at a day.
+
+    \b
+    Examples:
+      tally similar merchant mer_0a1b2c3d4e --view merchant_by_card --k 10 --at 2026-02-01
+      tally similar merchant mer_0a1b2c3d4e --at 2026-02-01 --json
+    """
+    from tally import embeddings
+
+    views = [v for v in c.repo.views.values() if embeddings.is_embedding(v) and v.entity.name == entity]
+    if view_name:
+        view = c.repo.view(view_name)
+        if not embeddings.is_embedding(view):
+            raise UsageError(f"view '{view_name}' is not an embedding view", hint="name a tl.EmbeddingView")
+        if view.entity.name != entity:
+            raise UsageError(f"embedding view '{view_name}' embeds {view.entity.name}, not {entity}")
+    elif len(views) == 1:
+        view = views[0]
+    else:
+        raise UsageError(f"{'no' if not views else len(views)} embedding views embed '{entity}'"
+                         + (f": {', '.join(sorted(v.name for v in views))}" if views else ""),
+                         hint="pass --view NAME" if views else "check the entity's name (tally list)")
+    found = embeddings.similar(c.spark, view, entity_id, at=at, k=k, warehouse=c.config.warehouse)
+    report = {"view": view.name, "version": view.version, "entity": entity, "id": entity_id, "at": str(at),
+              "neighbours": [{"id": key, "cosine": round(cos, 6)} for key, cos in found]}
+    c.output.emit(report, lambda r: [f"{r['view']} v{r['version']}: nearest {r['entity']}s to {r['id']} at {r['at']}",
+                                     *[f"  {n['cosine']:+.4f}  {n['id']}" for n in r["neighbours"]]])
+
+
+@cli.command()
 @click.option("--charges", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--start", default="2026-01-01", show_default=True, callback=_date)
 @click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/, authorizations/, authorization_truth/.")
 @click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet", "delta"]))
+@click.option("--structure/--no-structure", default=False, show_default=True,
+              help="Plant latent merchant communities (docs/datagen.md, Latent structure).")
 @pass_ctx
-def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
+def datagen(c: Context, charges, days, seed, start, out, fmt, structure) -> None:
     """Generate synthetic payments (charges, disputes, refunds, authorization attempts and their ground truth),
     deterministic by seed. authorization_truth is for evaluating retry policies, never a feature source.
 
@@ -394,7 +445,8 @@ def datagen(c: Context, charges, days, seed, start, out, fmt) -> None:
     """
     from tally import datagen as gen
 
-    counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt)
+    counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt,
+                       structure=structure)
     for name, n in counts.items():
         click.echo(f"{name}: {n} rows -> {out}/{name}")
 

@@ -426,3 +426,126 @@ class FeatureView:
     def fingerprint(self) -> str:
         """Hash of what determines the values: the spec minus descriptive fields."""
         return hashlib.sha256(self.spec_json().encode()).hexdigest()[:16]
+
+
+# --- embedding views ------------------------------------------------------------------------------------------
+
+# method -> the parameters it takes beyond dim, seed and min_count, with their defaults (docs/embeddings.md)
+EMBEDDING_METHODS: dict[str, dict[str, Any]] = {
+    "als": {"max_iter": 10, "reg_param": 0.1, "alpha": 1.0},
+    "word2vec": {"max_iter": 1, "window_size": 5, "step_size": 0.025},
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingView(FeatureView):
+    """Vectors of `entity` learned from its co-occurrence with `context` in `source`: a snapshot view whose one
+    feature, `vector` (array<float>), is retrained every `cadence` (whole days) on the `lookback` before it.
+
+    `method="als"`: implicit-feedback ALS on the entity x context count matrix; `"word2vec"`: Word2Vec over each
+    context's time-ordered sequence of entity ids. `dim` is the vector size, `seed` fixes the training,
+    `min_count` drops entities with fewer events in the lookback (they get null: cold start), `params` the
+    method's own parameters (EMBEDDING_METHODS). The row of day D-1 holds vectors trained only on events known
+    before D 00:00 UTC, aligned to the previous retrain (docs/embeddings.md).
+    """
+
+    aggregations: Sequence[Aggregation] = ()
+    accuracy: str = "snapshot"
+    context: Entity
+    method: str = "als"
+    dim: int = 16
+    lookback: str = "30d"
+    cadence: str = "1d"
+    seed: int = 7
+    min_count: int = 1
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    kind = "embedding"  # a class attribute, not a field: how store and training tell it from aggregation views
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "view")
+        where = f"embedding view '{self.name}'"
+        if "__" in self.name:
+            raise DefinitionError(f"{where}: names may not contain '__' (it separates view and feature)")
+        if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
+            raise DefinitionError(f"{where}: version must be a positive integer, got {self.version!r}")
+        if self.aggregations:
+            raise DefinitionError(f"{where}: takes no aggregations (its one feature is the vector)")
+        if self.accuracy != "snapshot":
+            raise DefinitionError(f"{where}: accuracy must be 'snapshot' (vectors are daily snapshots), "
+                                  f"got {self.accuracy!r}")
+        if self.ttl is not None or self.online:
+            raise DefinitionError(f"{where}: ttl and online do not apply (an entity the lookback did not see gets "
+                                  "null; embeddings are not served online yet)")
+        for role, ent in (("entity", self.entity), ("context", self.context)):
+            if not isinstance(ent, Entity):
+                raise DefinitionError(f"{where}: {role} must be a tl.Entity, got {type(ent).__name__}")
+            if len(ent.keys) != 1:
+                raise DefinitionError(f"{where}: {role} '{ent.name}' has keys {list(ent.keys)}; embeddings take an "
+                                      "entity with one key column")
+        if self.entity.keys == self.context.keys:
+            raise DefinitionError(f"{where}: entity and context are both keyed by '{self.entity.keys[0]}'",
+                                  hint="the context is what the entity co-occurs with, e.g. cards for merchants")
+        if self.method not in EMBEDDING_METHODS:
+            raise DefinitionError(f"{where}: unknown method {self.method!r}",
+                                  hint=f"use one of: {', '.join(EMBEDDING_METHODS)}")
+        for name, low in (("dim", 2), ("seed", 0), ("min_count", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise DefinitionError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+        lookback = parse_duration(self.lookback, where=f"{where}: lookback")
+        cadence = parse_duration(self.cadence, where=f"{where}: cadence")
+        day = _UNITS_US["d"]
+        if cadence < day or cadence % day:
+            raise DefinitionError(f"{where}: cadence '{self.cadence}' is not a whole number of days",
+                                  hint="retrain every '1d', '7d', ... (snapshots are daily)")
+        if lookback <= 0:
+            raise DefinitionError(f"{where}: lookback must be positive")
+        defaults = EMBEDDING_METHODS[self.method]
+        unknown = sorted(set(self.params) - set(defaults))
+        if unknown:
+            raise DefinitionError(f"{where}: unknown parameter(s) {unknown} for method '{self.method}'",
+                                  hint=f"'{self.method}' takes: {', '.join(sorted(defaults))}")
+        object.__setattr__(self, "params", {**defaults, **dict(self.params)})
+        object.__setattr__(self, "tags", dict(self.tags))
+        declared = set(self.source.schema) | set(self.source.columns)
+        if self.source.schema:  # a source that declares its columns is checked now, not at the first backfill
+            for role, ent in (("entity", self.entity), ("context", self.context)):
+                if ent.keys[0] not in declared:
+                    raise DefinitionError(f"{where}: source '{self.source.name}' has no {role} column "
+                                          f"'{ent.keys[0]}' (its columns: {', '.join(sorted(declared))})")
+
+    @property
+    def features(self) -> list[Feature]:
+        return [Feature("vector", "embedding", self.context.keys[0], Window(None), {}, None,
+                        self.description or f"{self.method} embedding of {self.entity.name} by {self.context.name}")]
+
+    @property
+    def lookback_us(self) -> int:
+        return parse_duration(self.lookback, where=f"embedding view '{self.name}': lookback")
+
+    @property
+    def cadence_days(self) -> int:
+        return parse_duration(self.cadence, where=f"embedding view '{self.name}': cadence") // _UNITS_US["d"]
+
+    @property
+    def key(self) -> str:
+        return self.entity.keys[0]
+
+    def spec(self) -> dict:
+        return {
+            "spec_version": SPEC_VERSION,
+            "kind": self.kind,
+            "view": self.name,
+            "version": self.version,
+            "entity": {"name": self.entity.name, "keys": list(self.entity.keys)},
+            "context": {"name": self.context.name, "keys": list(self.context.keys)},
+            "source": self.source.spec(),
+            "method": self.method,
+            "dim": self.dim,
+            "lookback_us": self.lookback_us,
+            "cadence_days": self.cadence_days,
+            "seed": self.seed,
+            "min_count": self.min_count,
+            "params": dict(sorted(self.params.items())),
+        }

@@ -55,7 +55,7 @@ def load(path: str | Path = "features") -> Repository:
                                                         Derived: {}, Label: {}, Task: {}}
     for file, module in _import_all(root):
         for value in vars(module).values():
-            kind = type(value)
+            kind = FeatureView if isinstance(value, FeatureView) else type(value)  # EmbeddingView is a view too
             if kind not in found:
                 continue
             seen = found[kind].get(value.name)

@@ -215,6 +215,11 @@ def backfill(
     `statistics=False` records no per-day statistics: the chunk is then computed inside its write job, once,
     without caching it first (faster; `tally stats` shows nothing for those days).
     """
+    if getattr(view, "kind", None) == "embedding":  # one retrain per cadence step: tally.embeddings
+        from tally import embeddings
+
+        return embeddings.backfill(spark, view, start, end, warehouse=warehouse, resume=resume, data=data,
+                                   on_chunk=on_chunk)
     from tally import __version__
 
     path = table_path(warehouse, view.name, view.version)

@@ -17,13 +17,15 @@ merchants, customers and cards, `_charges` the charges and their outcomes, `_lab
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from tally.datagen import _dims
 from tally.datagen._auth import AUTH_COLUMNS, TRUTH_COLUMNS, attempts_with_truth
-from tally.datagen._charges import CHARGE_COLUMNS, charges_with_truth
+from tally.datagen._charges import CHARGE_COLUMNS, COMMUNITIES, charges_with_truth, customer_communities
 from tally.datagen._describe import describe
 from tally.datagen._labels import disputes, refunds
 from tally.datagen._plan import make_plan
+from tally.datagen._rng import Rng
 from tally.errors import UsageError
 
 __all__ = ["FORMATS", "TABLES", "describe", "dimensions", "generate", "write"]
@@ -40,15 +42,17 @@ def generate(
     start: str = "2026-01-01",
     *,
     partitions: int | None = None,
+    structure: bool = False,
 ) -> dict[str, DataFrame]:
     """The `charges`, `disputes`, `refunds`, `authorizations` and `authorization_truth` DataFrames (lazy).
 
     `authorization_truth` (attempt id -> approval probability) is the generator's ground truth, for evaluation
     only: never a feature source. `charges` rows exactly, created in [start, start + days) UTC. `partitions`
     sets the parallelism of the charge id ranges (default: one per million charges, at least 2); it never
-    changes the rows.
+    changes the rows. `structure=True` plants latent merchant communities (docs/datagen.md, "Latent
+    structure"); off (the default) gives exactly the rows generated before the switch existed.
     """
-    plan = make_plan(charges, days, seed, start, partitions)
+    plan = make_plan(charges, days, seed, start, partitions, structure)
     truth = charges_with_truth(spark, plan)
     return _tables(truth, attempts_with_truth(truth, plan), plan)
 
@@ -64,21 +68,40 @@ def _tables(truth: DataFrame, attempts: DataFrame, plan) -> dict[str, DataFrame]
 
 
 def dimensions(
-    spark: SparkSession, charges: int, days: int, seed: int, start: str = "2026-01-01"
+    spark: SparkSession, charges: int, days: int, seed: int, start: str = "2026-01-01", *, structure: bool = False
 ) -> dict[str, DataFrame]:
     """The dimension tables behind `generate` with the same arguments: issuers, merchants, customers, cards.
 
-    Customers and cards hold everyone who could pay, not only those who did in the generated charges.
+    Customers and cards hold everyone who could pay, not only those who did in the generated charges. With
+    `structure`, merchants carry their `community` and customers their `primary_community` and
+    `secondary_community` (the generator's hidden truth, for evaluation only).
     """
-    plan = make_plan(charges, days, seed, start, None)
+    plan = make_plan(charges, days, seed, start, None, structure)
+    merchants = _dims.merchants(spark, plan).select(
+        "merchant_id", "mcc", "merchant_country", "currency", "compromised",
+        *([_community_of_merchant(plan).alias("community")] if structure else []))
+    customers = _dims.customers(spark, plan)
+    if structure:
+        primary, secondary = customer_communities(Rng(plan.seed), F.col("id"))
+        customers = spark.range(0, plan.customers, 1, plan.partitions).select(
+            _dims.customer_id(Rng(plan.seed), F.col("id")).alias("customer_id"),
+            primary.alias("primary_community"), secondary.alias("secondary_community")).join(customers, "customer_id")
     return {
         "issuers": _dims.issuers(spark).select("issuer", "card_country", "card_brand"),
-        "merchants": _dims.merchants(spark, plan).select(
-            "merchant_id", "mcc", "merchant_country", "currency", "compromised"
-        ),
-        "customers": _dims.customers(spark, plan),
+        "merchants": merchants,
+        "customers": customers,
         "cards": _dims.cards(spark, plan),
     }
+
+
+def _community_of_merchant(plan):
+    """A merchant's community: its rank within its country modulo COMMUNITIES (`_charges._merchant_in`)."""
+    offsets = plan.merchant_offsets()
+    mi = F.col("_mi")
+    offset = F.lit(0)
+    for o in offsets[1:]:
+        offset = F.when(mi >= F.lit(o), F.lit(o)).otherwise(offset)
+    return F.pmod(mi - offset, F.lit(COMMUNITIES))
 
 
 def write(
@@ -91,6 +114,7 @@ def write(
     format: str = "parquet",
     *,
     partitions: int | None = None,
+    structure: bool = False,
 ) -> dict[str, int]:
     """Generate and write `<out>/<table>` for every table of TABLES (overwriting); return row counts."""
     if format not in FORMATS:
@@ -99,7 +123,7 @@ def write(
 
     # Every table derives from the charges with their hidden truth, and two from the attempts: computed once each
     # (spilling to disk at scale), not once per table written.
-    plan = make_plan(charges, days, seed, start, partitions)
+    plan = make_plan(charges, days, seed, start, partitions, structure)
     truth = charges_with_truth(spark, plan).persist(StorageLevel.MEMORY_AND_DISK)
     attempts = attempts_with_truth(truth, plan).persist(StorageLevel.MEMORY_AND_DISK)
     try:

@@ -7,7 +7,10 @@ deterministic by seed; see `_rng`):
    time `t` (microseconds after `start`) and the kind of charge:
    - ordinary: customer with a skewed activity level, one of their cards (the first most often), a merchant
      of their country (a few are abroad), half the time one of their five regular merchants, ranks zipf-like
-     (`ordinary_charges`), time on a weekly x diurnal cycle in the merchant's local time;
+     (`ordinary_charges`), time on a weekly x diurnal cycle in the merchant's local time; with the plan's
+     `structure` switch, the merchant of a domestic charge is moved to one of the customer's two communities
+     (`community_merchant`), and a spree's merchants are drawn like ordinary ones (zipf) but from a community
+     that is not the card's (`foreign_community`);
    - card testing (`card_testing`): one card, BURST_LEN charges seconds apart at random merchants;
    - stolen-card spree (`stolen_card_spree`): the card's visit to the place it was stolen (a compromised
      merchant, within its breach window, for most sprees), then fraudulent charges days later at merchants
@@ -53,6 +56,12 @@ ZIPF_S = 1.15  # merchant size exponent within a country
 CROSS_BORDER_SHARE = 0.06  # ordinary charges at a merchant abroad
 REGULAR_MERCHANT_SHARE = 0.5
 CUSTOMER_SKEW = 1.3  # c = n * u^skew: low ids are the heavy users
+# Latent structure (plan.structure): a merchant's community is its zipf rank within its country modulo
+# COMMUNITIES, so community is independent of category, price and size; each customer (their segment) has a
+# primary and a secondary community, and a domestic charge goes to the primary one with COMMUNITY_SHARES[0], to
+# the secondary one with COMMUNITY_SHARES[1], else anywhere.
+COMMUNITIES = 8
+COMMUNITY_SHARES = (0.7, 0.2)
 
 
 def _country_weights() -> list[float]:
@@ -71,11 +80,40 @@ def _local_time(rng: Rng, plan: Plan, ci: Column, row: Column) -> Column:
     return F.pmod(local - offset, F.lit(plan.span_micros))
 
 
-def _merchant_in(plan: Plan, ci: Column, u: Column) -> Column:
-    """Merchant index of zipf rank drawn from u within country ci."""
+def _merchant_in(plan: Plan, ci: Column, u: Column, community: Column | None = None) -> Column:
+    """Merchant index of zipf rank drawn from u within country ci; with a `community` (null: any), the rank is
+    moved within its block of COMMUNITIES ranks to that community's (so popularity stays zipf-like by block)."""
     offsets, sizes = plan.merchant_offsets(), plan.merchants_by_country
     rank = zipf_rank(u, lookup(sizes, ci), ZIPF_S)
+    if community is not None:
+        k = F.lit(COMMUNITIES).cast("long")
+        moved = rank - F.pmod(rank, k) + community
+        moved = F.when(moved >= lookup(sizes, ci), moved - k).otherwise(moved)
+        rank = F.when(community.isNull() | (moved < 0), rank).otherwise(moved)
     return F.coalesce(lookup(offsets, ci).cast("long") + rank, F.lit(0).cast("long"))  # non-null join key
+
+
+def customer_communities(rng: Rng, c: Column) -> tuple[Column, Column]:
+    """The customer's primary and (different) secondary merchant community."""
+    primary = rng.index("s.primary", COMMUNITIES, c)
+    return primary, F.pmod(primary + F.lit(1) + rng.index("s.secondary", COMMUNITIES - 1, c), F.lit(COMMUNITIES))
+
+
+def foreign_community(rng: Rng, c: Column, row: Column) -> Column:
+    """A community other than customer c's two, uniformly (the j-th, skipping theirs)."""
+    primary, secondary = customer_communities(rng, c)
+    low, high = F.least(primary, secondary), F.greatest(primary, secondary)
+    g = rng.index("s.foreign_community", COMMUNITIES - 2, row)
+    g = F.when(g >= low, g + F.lit(1)).otherwise(g)
+    return F.when(g >= high, g + F.lit(1)).otherwise(g)
+
+
+def community_merchant(rng: Rng, c: Column, u: Column) -> Column:
+    """The community a domestic charge's merchant is drawn in (u uniform): primary, secondary, or null (any)."""
+    primary, secondary = customer_communities(rng, c)
+    return (F.when(u < F.lit(COMMUNITY_SHARES[0]), primary)
+            .when(u < F.lit(sum(COMMUNITY_SHARES)), secondary)
+            .otherwise(F.lit(None).cast("long")))
 
 
 def _with(df: DataFrame, **cols: Column) -> DataFrame:
@@ -110,9 +148,14 @@ def ordinary_charges(spark: SparkSession, plan: Plan) -> DataFrame:
             rng.uniform("o.merchant", row)
         ),
     )
+    community = None
+    if plan.structure:  # a regular merchant's community is fixed per (customer, slot); abroad: any merchant
+        u_comm = F.when(F.col("_regular"), rng.uniform("s.regular_community", F.col("_c"), slot)).otherwise(
+            rng.uniform("s.community", row))
+        community = F.when(F.col("_ci") == F.col("_home"), community_merchant(rng, F.col("_c"), u_comm))
     df = _with(
         df,
-        _mi=_merchant_in(plan, F.col("_ci"), F.col("_um")),
+        _mi=_merchant_in(plan, F.col("_ci"), F.col("_um"), community),
         _t=_local_time(rng, plan, F.col("_ci"), row),
         _kind=F.lit("ordinary"),
     )
@@ -184,6 +227,9 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     fraud_mi = lookup(plan.merchant_offsets(), F.col("_ci")).cast("long") + rng.index(
         "sp.merchant", lookup(plan.merchants_by_country, F.col("_ci")), row
     )
+    if plan.structure:  # merchants as popular as the card's usual ones, in a community the card never shops in
+        fraud_mi = _merchant_in(plan, F.col("_ci"), rng.uniform("s.spree_merchant", row),
+                                foreign_community(rng, F.col("_c"), row))
     is_seed = pos == F.lit(0)
     df = _with(
         df,

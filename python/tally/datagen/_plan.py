@@ -40,6 +40,7 @@ class Plan:
     spree_rows: int
     compromised: tuple[tuple[int, int], ...]  # (merchant index, breach start micros after `start`)
     breach_micros: int
+    structure: bool = False  # latent merchant communities (`_charges.community_merchant`); off: the original rows
 
     @property
     def span_micros(self) -> int:
@@ -61,7 +62,7 @@ class Plan:
         return tuple(out)
 
 
-def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | None) -> Plan:
+def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | None, structure: bool = False) -> Plan:
     if not isinstance(charges, int) or charges < 1:
         raise UsageError(
             f"datagen: charges must be a positive integer, got {charges!r}", hint="e.g. charges=200_000"
@@ -115,4 +116,5 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
         spree_rows=spree,
         compromised=compromised,
         breach_micros=min(10 * MICROS_PER_DAY, span // 5),
+        structure=bool(structure),
     )
