@@ -22,7 +22,7 @@ def setup(spark):
         "fixed": retry.replay(spark, plan, pending, retry.fixed_policy).localCheckpoint(),
         "learned": retry.replay(spark, plan, pending, model.policy).localCheckpoint(),
     }
-    yield plan, pending, model, runs
+    yield plan, pending, model, runs, attempts
     attempts.unpersist()
 
 
@@ -32,7 +32,7 @@ def _eager(pending, n):
 
 
 def test_hard_declines_are_never_retried(setup):
-    _, pending, _, runs = setup
+    _, pending, _, runs, _ = setup
     hard = pending.where(F.col("code").isin(*datagen._catalog.HARD_CODES)).select("_row")
     assert hard.count() > 0
     for name, out in runs.items():
@@ -40,7 +40,7 @@ def test_hard_declines_are_never_retried(setup):
 
 
 def test_caps_per_card_hold_on_the_output(spark, setup):
-    plan, pending, _, runs = setup
+    plan, pending, _, runs, _ = setup
     tight = retry.Caps(per_24h=1, per_30d=2)
     eager = retry.replay(spark, plan, pending, _eager, tight).localCheckpoint()
     assert eager.count() > 0
@@ -57,13 +57,23 @@ def test_caps_per_card_hold_on_the_output(spark, setup):
 
 
 def test_the_same_policy_twice_gives_identical_results(spark, setup):
-    plan, pending, model, runs = setup
+    plan, pending, model, runs, _ = setup
     again = retry.replay(spark, plan, pending, model.policy)
     assert content_hash(again) == content_hash(runs["learned"])
 
 
+def test_the_forest_learned_from_the_same_rows_in_other_partitions_is_the_same(setup):
+    plan, _, model, _, attempts = setup
+    again = retry.learn(retry.payments_before(attempts, plan, TRAIN_DAYS).repartition(5), seed=SEED)
+
+    def trees(m):  # the forest's text, less its first line (the model's random uid)
+        return m.model.stages[-1].toDebugString.split("\n", 1)[1]
+
+    assert trees(again) == trees(model)
+
+
 def test_the_learned_policy_recovers_more_with_no_more_attempts(setup):
-    _, pending, _, runs = setup
+    _, pending, _, runs, _ = setup
     fixed, learned = (retry.summarize(runs[k], pending) for k in ("fixed", "learned"))
     assert fixed["recovered"] > 0
     assert learned["retries"] <= fixed["retries"], (fixed, learned)

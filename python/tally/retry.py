@@ -156,7 +156,11 @@ def learn(attempts: DataFrame, start: str = "2026-01-01", *, seed: int = 7, min_
         RandomForestClassifier(labelCol="label", featuresCol="features", numTrees=40, maxDepth=7, seed=seed,
                                minInstancesPerNode=5),
     ])  # fmt: skip
-    return RetryModel(pipeline.fit(rows), issuer_hourly_rates(attempts), start_us, min_probability)
+    # MLlib's forest samples per partition: rows in an order of their content alone give the same model every run
+    from tally.tasks.run import content_order
+
+    return RetryModel(pipeline.fit(content_order(rows, ["charge_id", "retry"])), issuer_hourly_rates(attempts),
+                      start_us, min_probability)
 
 
 # -- the evaluator -----------------------------------------------------------------------------------------
