@@ -85,9 +85,10 @@ def materialize(spark, events, view, store_url: str, from_us: int, stamp: int, *
         return json.loads(bridge.materialize(events._jdf, view.spec_json(), store_url, int(from_us), int(stamp), n))
 
 
-def stream_batch(spark, batch, view, store_url: str, stream: str, batch_id: int, stamp_base: int, floor_us: int, *,
-                 partitions: int | None = None) -> dict:
-    """Cross once: fold one stream micro-batch of `view`'s source into the store, exactly once (StreamJob).
+def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: str, batch_id: int, stamp_base: int,
+                 floor_us: int, *, partitions: int | None = None) -> dict:
+    """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
+    `tile_table`, exactly once (StreamJob).
 
     Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events) and horizon_us."""
     import json
@@ -95,7 +96,7 @@ def stream_batch(spark, batch, view, store_url: str, stream: str, batch_id: int,
     n = _partitions(spark, partitions)
     bridge = _bridge(spark)
     with _store_errors(spark, store_url):
-        return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, stream, int(batch_id),
+        return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, tile_table, stream, int(batch_id),
                                              int(stamp_base), int(floor_us), n))
 
 

@@ -31,6 +31,12 @@ def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
     return Path(warehouse) / "checkpoints" / view.name / f"v{view.version}"
 
 
+def tile_table(warehouse: str | Path, view: FeatureView) -> Path:
+    """The Delta tile table of a view version: every tile each micro-batch wrote to the online store, as folded, with
+    its stamp and batch id (the batch id is also Delta's transaction version of the stream, in the same commit)."""
+    return Path(warehouse).resolve() / "tiles" / view.name / f"v{view.version}"
+
+
 def _write_json(path: Path, data: dict) -> None:
     """Whole or not at all: a kill mid-write leaves the previous file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -115,7 +121,8 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 raise
 
         def _fold(batch, batch_id, v, state, status_path):
-            r = kernels.stream_batch(spark, batch, v, url, state["stream"], batch_id, state["stamp_base"], state["from_us"])
+            r = kernels.stream_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
+                                     state["stamp_base"], state["from_us"])
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
             r.update(view=v.name, version=v.version,
                      lag_s=None if r["newest_us"] is None else (now_us - r["newest_us"]) / 1e6)

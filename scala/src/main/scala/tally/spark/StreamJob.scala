@@ -1,7 +1,8 @@
 package tally.spark
 
-import org.apache.spark.sql.DataFrame
+import org.apache.spark.sql.{DataFrame, Row}
 import org.apache.spark.sql.functions._
+import org.apache.spark.sql.types._
 
 import tally.bridge.ViewSpec
 import tally.online.{EntityKey, OnlineStore, Tile, TileFold, TileQuery}
@@ -21,7 +22,12 @@ import tally.window.Ladder
   * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`.
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
   *    into the stored one at its address ([[TileFold]]); one already carrying the batch's stamp is skipped.
-  * 5. Close ([[OnlineStore.closeBatch]]): tiles, watermark, batch record; in one transaction on SQLite. Where the
+  * 5. The folded tiles go to the view's Delta tile table in one commit that also records the batch id as Delta's
+  *    transaction version of the stream (`txnAppId` = stream, `txnVersion` = batch id): Delta skips a write whose
+  *    version it already holds for that app id, so a replay adds nothing. This comes before the store's close on
+  *    purpose: the rows are the folds of the state before the batch, which a replay after a half-written Redis close
+  *    could no longer compute (it skips the tiles already written), and a batch the store records is in the table.
+  * 6. Close ([[OnlineStore.closeBatch]]): tiles, watermark, batch record; in one transaction on SQLite. Where the
   *    store cannot (Redis), a crash before the record replays the batch under the same id and stamp: tiles already
   *    written are skipped in 4 (and refused by the store's stamp rule), the rest are folded once. See
   *    docs/streaming.md.
@@ -33,8 +39,25 @@ object StreamJob {
   /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
   private val ReadKeys = 1000
 
-  def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, stream: String, batchId: Long, stampBase: Long,
-                floorUs: Long, partitions: Int): Result = {
+  /** The Delta tile table's rows: each tile a batch wrote, as the store holds it after the batch (the fold of the
+    * stored tile and the batch's), with the batch's stamp and id. The latest row per (key, length_us, start_us)
+    * is the tile's current state; see docs/streaming.md for rebuilding a store from it. */
+  val TileTableSchema: StructType = StructType(Seq(
+    StructField("key", StringType, nullable = false), StructField("length_us", LongType, nullable = false),
+    StructField("start_us", LongType, nullable = false), StructField("payload", BinaryType, nullable = false),
+    StructField("stamp", LongType, nullable = false), StructField("batch_id", LongType, nullable = false)))
+
+  /** Appends one batch's folded tiles to the tile table at `path`, recording `batchId` in the same Delta commit;
+    * Delta skips the write when the table already records this (or a later) batch of `stream`. */
+  def writeTileTable(batch: DataFrame, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Unit = {
+    val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
+    import scala.jdk.CollectionConverters._
+    batch.sparkSession.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
+      .write.format("delta").mode("append").option("txnAppId", stream).option("txnVersion", batchId).save(path)
+  }
+
+  def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
+                stampBase: Long, floorUs: Long, partitions: Int): Result = {
     val (view, version) = (spec.view, spec.version)
     val reach = spec.boundedReachUs.getOrElse(0L)
     val horizon = math.max(floorUs,
@@ -71,6 +94,7 @@ object StreamJob {
           mine.flatMap(t => TileFold.fold(layout, at.get(t.address), t))
         }
       }.toSeq
+      writeTileTable(batch, tileTable, folded, stream, batchId)
       val applied = store.closeBatch(folded, view, version, newest, stream, batchId)
       Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon)
     } finally rows.unpersist()
