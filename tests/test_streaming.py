@@ -111,10 +111,21 @@ card_stream = tl.FeatureView(
 """
 
 
-def tiles(db: Path) -> list[tuple]:
-    """Every tile's address and content (not its stamp: the bootstrap's second is in it)."""
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
+def tiles(store) -> list[tuple]:
+    """Every tile's address and content (not its stamp: the bootstrap's second is in it), from a SQLite file or a
+    Redis server (its layout: a hash per entity key `tally:{view:version:key}`, a field `length:start` per tile
+    holding an 8-byte stamp then the payload)."""
+    if isinstance(store, Path):
+        with sqlite3.connect(store) as con:
+            return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
+    out = []
+    for name in store.command("KEYS", "tally:{*}"):
+        view, version, key = name.decode()[len("tally:{"):-1].split(":", 2)
+        fields = store.command("HGETALL", name)
+        for f, value in zip(fields[::2], fields[1::2]):
+            length, start = map(int, f.decode().split(":"))
+            out.append((view, int(version), key.encode(), length, start, value[8:]))
+    return sorted(out)
 
 
 def last_batch(db: Path) -> int | None:
@@ -124,7 +135,7 @@ def last_batch(db: Path) -> int | None:
 
 
 def tile_table(spark, warehouse: Path, view) -> list[tuple]:
-    """The Delta tile table's rows, in order; with the table's commits, one per batch id."""
+    """The Delta tile table's rows, in order."""
     path = str(streaming.tile_table(warehouse, view))
     rows = [tuple(r) for r in spark.read.format("delta").load(path)
             .orderBy("batch_id", "key", "length_us", "start_us").collect()]
@@ -143,72 +154,94 @@ def _env() -> dict:
     return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(Path(tl.__file__).resolve().parents[1])}
 
 
-@pytest.mark.slow
-def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interrupted_run(spark, tmp_path):
-    events = charges()
-    first, *commits = arrivals(events, 6, seed=7)
-    append(spark, tmp_path / "charges", first)
-    for c in commits:
-        append(spark, tmp_path / "charges", c)
-    repo = tmp_path / "features"
+@pytest.fixture(scope="module")
+def calm_run(spark, tmp_path_factory):
+    """A source of four commits, its repository, and a never-interrupted stream of it on SQLite (store and tile
+    table), shared by the kill tests of both stores: tiles are the same bytes whatever store holds them."""
+    root = tmp_path_factory.mktemp("killed")
+    first, *commits = arrivals(charges(), 4, seed=7)
+    for c in [first, *commits]:
+        append(spark, root / "charges", c)
+    repo = root / "features"
     repo.mkdir()
-    (repo / "cards.py").write_text(REPO.format(path=str(tmp_path / "charges")))
+    (repo / "cards.py").write_text(REPO.format(path=str(root / "charges")))
     view = runpy.run_path(str(repo / "cards.py"))["card_stream"]
-
-    # The bootstrap loads the first commit only: the stream folds the five others, one per micro-batch.
-    def bootstrap(warehouse: Path, url: str) -> None:
-        streaming.checkpoint_dir(warehouse, view).mkdir(parents=True)
-        report = online.materialize(spark, [view], warehouse=warehouse, store=url, versions={"charges": 0})[0]
-        streaming._write_json(streaming.checkpoint_dir(warehouse, view) / "bootstrap.json",
-                              {"delta_version": 0, "from_us": report["from_us"], "stamp_base": 1 << 40,
-                               "stream": "card_stream:v1:test", "store": url})
-
-    calm = tmp_path / "calm.db"
-    bootstrap(tmp_path / "wh_calm", f"sqlite:{calm}")
-    streaming.stream(spark, [view], warehouse=tmp_path / "wh_calm", store_url=f"sqlite:{calm}", until_idle=True,
+    calm = root / "calm.db"
+    _bootstrap(spark, view, root / "wh_calm", f"sqlite:{calm}")
+    streaming.stream(spark, [view], warehouse=root / "wh_calm", store_url=f"sqlite:{calm}", until_idle=True,
                      files_per_batch=1)
+    return {"root": root, "repo": repo, "view": view, "batches": len(commits), "tiles": tiles(calm),
+            "table": tile_table(spark, root / "wh_calm", view)}
 
-    db = tmp_path / "killed.db"
-    bootstrap(tmp_path / "wh", f"sqlite:{db}")
-    cmd = [sys.executable, "-m", "tally.cli", "--repo", str(repo), "--warehouse", str(tmp_path / "wh"),
-           "--online-store", f"sqlite:{db}", "stream", "card_stream", "--until-idle", "--files-per-batch", "1"]
-    rng = random.Random(11)
-    done: list[str] = []
-    for attempt in range(3):
-        args = cmd if attempt < 2 else [c for c in cmd if c != "--until-idle"]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
-                                start_new_session=True)
-        try:
-            if attempt < 2:
-                line = proc.stdout.readline()  # the first batch done: the next one is running
-                assert " batch " in line, line
-                done.append(line)
-                time.sleep(rng.uniform(0.0, 0.8))
-                os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
-                proc.wait(30)
-            else:  # without --until-idle: runs until Ctrl-C, which stops it cleanly once every batch is in
-                deadline = time.monotonic() + 120
-                while last_batch(db) != len(commits) - 1 and time.monotonic() < deadline and proc.poll() is None:
-                    time.sleep(0.2)
-                os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
-                out, _ = proc.communicate(timeout=60)
-                assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
-                done += out.splitlines()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    assert tiles(db) == tiles(calm), f"the store after two kills differs from a calm run; batches seen: {done}"
-    assert len(tiles(db)) > 100
+
+def _bootstrap(spark, view, warehouse: Path, url: str) -> None:
+    """The bootstrap loads the first commit only: the stream folds the three others, one per micro-batch."""
+    streaming.checkpoint_dir(warehouse, view).mkdir(parents=True)
+    report = online.materialize(spark, [view], warehouse=warehouse, store=url, versions={"charges": 0})[0]
+    streaming._write_json(streaming.checkpoint_dir(warehouse, view) / "bootstrap.json",
+                          {"delta_version": 0, "from_us": report["from_us"], "stamp_base": 1 << 40,
+                           "stream": "card_stream:v1:test", "store": url})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interrupted_run(spark, calm_run, kind):
+    """On SQLite a kill leaves a batch wholly written or not at all; on Redis it can leave one half-written (tiles
+    written, batch not recorded), which the replay must complete without folding a tile twice."""
+    root, view, batches = calm_run["root"], calm_run["view"], calm_run["batches"]
+    redis = redis_server.start() if kind == "redis" else None
+    db = root / "killed.db"
+    url = redis.url if redis else f"sqlite:{db}"
+    wh = root / f"wh_{kind}"
+    try:
+        _bootstrap(spark, view, wh, url)
+        cmd = [sys.executable, "-m", "tally.cli", "--repo", str(calm_run["repo"]), "--warehouse", str(wh),
+               "--online-store", url, "stream", "card_stream", "--until-idle", "--files-per-batch", "1"]
+        rng = random.Random(11 if redis is None else 12)
+        done: list[str] = []
+        for attempt in range(3):
+            # the last start on SQLite runs without --until-idle, until Ctrl-C; on Redis it ends once idle
+            args = cmd if attempt < 2 or redis else [c for c in cmd if c != "--until-idle"]
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
+                                    start_new_session=True)
+            try:
+                if attempt < 2:
+                    line = proc.stdout.readline()  # the first batch done: the next one is running
+                    assert " batch " in line, line
+                    done.append(line)
+                    time.sleep(rng.uniform(0.0, 0.8))
+                    os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
+                    proc.wait(30)
+                elif redis:
+                    out, _ = proc.communicate(timeout=180)
+                    assert proc.returncode == 0, out
+                    done += out.splitlines()
+                else:  # runs until Ctrl-C, which stops it cleanly once every batch is in
+                    deadline = time.monotonic() + 120
+                    while last_batch(db) != batches - 1 and time.monotonic() < deadline and proc.poll() is None:
+                        time.sleep(0.2)
+                    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
+                    out, _ = proc.communicate(timeout=60)
+                    assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
+                    done += out.splitlines()
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        stored = tiles(redis or db)
+    finally:
+        if redis:
+            redis.stop()
+    assert stored == calm_run["tiles"], f"the store after two kills differs from a calm run; batches seen: {done}"
+    assert len(stored) > 100
     # The Delta tile table: every batch once (no replay appended twice, none lost), each tile as the store holds it.
-    calm_table, table = tile_table(spark, tmp_path / "wh_calm", view), tile_table(spark, tmp_path / "wh", view)
-    assert sorted({r[5] for r in table}) == list(range(len(commits)))
-    assert table == calm_table, f"the tile table after two kills differs from a calm run; batches seen: {done}"
-    commits_with_tiles = [c for c in store.commits(spark, streaming.tile_table(tmp_path / "wh", view))
-                          if c["operation"] == "WRITE"]
-    assert len(commits_with_tiles) == len(commits), commits_with_tiles
-    stored = {(key, length, start): payload for _, _, key, length, start, payload in tiles(db)}
+    table = tile_table(spark, wh, view)
+    assert sorted({r[5] for r in table}) == list(range(batches))
+    assert table == calm_run["table"], f"the tile table after two kills differs from a calm run; batches seen: {done}"
+    writes = [c for c in store.commits(spark, streaming.tile_table(wh, view)) if c["operation"] == "WRITE"]
+    assert len(writes) == batches, writes
+    at = {(key, length, start): payload for _, _, key, length, start, payload in stored}
     latest = latest_tiles(table)
-    assert latest and all(stored[a] == p for a, p in latest.items())
+    assert latest and all(at[a] == p for a, p in latest.items())
 
 
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):
