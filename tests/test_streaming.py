@@ -10,9 +10,11 @@ Data stays tiny: a few seconds of streaming per test (the kill test pays for thr
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import runpy
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -271,10 +273,55 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     healed = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows], warehouse=wh, store=url)
     assert not mismatches(view, offline, healed)
 
-    # a bad row stops the stream with a typed error naming the view, the batch and the row's problem
-    append(spark, tmp_path / "charges", [(None, *fresh[1:])])
-    with pytest.raises(DataError, match=r"view 'card_late': the stream stopped in micro-batch \d+: .*null key 'card_id'"):
-        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+
+def test_a_micro_batch_failing_the_source_contract_stops_the_stream_and_writes_nothing(spark, tmp_path):
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    source = tl.Source("charges", path=str(tmp_path / "charges"), format="delta", timestamp="created",
+                       checks=[tl.Check.ge("qty", 1)], timestamp_bounds=("2020-01-01", "2100-01-01"))
+    view = tl.FeatureView("card_checked", entity=CARD, source=source, ttl="36h", online=True,
+                          aggregations=[tl.Aggregation("count", windows=["1h", None]),
+                                        tl.Aggregation("sum", column="qty", windows=["24h"])])
+    append(spark, tmp_path / "charges", events[:150])
+    wh, db = tmp_path / "wh", tmp_path / "tally.db"
+    url = f"sqlite:{db}"
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # bootstrap
+    append(spark, tmp_path / "charges", events[150:])
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # batch 0
+    before = (tiles(db), last_batch(db), tile_table(spark, wh, view),
+              (streaming.checkpoint_dir(wh, view) / "status.json").read_text())
+    at = from_micros(micros(events[-1][1]) + MINUTE)
+    good = ("c0", at, 1.0, 2, None, "m2", False, None, 0.1)
+    bad = [(None, *good[1:]),                                  # a null key
+           ("c1", at, 1.0, 0, None, "m2", False, None, 0.1),   # qty below the declared check
+           ("c1", at, 1.0, -3, None, "m2", False, None, 0.1),
+           ("c0", from_micros(micros(dt.datetime(2019, 6, 1, tzinfo=dt.timezone.utc))), 1.0, 1, None, "m2", False,
+            None, 0.1)]                                        # before the source's timestamp bounds
+    append(spark, tmp_path / "charges", [good, *bad])
+    for _ in range(2):  # a restart refuses the same batch again
+        with pytest.raises(DataError) as err:
+            streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+        text = str(err.value)
+        assert "source 'charges' for view 'card_checked' in micro-batch 1 fails its contract" in text, text
+        failures = {f["column"]: (f["check"].split("(")[0], f["rows"], f["examples"]) for f in err.value.details["failures"]}
+        assert {c: (check, n) for c, (check, n, _) in failures.items()} == {
+            "card_id": ("card_id not_null", 1), "qty": ("qty ge", 2), "created": ("created between", 1)}, failures
+        assert failures["qty"][2] and all(e["card_id"] == "c1" for e in failures["qty"][2])
+        assert "qty ge(1): 2 row(s) fail, e.g. " in text, text
+        assert "delete <warehouse>/checkpoints/card_checked/v1" in err.value.hint and err.value.exit_code == 1
+        # nothing of the batch in either store, nor in the status `describe` shows
+        assert before == (tiles(db), last_batch(db), tile_table(spark, wh, view),
+                          (streaming.checkpoint_dir(wh, view) / "status.json").read_text())
+
+    # what the hint says: delete the rows (a new Delta version) and the checkpoint; the stream bootstraps again
+    from delta.tables import DeltaTable
+    DeltaTable.forPath(spark, str(tmp_path / "charges")).delete("card_id IS NULL OR qty < 1 OR created < '2020-01-01'")
+    shutil.rmtree(streaming.checkpoint_dir(wh, view))
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+    rows = [(0, "c0", from_micros(micros(at) + 1)), (1, "c1", from_micros(micros(at) + 1))]
+    got = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows],
+                     warehouse=wh, store=url)
+    assert not mismatches(view, offline_rows(spark, view, rows), got)
+    assert got[0]["card_checked:count_1h"] >= 1  # the good row of the refused commit is in
 
 
 def test_only_online_views_over_delta_stream(spark, tmp_path):

@@ -121,6 +121,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 raise
 
         def _fold(batch, batch_id, v, state, status_path):
+            check_batch(batch, v, batch_id)
             r = kernels.stream_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
                                      state["stamp_base"], state["from_us"])
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
@@ -164,6 +165,22 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
             if q.isActive:
                 q.stop()
     return [last[v.name] for v in views if v.name in last]
+
+
+def check_batch(batch, view: FeatureView, batch_id: int) -> None:
+    """The source's contract on one micro-batch (the checks `materialize` and backfills run: keys and timestamps not
+    null, timestamps within the source's bounds, declared types and checks, ids unique within the batch), before
+    anything of it is written: a failing batch stops the stream and leaves both stores as they were. One aggregate
+    over the batch; examples are fetched only for failing checks. The source's `on_invalid="quarantine"` does not
+    apply here: a quarantine append on every replay of the batch would repeat its rows (docs/streaming.md)."""
+    from tally import validation
+
+    report = validation.source_report(batch, view.source, [view], allow_empty=True,
+                                      where=f" for view '{view.name}' in micro-batch {batch_id}")
+    folder = f"<warehouse>/checkpoints/{view.name}/v{view.version}"
+    report.raise_if_failed(hint=f"the stream refuses this batch at every restart (a Delta commit stays in the log): "
+                                f"remove the rows from the source (DELETE, a new Delta version), delete {folder} and "
+                                f"start the stream again; it bootstraps from the fixed table")
 
 
 def _typed(view: FeatureView, failure: tuple[int, Exception] | None, query_error: Exception) -> Exception:
