@@ -90,7 +90,8 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
     `tile_table`, exactly once (StreamJob).
 
-    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events) and horizon_us."""
+    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
+    phases_ms (milliseconds per phase of the batch: build, fold, tile_table, close)."""
     import json
 
     n = _partitions(spark, partitions)

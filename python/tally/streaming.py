@@ -3,8 +3,10 @@
 How a stream starts (once per view version, recorded in `<warehouse>/checkpoints/<view>/v<version>/bootstrap.json`):
 the source's current Delta version V is materialized (every tile requests from its newest event on need), then the
 query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
-by one micro-batch. Each micro-batch goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into
-the stored tiles and records the id in the store (see docs/streaming.md for why a replay changes nothing).
+by one micro-batch. Each micro-batch is checked against the source's contract (`check_batch`: a failure stops the
+stream before any write), then goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into the
+stored tiles, appends them to the Delta tile table (`tile_table`) and records the id in both (see
+docs/streaming.md for why a replay changes nothing).
 
 Spark's own checkpoint lives beside the bootstrap record (`.../spark`); deleting the folder starts the stream over
 with a new bootstrap and a new stream name, so its batch ids and stamps never meet the old ones.
@@ -93,7 +95,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
            on_batch: Callable[[dict], None] | None = None) -> list[dict]:
     """Stream each view's source into the online store until stopped (KeyboardInterrupt), or, with `until_idle`,
     until every commit there now is folded, or after `max_batches` batches per view. Returns each view's last
-    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s)."""
+    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
     url = online.store_url(store_url, warehouse=warehouse)
     trigger_us = definitions.parse_duration(trigger, where="--trigger")
     tables = {v.name: require_streamable(v, data=data) for v in views}
@@ -121,9 +123,12 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 raise
 
         def _fold(batch, batch_id, v, state, status_path):
+            started = time.monotonic()
             check_batch(batch, v, batch_id)
+            checked = time.monotonic()
             r = kernels.stream_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
                                      state["stamp_base"], state["from_us"])
+            r["phases_ms"] = {"check": round((checked - started) * 1000), **r["phases_ms"]}
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
             r.update(view=v.name, version=v.version,
                      lag_s=None if r["newest_us"] is None else (now_us - r["newest_us"]) / 1e6)

@@ -33,8 +33,10 @@ import tally.window.Ladder
   *    docs/streaming.md.
   */
 object StreamJob {
+  /** `phasesMs`: where the batch's time went (build: read the batch, build and collect its tiles; fold: read the
+    * stored tiles and fold; tile_table: the Delta commit; close: the store's close), for `bench/streaming.py`. */
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
-                          newestUs: Option[Long], horizonUs: Long)
+                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil)
 
   /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
   private val ReadKeys = 1000
@@ -64,6 +66,9 @@ object StreamJob {
       store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
     if (store.lastBatch(stream).exists(_ >= batchId)) return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
+    val phases = Seq.newBuilder[(String, Long)]
+    var mark = System.nanoTime()
+    def lap(phase: String): Unit = { val now = System.nanoTime(); phases += phase -> (now - mark) / 1000000; mark = now }
     val stamp = stampBase + batchId
     val prepared = TileRows.prepare(batch, spec)
     val rows = prepared.rows.cache()
@@ -85,6 +90,7 @@ object StreamJob {
         fresh += Tile(view, version, entity, start, length, payload, stamp)
       })
       val tiles = fresh.result()
+      lap("build")
       val folded = tiles.groupBy(_.key).toSeq.grouped(ReadKeys).flatMap { part =>
         val from = part.iterator.flatMap(_._2).map(_.startUs).min
         val to = part.iterator.flatMap(_._2).map(_.endUs).max
@@ -94,9 +100,12 @@ object StreamJob {
           mine.flatMap(t => TileFold.fold(layout, at.get(t.address), t))
         }
       }.toSeq
+      lap("fold")
       writeTileTable(batch, tileTable, folded, stream, batchId)
+      lap("tile_table")
       val applied = store.closeBatch(folded, view, version, newest, stream, batchId)
-      Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon)
+      lap("close")
+      Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon, phases.result())
     } finally rows.unpersist()
   }
 }
