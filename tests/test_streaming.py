@@ -136,6 +136,12 @@ def last_batch(db: Path) -> int | None:
     return row[0] if row else None
 
 
+def last_status(warehouse: Path, view) -> int | None:
+    """The last batch the stream finished (written to the store and the tile table): its status file's."""
+    st = streaming.status(warehouse, view)
+    return None if st is None else st["batch_id"]
+
+
 def tile_table(spark, warehouse: Path, view) -> list[tuple]:
     """The Delta tile table's rows, in order."""
     path = str(streaming.tile_table(warehouse, view))
@@ -218,9 +224,9 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
                     out, _ = proc.communicate(timeout=180)
                     assert proc.returncode == 0, out
                     done += out.splitlines()
-                else:  # runs until Ctrl-C, which stops it cleanly once every batch is in
+                else:  # runs until Ctrl-C, which stops it cleanly once every batch is in (both stores: the status)
                     deadline = time.monotonic() + 120
-                    while last_batch(db) != batches - 1 and time.monotonic() < deadline and proc.poll() is None:
+                    while last_status(wh, view) != batches - 1 and time.monotonic() < deadline and proc.poll() is None:
                         time.sleep(0.2)
                     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
                     out, _ = proc.communicate(timeout=60)
