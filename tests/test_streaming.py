@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis_server
 import tally as tl
-from tally import online, store, streaming
+from tally import kernels, online, sources, store, streaming
 from tally.errors import DataError, UsageError
 from tally.reports import describe_report, describe_text
 from tally.utc import from_micros, micros
@@ -142,9 +142,9 @@ def last_status(warehouse: Path, view) -> int | None:
     return None if st is None else st["batch_id"]
 
 
-def tile_table(spark, warehouse: Path, view) -> list[tuple]:
+def tile_table(spark, warehouse: Path, view, path: Path | None = None) -> list[tuple]:
     """The Delta tile table's rows, in order."""
-    path = str(streaming.tile_table(warehouse, view))
+    path = str(path or streaming.tile_table(warehouse, view))
     rows = [tuple(r) for r in spark.read.format("delta").load(path)
             .orderBy("batch_id", "key", "length_us", "start_us").collect()]
     return [(k, n, s, bytes(p), stamp, b) for k, n, s, p, stamp, b in rows]
@@ -250,6 +250,35 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
     at = {(key, length, start): payload for _, _, key, length, start, payload in stored}
     latest = latest_tiles(table)
     assert latest and all(at[a] == p for a, p in latest.items())
+
+
+def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_replay(spark, tmp_path):
+    """A crash between the tile table's commit and the store's close (they run at once) leaves the batch in one of
+    them; the replay (same batch, id and stamp) must complete the other and change nothing in the first."""
+    events = [e for e in charges() if e[0] in ("c0", "c1", "c2")]
+    first, second = arrivals(events, 2, seed=5)
+    view = stream_view(tmp_path, "card_half", windows=("1h", "24h", None))
+    append(spark, tmp_path / "charges", first)
+    urls = [f"sqlite:{tmp_path / name}" for name in ("one.db", "two.db")]
+    floor = [online.materialize(spark, [view], warehouse=tmp_path / "wh", store=u, versions={"charges": 0})[0]["from_us"]
+             for u in urls][0]
+    batch = sources.shape(spark.createDataFrame(second, CHARGES_SCHEMA), view.source)
+    table_a, table_b = tmp_path / "tiles_a", tmp_path / "tiles_b"
+
+    def fold(url: str, table: Path) -> dict:
+        return kernels.stream_batch(spark, batch, view, url, str(table), "card_half:v1:test", 0, 1 << 40, floor)
+
+    assert not fold(urls[0], table_a)["skipped"]
+    whole, rows = tiles(tmp_path / "one.db"), tile_table(spark, None, view, table_a)
+    assert len(rows) > 50
+    # the store has the batch, the table (b) not: the table gets the store's tiles of the batch, the store nothing
+    assert not fold(urls[0], table_b)["skipped"]
+    assert tiles(tmp_path / "one.db") == whole and tile_table(spark, None, view, table_b) == rows
+    assert fold(urls[0], table_b)["skipped"]
+    # the table (a) has the batch, the store (two) not: the store gets it, the table nothing (Delta skips the append)
+    assert not fold(urls[1], table_a)["skipped"]
+    assert tiles(tmp_path / "two.db") == whole and tile_table(spark, None, view, table_a) == rows
+    assert len(store.commits(spark, table_a)) == 1
 
 
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):

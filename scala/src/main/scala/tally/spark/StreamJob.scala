@@ -71,9 +71,13 @@ object StreamJob {
                 stampBase: Long, floorUs: Long, partitions: Int): Result = {
     val (view, version) = (spec.view, spec.version)
     val reach = spec.boundedReachUs.getOrElse(0L)
-    val horizon = math.max(floorUs,
+    val recorded = store.lastBatch(stream).exists(_ >= batchId)
+    // A batch the store recorded but the table did not only has its table rows to write: the store's tiles that
+    // carry its stamp. Its watermark is already raised, so the horizon from it could call some of the batch's
+    // events late that the first attempt folded; from the bootstrap's floor every tile of the batch is found.
+    val horizon = if (recorded) floorUs else math.max(floorUs,
       store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
-    if (store.lastBatch(stream).exists(_ >= batchId) && tableHas(batch, tileTable, stream, batchId))
+    if (recorded && tableHas(batch, tileTable, stream, batchId))
       return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
     val phases = Seq.newBuilder[(String, Long)]
@@ -110,7 +114,7 @@ object StreamJob {
           val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
           mine.map(t => TileFold.fold(layout, at.get(t.address), t).fold(at(t.address) -> false)(_ -> true))
         }
-      }.toSeq
+      }.toSeq.filter { case (_, write) => !recorded || !write }  // recorded: only what the store has of the batch
       lap("fold")
       import scala.concurrent.{Await, ExecutionContext, Future}
       import scala.concurrent.duration.Duration
