@@ -45,6 +45,14 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
+    def command(self, *args: str | bytes):
+        """One command over RESP (no client library in the test environment): bulk strings as bytes, arrays as
+        lists, integers as int; an error reply raises."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+            s.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts))
+            return _reply(s.makefile("rb"))
+
     def stop(self) -> None:
         self.process.terminate()  # SIGTERM: redis-server shuts down at once (nothing to save)
         try:
@@ -53,6 +61,24 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _reply(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"-":
+        raise AssertionError(f"redis: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"+":
+        return rest
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_reply(f) for _ in range(n)]
+    raise AssertionError(f"redis: unexpected reply {line!r}")
 
 
 def start() -> RedisServer:

@@ -10,9 +10,11 @@ Data stays tiny: a few seconds of streaming per test (the kill test pays for thr
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import runpy
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis_server
 import tally as tl
-from tally import online, streaming
+from tally import kernels, online, sources, store, streaming
 from tally.errors import DataError, UsageError
 from tally.reports import describe_report, describe_text
 from tally.utc import from_micros, micros
@@ -111,10 +113,21 @@ card_stream = tl.FeatureView(
 """
 
 
-def tiles(db: Path) -> list[tuple]:
-    """Every tile's address and content (not its stamp: the bootstrap's second is in it)."""
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
+def tiles(store) -> list[tuple]:
+    """Every tile's address and content (not its stamp: the bootstrap's second is in it), from a SQLite file or a
+    Redis server (its layout: a hash per entity key `tally:{view:version:key}`, a field `length:start` per tile
+    holding an 8-byte stamp then the payload)."""
+    if isinstance(store, Path):
+        with sqlite3.connect(store) as con:
+            return con.execute("SELECT view, version, key, length, start, payload FROM tiles ORDER BY 1, 2, 3, 4, 5").fetchall()
+    out = []
+    for name in store.command("KEYS", "tally:{*}"):
+        view, version, key = name.decode()[len("tally:{"):-1].split(":", 2)
+        fields = store.command("HGETALL", name)
+        for f, value in zip(fields[::2], fields[1::2]):
+            length, start = map(int, f.decode().split(":"))
+            out.append((view, int(version), key.encode(), length, start, value[8:]))
+    return sorted(out)
 
 
 def last_batch(db: Path) -> int | None:
@@ -123,66 +136,149 @@ def last_batch(db: Path) -> int | None:
     return row[0] if row else None
 
 
+def last_status(warehouse: Path, view) -> int | None:
+    """The last batch the stream finished (written to the store and the tile table): its status file's."""
+    st = streaming.status(warehouse, view)
+    return None if st is None else st["batch_id"]
+
+
+def tile_table(spark, warehouse: Path, view, path: Path | None = None) -> list[tuple]:
+    """The Delta tile table's rows, in order."""
+    path = str(path or streaming.tile_table(warehouse, view))
+    rows = [tuple(r) for r in spark.read.format("delta").load(path)
+            .orderBy("batch_id", "key", "length_us", "start_us").collect()]
+    return [(k, n, s, bytes(p), stamp, b) for k, n, s, p, stamp, b in rows]
+
+
+def latest_tiles(table: list[tuple]) -> dict[tuple, bytes]:
+    """What rebuilding a store from the tile table writes: the latest row per address."""
+    latest: dict[tuple, bytes] = {}
+    for key, length, start, payload, _, _ in table:  # in batch order
+        latest[(key.encode(), length, start)] = payload
+    return latest
+
+
 def _env() -> dict:
     return {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": str(Path(tl.__file__).resolve().parents[1])}
 
 
-@pytest.mark.slow
-def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interrupted_run(spark, tmp_path):
-    events = charges()
-    first, *commits = arrivals(events, 6, seed=7)
-    append(spark, tmp_path / "charges", first)
-    for c in commits:
-        append(spark, tmp_path / "charges", c)
-    repo = tmp_path / "features"
+@pytest.fixture(scope="module")
+def calm_run(spark, tmp_path_factory):
+    """A source of four commits, its repository, and a never-interrupted stream of it on SQLite (store and tile
+    table), shared by the kill tests of both stores: tiles are the same bytes whatever store holds them."""
+    root = tmp_path_factory.mktemp("killed")
+    first, *commits = arrivals(charges(), 4, seed=7)
+    for c in [first, *commits]:
+        append(spark, root / "charges", c)
+    repo = root / "features"
     repo.mkdir()
-    (repo / "cards.py").write_text(REPO.format(path=str(tmp_path / "charges")))
+    (repo / "cards.py").write_text(REPO.format(path=str(root / "charges")))
     view = runpy.run_path(str(repo / "cards.py"))["card_stream"]
-
-    # The bootstrap loads the first commit only: the stream folds the five others, one per micro-batch.
-    def bootstrap(warehouse: Path, url: str) -> None:
-        streaming.checkpoint_dir(warehouse, view).mkdir(parents=True)
-        report = online.materialize(spark, [view], warehouse=warehouse, store=url, versions={"charges": 0})[0]
-        streaming._write_json(streaming.checkpoint_dir(warehouse, view) / "bootstrap.json",
-                              {"delta_version": 0, "from_us": report["from_us"], "stamp_base": 1 << 40,
-                               "stream": "card_stream:v1:test", "store": url})
-
-    calm = tmp_path / "calm.db"
-    bootstrap(tmp_path / "wh_calm", f"sqlite:{calm}")
-    streaming.stream(spark, [view], warehouse=tmp_path / "wh_calm", store_url=f"sqlite:{calm}", until_idle=True,
+    calm = root / "calm.db"
+    _bootstrap(spark, view, root / "wh_calm", f"sqlite:{calm}")
+    streaming.stream(spark, [view], warehouse=root / "wh_calm", store_url=f"sqlite:{calm}", until_idle=True,
                      files_per_batch=1)
+    return {"root": root, "repo": repo, "view": view, "batches": len(commits), "tiles": tiles(calm),
+            "table": tile_table(spark, root / "wh_calm", view)}
 
-    db = tmp_path / "killed.db"
-    bootstrap(tmp_path / "wh", f"sqlite:{db}")
-    cmd = [sys.executable, "-m", "tally.cli", "--repo", str(repo), "--warehouse", str(tmp_path / "wh"),
-           "--online-store", f"sqlite:{db}", "stream", "card_stream", "--until-idle", "--files-per-batch", "1"]
-    rng = random.Random(11)
-    done: list[str] = []
-    for attempt in range(3):
-        args = cmd if attempt < 2 else [c for c in cmd if c != "--until-idle"]
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
-                                start_new_session=True)
-        try:
-            if attempt < 2:
-                line = proc.stdout.readline()  # the first batch done: the next one is running
-                assert " batch " in line, line
-                done.append(line)
-                time.sleep(rng.uniform(0.0, 0.8))
-                os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
-                proc.wait(30)
-            else:  # without --until-idle: runs until Ctrl-C, which stops it cleanly once every batch is in
-                deadline = time.monotonic() + 120
-                while last_batch(db) != len(commits) - 1 and time.monotonic() < deadline and proc.poll() is None:
-                    time.sleep(0.2)
-                os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
-                out, _ = proc.communicate(timeout=60)
-                assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
-                done += out.splitlines()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    assert tiles(db) == tiles(calm), f"the store after two kills differs from a calm run; batches seen: {done}"
-    assert len(tiles(db)) > 100
+
+def _bootstrap(spark, view, warehouse: Path, url: str) -> None:
+    """The bootstrap loads the first commit only: the stream folds the three others, one per micro-batch."""
+    streaming.checkpoint_dir(warehouse, view).mkdir(parents=True)
+    report = online.materialize(spark, [view], warehouse=warehouse, store=url, versions={"charges": 0})[0]
+    streaming._write_json(streaming.checkpoint_dir(warehouse, view) / "bootstrap.json",
+                          {"delta_version": 0, "from_us": report["from_us"], "stamp_base": 1 << 40,
+                           "stream": "card_stream:v1:test", "store": url})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interrupted_run(spark, calm_run, kind):
+    """On SQLite a kill leaves a batch wholly written or not at all; on Redis it can leave one half-written (tiles
+    written, batch not recorded), which the replay must complete without folding a tile twice."""
+    root, view, batches = calm_run["root"], calm_run["view"], calm_run["batches"]
+    redis = redis_server.start() if kind == "redis" else None
+    db = root / "killed.db"
+    url = redis.url if redis else f"sqlite:{db}"
+    wh = root / f"wh_{kind}"
+    try:
+        _bootstrap(spark, view, wh, url)
+        cmd = [sys.executable, "-m", "tally.cli", "--repo", str(calm_run["repo"]), "--warehouse", str(wh),
+               "--online-store", url, "stream", "card_stream", "--until-idle", "--files-per-batch", "1"]
+        rng = random.Random(11 if redis is None else 12)
+        done: list[str] = []
+        for attempt in range(3):
+            # the last start on SQLite runs without --until-idle, until Ctrl-C; on Redis it ends once idle
+            args = cmd if attempt < 2 or redis else [c for c in cmd if c != "--until-idle"]
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
+                                    start_new_session=True)
+            try:
+                if attempt < 2:
+                    line = proc.stdout.readline()  # the first batch done: the next one is running
+                    assert " batch " in line, line
+                    done.append(line)
+                    time.sleep(rng.uniform(0.0, 0.8))
+                    os.killpg(proc.pid, signal.SIGKILL)  # the Python driver and its JVM, as a crash would
+                    proc.wait(30)
+                elif redis:
+                    out, _ = proc.communicate(timeout=180)
+                    assert proc.returncode == 0, out
+                    done += out.splitlines()
+                else:  # runs until Ctrl-C, which stops it cleanly once every batch is in (both stores: the status)
+                    deadline = time.monotonic() + 120
+                    while last_status(wh, view) != batches - 1 and time.monotonic() < deadline and proc.poll() is None:
+                        time.sleep(0.2)
+                    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
+                    out, _ = proc.communicate(timeout=60)
+                    assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
+                    done += out.splitlines()
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+        stored = tiles(redis or db)
+    finally:
+        if redis:
+            redis.stop()
+    assert stored == calm_run["tiles"], f"the store after two kills differs from a calm run; batches seen: {done}"
+    assert len(stored) > 100
+    # The Delta tile table: every batch once (no replay appended twice, none lost), each tile as the store holds it.
+    table = tile_table(spark, wh, view)
+    assert sorted({r[5] for r in table}) == list(range(batches))
+    assert table == calm_run["table"], f"the tile table after two kills differs from a calm run; batches seen: {done}"
+    writes = [c for c in store.commits(spark, streaming.tile_table(wh, view)) if c["operation"] == "WRITE"]
+    assert len(writes) == batches, writes
+    at = {(key, length, start): payload for _, _, key, length, start, payload in stored}
+    latest = latest_tiles(table)
+    assert latest and all(at[a] == p for a, p in latest.items())
+
+
+def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_replay(spark, tmp_path):
+    """A crash between the tile table's commit and the store's close (they run at once) leaves the batch in one of
+    them; the replay (same batch, id and stamp) must complete the other and change nothing in the first."""
+    events = [e for e in charges() if e[0] in ("c0", "c1", "c2")]
+    first, second = arrivals(events, 2, seed=5)
+    view = stream_view(tmp_path, "card_half", windows=("1h", "24h", None))
+    append(spark, tmp_path / "charges", first)
+    urls = [f"sqlite:{tmp_path / name}" for name in ("one.db", "two.db")]
+    floor = [online.materialize(spark, [view], warehouse=tmp_path / "wh", store=u, versions={"charges": 0})[0]["from_us"]
+             for u in urls][0]
+    batch = sources.shape(spark.createDataFrame(second, CHARGES_SCHEMA), view.source)
+    table_a, table_b = tmp_path / "tiles_a", tmp_path / "tiles_b"
+
+    def fold(url: str, table: Path) -> dict:
+        return kernels.stream_batch(spark, batch, view, url, str(table), "card_half:v1:test", 0, 1 << 40, floor)
+
+    assert not fold(urls[0], table_a)["skipped"]
+    whole, rows = tiles(tmp_path / "one.db"), tile_table(spark, None, view, table_a)
+    assert len(rows) > 50
+    # the store has the batch, the table (b) not: the table gets the store's tiles of the batch, the store nothing
+    assert not fold(urls[0], table_b)["skipped"]
+    assert tiles(tmp_path / "one.db") == whole and tile_table(spark, None, view, table_b) == rows
+    assert fold(urls[0], table_b)["skipped"]
+    # the table (a) has the batch, the store (two) not: the store gets it, the table nothing (Delta skips the append)
+    assert not fold(urls[1], table_a)["skipped"]
+    assert tiles(tmp_path / "two.db") == whole and tile_table(spark, None, view, table_a) == rows
+    assert len(store.commits(spark, table_a)) == 1
 
 
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):
@@ -212,10 +308,55 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     healed = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows], warehouse=wh, store=url)
     assert not mismatches(view, offline, healed)
 
-    # a bad row stops the stream with a typed error naming the view, the batch and the row's problem
-    append(spark, tmp_path / "charges", [(None, *fresh[1:])])
-    with pytest.raises(DataError, match=r"view 'card_late': the stream stopped in micro-batch \d+: .*null key 'card_id'"):
-        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+
+def test_a_micro_batch_failing_the_source_contract_stops_the_stream_and_writes_nothing(spark, tmp_path):
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    source = tl.Source("charges", path=str(tmp_path / "charges"), format="delta", timestamp="created",
+                       checks=[tl.Check.ge("qty", 1)], timestamp_bounds=("2020-01-01", "2100-01-01"))
+    view = tl.FeatureView("card_checked", entity=CARD, source=source, ttl="36h", online=True,
+                          aggregations=[tl.Aggregation("count", windows=["1h", None]),
+                                        tl.Aggregation("sum", column="qty", windows=["24h"])])
+    append(spark, tmp_path / "charges", events[:150])
+    wh, db = tmp_path / "wh", tmp_path / "tally.db"
+    url = f"sqlite:{db}"
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # bootstrap
+    append(spark, tmp_path / "charges", events[150:])
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # batch 0
+    before = (tiles(db), last_batch(db), tile_table(spark, wh, view),
+              (streaming.checkpoint_dir(wh, view) / "status.json").read_text())
+    at = from_micros(micros(events[-1][1]) + MINUTE)
+    good = ("c0", at, 1.0, 2, None, "m2", False, None, 0.1)
+    bad = [(None, *good[1:]),                                  # a null key
+           ("c1", at, 1.0, 0, None, "m2", False, None, 0.1),   # qty below the declared check
+           ("c1", at, 1.0, -3, None, "m2", False, None, 0.1),
+           ("c0", from_micros(micros(dt.datetime(2019, 6, 1, tzinfo=dt.timezone.utc))), 1.0, 1, None, "m2", False,
+            None, 0.1)]                                        # before the source's timestamp bounds
+    append(spark, tmp_path / "charges", [good, *bad])
+    for _ in range(2):  # a restart refuses the same batch again
+        with pytest.raises(DataError) as err:
+            streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+        text = str(err.value)
+        assert "source 'charges' for view 'card_checked' in micro-batch 1 fails its contract" in text, text
+        failures = {f["column"]: (f["check"].split("(")[0], f["rows"], f["examples"]) for f in err.value.details["failures"]}
+        assert {c: (check, n) for c, (check, n, _) in failures.items()} == {
+            "card_id": ("card_id not_null", 1), "qty": ("qty ge", 2), "created": ("created between", 1)}, failures
+        assert failures["qty"][2] and all(e["card_id"] == "c1" for e in failures["qty"][2])
+        assert "qty ge(1): 2 row(s) fail, e.g. " in text, text
+        assert "delete <warehouse>/checkpoints/card_checked/v1" in err.value.hint and err.value.exit_code == 1
+        # nothing of the batch in either store, nor in the status `describe` shows
+        assert before == (tiles(db), last_batch(db), tile_table(spark, wh, view),
+                          (streaming.checkpoint_dir(wh, view) / "status.json").read_text())
+
+    # what the hint says: delete the rows (a new Delta version) and the checkpoint; the stream bootstraps again
+    from delta.tables import DeltaTable
+    DeltaTable.forPath(spark, str(tmp_path / "charges")).delete("card_id IS NULL OR qty < 1 OR created < '2020-01-01'")
+    shutil.rmtree(streaming.checkpoint_dir(wh, view))
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+    rows = [(0, "c0", from_micros(micros(at) + 1)), (1, "c1", from_micros(micros(at) + 1))]
+    got = online.get(spark, [view.name], rows=[{"entities": {"card_id": k}, "at": a} for _, k, a in rows],
+                     warehouse=wh, store=url)
+    assert not mismatches(view, offline_rows(spark, view, rows), got)
+    assert got[0]["card_checked:count_1h"] >= 1  # the good row of the refused commit is in
 
 
 def test_only_online_views_over_delta_stream(spark, tmp_path):

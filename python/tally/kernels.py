@@ -85,17 +85,19 @@ def materialize(spark, events, view, store_url: str, from_us: int, stamp: int, *
         return json.loads(bridge.materialize(events._jdf, view.spec_json(), store_url, int(from_us), int(stamp), n))
 
 
-def stream_batch(spark, batch, view, store_url: str, stream: str, batch_id: int, stamp_base: int, floor_us: int, *,
-                 partitions: int | None = None) -> dict:
-    """Cross once: fold one stream micro-batch of `view`'s source into the store, exactly once (StreamJob).
+def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: str, batch_id: int, stamp_base: int,
+                 floor_us: int, *, partitions: int | None = None) -> dict:
+    """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
+    `tile_table`, exactly once (StreamJob).
 
-    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events) and horizon_us."""
+    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
+    phases_ms (milliseconds per phase of the batch: build, fold, tile_table, close)."""
     import json
 
     n = _partitions(spark, partitions)
     bridge = _bridge(spark)
     with _store_errors(spark, store_url):
-        return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, stream, int(batch_id),
+        return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, tile_table, stream, int(batch_id),
                                              int(stamp_base), int(floor_us), n))
 
 

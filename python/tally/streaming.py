@@ -3,8 +3,10 @@
 How a stream starts (once per view version, recorded in `<warehouse>/checkpoints/<view>/v<version>/bootstrap.json`):
 the source's current Delta version V is materialized (every tile requests from its newest event on need), then the
 query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
-by one micro-batch. Each micro-batch goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into
-the stored tiles and records the id in the store (see docs/streaming.md for why a replay changes nothing).
+by one micro-batch. Each micro-batch is checked against the source's contract (`check_batch`: a failure stops the
+stream before any write), then goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into the
+stored tiles, appends them to the Delta tile table (`tile_table`) and records the id in both (see
+docs/streaming.md for why a replay changes nothing).
 
 Spark's own checkpoint lives beside the bootstrap record (`.../spark`); deleting the folder starts the stream over
 with a new bootstrap and a new stream name, so its batch ids and stamps never meet the old ones.
@@ -29,6 +31,12 @@ DEFAULT_TRIGGER = "1s"
 def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
     """One checkpoint per view version: a new version (a new definition) streams from its own bootstrap."""
     return Path(warehouse) / "checkpoints" / view.name / f"v{view.version}"
+
+
+def tile_table(warehouse: str | Path, view: FeatureView) -> Path:
+    """The Delta tile table of a view version: every tile each micro-batch wrote to the online store, as folded, with
+    its stamp and batch id (the batch id is also Delta's transaction version of the stream, in the same commit)."""
+    return Path(warehouse).resolve() / "tiles" / view.name / f"v{view.version}"
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -87,7 +95,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
            on_batch: Callable[[dict], None] | None = None) -> list[dict]:
     """Stream each view's source into the online store until stopped (KeyboardInterrupt), or, with `until_idle`,
     until every commit there now is folded, or after `max_batches` batches per view. Returns each view's last
-    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s)."""
+    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
     url = online.store_url(store_url, warehouse=warehouse)
     trigger_us = definitions.parse_duration(trigger, where="--trigger")
     tables = {v.name: require_streamable(v, data=data) for v in views}
@@ -115,7 +123,12 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 raise
 
         def _fold(batch, batch_id, v, state, status_path):
-            r = kernels.stream_batch(spark, batch, v, url, state["stream"], batch_id, state["stamp_base"], state["from_us"])
+            started = time.monotonic()
+            check_batch(batch, v, batch_id)
+            checked = time.monotonic()
+            r = kernels.stream_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
+                                     state["stamp_base"], state["from_us"])
+            r["phases_ms"] = {"check": round((checked - started) * 1000), **r["phases_ms"]}
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
             r.update(view=v.name, version=v.version,
                      lag_s=None if r["newest_us"] is None else (now_us - r["newest_us"]) / 1e6)
@@ -157,6 +170,22 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
             if q.isActive:
                 q.stop()
     return [last[v.name] for v in views if v.name in last]
+
+
+def check_batch(batch, view: FeatureView, batch_id: int) -> None:
+    """The source's contract on one micro-batch (the checks `materialize` and backfills run: keys and timestamps not
+    null, timestamps within the source's bounds, declared types and checks, ids unique within the batch), before
+    anything of it is written: a failing batch stops the stream and leaves both stores as they were. One aggregate
+    over the batch; examples are fetched only for failing checks. The source's `on_invalid="quarantine"` does not
+    apply here: a quarantine append on every replay of the batch would repeat its rows (docs/streaming.md)."""
+    from tally import validation
+
+    report = validation.source_report(batch, view.source, [view], allow_empty=True,
+                                      where=f" for view '{view.name}' in micro-batch {batch_id}")
+    folder = f"<warehouse>/checkpoints/{view.name}/v{view.version}"
+    report.raise_if_failed(hint=f"the stream refuses this batch at every restart (a Delta commit stays in the log): "
+                                f"remove the rows from the source (DELETE, a new Delta version), delete {folder} and "
+                                f"start the stream again; it bootstraps from the fixed table")
 
 
 def _typed(view: FeatureView, failure: tuple[int, Exception] | None, query_error: Exception) -> Exception:

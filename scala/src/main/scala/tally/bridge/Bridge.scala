@@ -57,16 +57,20 @@ object Bridge {
     mapper.writeValueAsString(out)
   }
 
-  /** Folds one stream micro-batch into the store at `storeUrl`, exactly once (see [[tally.spark.StreamJob]]). Returns
-    * `{"batch_id", "skipped", "events", "late", "tiles", "applied", "newest_us", "horizon_us"}`. */
-  def streamBatch(batch: DataFrame, specJson: String, storeUrl: String, stream: String, batchId: Long, stampBase: Long,
-                  floorUs: Long, partitions: Int): String = {
-    val r = tally.spark.StreamJob.foldBatch(batch, Spec.parse(specJson), store(storeUrl), stream, batchId, stampBase, floorUs, partitions)
+  /** Folds one stream micro-batch into the store at `storeUrl` and the Delta tile table at `tileTable`, exactly once
+    * (see [[tally.spark.StreamJob]]). Returns
+    * `{"batch_id", "skipped", "events", "late", "tiles", "applied", "newest_us", "horizon_us", "phases_ms"}`. */
+  def streamBatch(batch: DataFrame, specJson: String, storeUrl: String, tileTable: String, stream: String, batchId: Long,
+                  stampBase: Long, floorUs: Long, partitions: Int): String = {
+    val r = tally.spark.StreamJob.foldBatch(batch, Spec.parse(specJson), store(storeUrl), tileTable, stream, batchId,
+      stampBase, floorUs, partitions)
     val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
     val out = mapper.createObjectNode()
     out.put("batch_id", r.batchId).put("skipped", r.skipped).put("events", r.events).put("late", r.late)
       .put("tiles", r.tiles).put("applied", r.applied).put("horizon_us", r.horizonUs)
     r.newestUs.fold(out.putNull("newest_us"))(w => out.put("newest_us", w))
+    val phases = out.putObject("phases_ms")
+    r.phasesMs.foreach { case (phase, ms) => phases.put(phase, ms) }
     mapper.writeValueAsString(out)
   }
 

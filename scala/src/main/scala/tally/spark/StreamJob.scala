@@ -1,7 +1,8 @@
 package tally.spark
 
-import org.apache.spark.sql.DataFrame
+import org.apache.spark.sql.{DataFrame, Row}
 import org.apache.spark.sql.functions._
+import org.apache.spark.sql.types._
 
 import tally.bridge.ViewSpec
 import tally.online.{EntityKey, OnlineStore, Tile, TileFold, TileQuery}
@@ -12,35 +13,76 @@ import tally.window.Ladder
   * `foreachBatch` hands each batch here with Spark's batch id; this object knows nothing of streams, so a suite can
   * drive it with plain DataFrames.
   *
-  * 1. A batch the store records as written (`lastBatch(stream) >= batchId`) is skipped: Spark replays the last
-  *    batch after a restart when the crash came after our writes but before its checkpoint's commit.
+  * 1. A batch both the store and the Delta tile table record as written (`lastBatch(stream) >= batchId`, and the
+  *    table's transaction version of `stream` >= batchId) is skipped: Spark replays the last batch after a restart
+  *    when the crash came after our writes but before its checkpoint's commit.
   * 2. The horizon: tiles are complete from `floorUs` on (where the bootstrap `materialize` wrote every ladder level)
   *    and requests at or after the watermark need nothing before `floor(watermark - reach, 30 days)`. Events older
   *    than the later of the two are counted as late and skipped: folding them would create fine tiles beside a
   *    lifetime window's coarse ones. The next batch `tally materialize` heals them.
   * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`.
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
-  *    into the stored one at its address ([[TileFold]]); one already carrying the batch's stamp is skipped.
-  * 5. Close ([[OnlineStore.closeBatch]]): tiles, watermark, batch record; in one transaction on SQLite. Where the
-  *    store cannot (Redis), a crash before the record replays the batch under the same id and stamp: tiles already
-  *    written are skipped in 4 (and refused by the store's stamp rule), the rest are folded once. See
-  *    docs/streaming.md.
+  *    into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
+  *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
+  *    address, so the table's rows are the batch's folds whichever attempt computed them.
+  * 5. At once, on two threads: the batch's tiles go to the view's Delta tile table in one commit that also records
+  *    the batch id as Delta's transaction version of the stream (`txnAppId` = stream, `txnVersion` = batch id; Delta
+  *    skips an append whose version it already holds, so a replay adds nothing), and the store closes the batch
+  *    ([[OnlineStore.closeBatch]]: tiles, watermark, batch record; one transaction on SQLite). Neither waits for
+  *    the other, so the Delta commit adds nothing to freshness. A crash between them leaves one recording the batch
+  *    and not the other; then 1 does not skip, 4 finds the store's tiles stamped, and the replay completes the
+  *    other. Where the store cannot close in one transaction (Redis), a crash before its record replays the batch
+  *    under the same id and stamp: tiles already written are found in 4 (and refused by the store's stamp rule),
+  *    the rest are folded once. See docs/streaming.md.
   */
 object StreamJob {
+  /** `phasesMs`: where the batch's time went (build: read the batch, build and collect its tiles; fold: read the
+    * stored tiles and fold; close: the store's close and the tile table's commit, which run at once; tile_table:
+    * the Delta commit alone), for `bench/streaming.py`. */
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
-                          newestUs: Option[Long], horizonUs: Long)
+                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil)
 
   /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
   private val ReadKeys = 1000
 
-  def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, stream: String, batchId: Long, stampBase: Long,
-                floorUs: Long, partitions: Int): Result = {
+  /** The Delta tile table's rows: each tile a batch wrote, as the store holds it after the batch (the fold of the
+    * stored tile and the batch's), with the batch's stamp and id. The latest row per (key, length_us, start_us)
+    * is the tile's current state; see docs/streaming.md for rebuilding a store from it. */
+  val TileTableSchema: StructType = StructType(Seq(
+    StructField("key", StringType, nullable = false), StructField("length_us", LongType, nullable = false),
+    StructField("start_us", LongType, nullable = false), StructField("payload", BinaryType, nullable = false),
+    StructField("stamp", LongType, nullable = false), StructField("batch_id", LongType, nullable = false)))
+
+  /** Appends one batch's folded tiles to the tile table at `path`, recording `batchId` in the same Delta commit;
+    * Delta skips the write when the table already records this (or a later) batch of `stream`. */
+  def writeTileTable(batch: DataFrame, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Unit = {
+    val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
+    import scala.jdk.CollectionConverters._
+    batch.sparkSession.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
+      .write.format("delta").mode("append").option("txnAppId", stream).option("txnVersion", batchId).save(path)
+  }
+
+  /** Whether the tile table at `path` records batch `batchId` (or a later one) of `stream`. */
+  def tableHas(batch: DataFrame, path: String, stream: String, batchId: Long): Boolean =
+    org.apache.spark.sql.delta.DeltaLog.forTable(batch.sparkSession, path).update().transactions.get(stream)
+      .exists(_.asInstanceOf[Long] >= batchId)
+
+  def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
+                stampBase: Long, floorUs: Long, partitions: Int): Result = {
     val (view, version) = (spec.view, spec.version)
     val reach = spec.boundedReachUs.getOrElse(0L)
-    val horizon = math.max(floorUs,
+    val recorded = store.lastBatch(stream).exists(_ >= batchId)
+    // A batch the store recorded but the table did not only has its table rows to write: the store's tiles that
+    // carry its stamp. Its watermark is already raised, so the horizon from it could call some of the batch's
+    // events late that the first attempt folded; from the bootstrap's floor every tile of the batch is found.
+    val horizon = if (recorded) floorUs else math.max(floorUs,
       store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
-    if (store.lastBatch(stream).exists(_ >= batchId)) return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
+    if (recorded && tableHas(batch, tileTable, stream, batchId))
+      return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
+    val phases = Seq.newBuilder[(String, Long)]
+    var mark = System.nanoTime()
+    def lap(phase: String): Unit = { val now = System.nanoTime(); phases += phase -> (now - mark) / 1000000; mark = now }
     val stamp = stampBase + batchId
     val prepared = TileRows.prepare(batch, spec)
     val rows = prepared.rows.cache()
@@ -62,17 +104,29 @@ object StreamJob {
         fresh += Tile(view, version, entity, start, length, payload, stamp)
       })
       val tiles = fresh.result()
+      lap("build")
+      // (tile as the batch leaves it, whether to write it to the store)
       val folded = tiles.groupBy(_.key).toSeq.grouped(ReadKeys).flatMap { part =>
         val from = part.iterator.flatMap(_._2).map(_.startUs).min
         val to = part.iterator.flatMap(_._2).map(_.endUs).max
         val stored = store.read(view, version, part.map(_._1), from, to)
         part.flatMap { case (key, mine) =>
           val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
-          mine.flatMap(t => TileFold.fold(layout, at.get(t.address), t))
+          mine.map(t => TileFold.fold(layout, at.get(t.address), t).fold(at(t.address) -> false)(_ -> true))
         }
-      }.toSeq
-      val applied = store.closeBatch(folded, view, version, newest, stream, batchId)
-      Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon)
+      }.toSeq.filter { case (_, write) => !recorded || !write }  // recorded: only what the store has of the batch
+      lap("fold")
+      import scala.concurrent.{Await, ExecutionContext, Future}
+      import scala.concurrent.duration.Duration
+      val table = Future {
+        val start = System.nanoTime()
+        writeTileTable(batch, tileTable, folded.map(_._1), stream, batchId)
+        (System.nanoTime() - start) / 1000000
+      }(ExecutionContext.global)
+      val applied = try store.closeBatch(folded.collect { case (t, true) => t }, view, version, newest, stream, batchId)
+        finally phases += "tile_table" -> Await.result(table, Duration.Inf)
+      lap("close")
+      Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon, phases.result())
     } finally rows.unpersist()
   }
 }
