@@ -142,15 +142,14 @@ def empty_value(feature, dtype):
 
 def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, warehouse, names: Sequence[str],
                       as_of=None, allow_missing: bool = False, report: dict | None = None, prefix: str | None = None,
-                      keys: Mapping[str, str] | None = None, counted=None):
+                      keys: Mapping[str, str] | None = None):
     """The spine with `view`'s snapshot features: the row of day date(t) - 1 of the view's Delta table, as columns
     `{prefix}{feature}` (default prefix `{view}__`; `keys` as in `temporal_features`).
 
     An entity with no row on a day the table covers had no event within the view's horizon. With a ttl, its
     features are null (DESIGN.md, ttl); without one, every window is empty, so it gets exactly what the
     temporal path gives there: 0 for counts and sums, else the feature's default. Days the table does not cover
-    are refused, or with `allow_missing` left null. The report counts the rows of `counted` (default: the spine)
-    in those days.
+    are refused, or with `allow_missing` left null.
     """
     from pyspark.sql import functions as F
 
@@ -182,7 +181,7 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
     if report is not None:
         report[view.name] = {"delta_version": version, "missing_days": [str(d) for d in missing]}
         if missing:
-            report[view.name]["rows_in_missing_days"] = (spine if counted is None else counted).where(in_missing_day).count()
+            report[view.name]["rows_in_missing_days"] = spine.where(in_missing_day).count()
     return out
 
 
@@ -244,16 +243,6 @@ def _first_line(exc) -> str:
     return str(exc).strip().splitlines()[0]
 
 
-def _join_parts(spine, parts, on: Sequence[str]):
-    """The spine with the feature columns of `parts` (each one a view's features on the spine's distinct `on`
-    rows), in the order of `parts`; every spine row finds its one row in each part."""
-    out = spine
-    for part in parts:
-        out = out.join(part, on=list(on), how="left")
-    added = [c for part in parts for c in part.columns if c not in on]
-    return out.select(*[f"`{c}`" for c in [*spine.columns, *added]])
-
-
 def _mapped(spine, sel: Selection, join):
     """`join(spine)` for a use whose view keys are read from other spine columns: the spine gets the view's key
     columns as copies of the mapped columns (same-named spine columns step aside meanwhile), and the result is the
@@ -285,8 +274,6 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
 
     Every check (references, key columns, column clashes, derived expressions, labels) runs before any Spark job.
     """
-    from pyspark.sql import functions as F
-
     from tally import labels as labels_
 
     resolved = resolve(features, views)
@@ -318,13 +305,7 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
                and set(keys) <= set(v.entity.keys) for v in temporal):
         validation.spine_report(spine, timestamp, keys).raise_if_failed(
             hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
-    # With several views, each one sweeps only the spine's distinct (keys, time) rows, and their features meet the
-    # spine in one join at the end: a view no longer shuffles the whole spine plus every earlier view's features.
-    # One view keeps the direct path (no extra join; a spine that is the source itself is swept in one copy).
-    narrow = len(selections) > 1
-    base = spine.select(*[F.col(f"`{c}`") for c in dict.fromkeys([*keys, timestamp])]).distinct() if narrow \
-        else spine
-    out, report, entries, parts = base, {}, [], []
+    out, report, entries = spine, {}, []
     for sel in selections:
         v, prefix, mapping = sel.view, sel.column_prefix, dict(sel.keys)
         if v.accuracy == "snapshot":
@@ -332,21 +313,16 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
             pin = report[v.name]["delta_version"] if v.name in report else as_of.get(v.name)
             join = functools.partial(snapshot_features, spark, view=v, timestamp=timestamp, warehouse=warehouse,
                                      names=sel.features, as_of=pin, allow_missing=allow_missing, report=report,
-                                     prefix=prefix, keys=mapping, counted=spine)
+                                     prefix=prefix, keys=mapping)
         else:
             if v.name in as_of:
                 raise UsageError(f"view '{v.name}' is temporal: it reads its source, so as_of does not apply")
             join = functools.partial(temporal_features, spark, view=v, timestamp=timestamp, names=sel.features,
                                      source_df=events[v.source.name], prefix=prefix, keys=mapping)
-        if narrow:
-            parts.append(_mapped(base, sel, join))
-        else:
-            out = _mapped(out, sel, join)
+        out = _mapped(out, sel, join)
         entries.append({"view": v.name, "version": v.version, "fingerprint": v.fingerprint, "accuracy": v.accuracy,
                         "features": list(sel.features), **report.get(v.name, {"delta_version": None}),
                         **({"prefix": sel.prefix} if sel.prefix else {}), **({"keys": mapping} if mapping else {})})
-    if narrow:
-        out = _join_parts(spine, parts, base.columns)
     out = add_derived(out, resolved)
     # a derived feature's inputs stay only when the feature list asks for them too (columns keep the joins' order)
     keep = set(spine.columns) | set(resolved.output)
