@@ -135,7 +135,6 @@ def _runs(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
 def run(fs, task: Task, *, out: str | Path | None = None, labels_as_of=None) -> dict:
     """Runs `task` on the FeatureStore `fs` (its repository, warehouse, data and Spark); returns metrics.json's
     content with where everything went."""
-
     from tally import labels as labels_
 
     label, names = definition.check(task, fs.repo)
