@@ -212,7 +212,7 @@ def backfill(spark, view: EmbeddingView, start: dt.date, end: dt.date, *, wareho
          .option("userMetadata", json.dumps(meta, sort_keys=True, separators=(",", ":")))
          .save(str(path)))
         if existed and not keys:  # Delta commits nothing for an empty write: record the step's days anyway
-            store._record_empty_chunk(spark, path, meta, chunk)
+            store.record_empty_chunk(spark, path, meta, chunk)
         last_commit = store.commits(spark, path)[-1]
         previous = dict(zip(keys, matrix))
         results.append({"chunk": str(chunk), "status": "written", "rows": last_commit["rows"],

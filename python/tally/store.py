@@ -262,7 +262,7 @@ def backfill(
             try:
                 writer.save(str(path))
                 if before is not None and commits(spark, path)[-1]["version"] == before:
-                    _record_empty_chunk(spark, path, meta, chunk)
+                    record_empty_chunk(spark, path, meta, chunk)
             except conflicts as exc:
                 raise ConcurrentWriteError(
                     f"view '{view.name}' v{view.version}: another backfill committed days {chunk} of {path} first",
@@ -278,7 +278,7 @@ def backfill(
     return results
 
 
-def _record_empty_chunk(spark, path: Path, meta: dict, chunk: Chunk) -> None:
+def record_empty_chunk(spark, path: Path, meta: dict, chunk: Chunk) -> None:
     """Delta commits nothing for an empty write into an existing table, yet the chunk's days are computed (no entity
     had an event within the horizon: days before the source's first event, a quiet spell). A commit that only sets
     a table property carries the chunk's metadata instead, so its days count as covered."""
