@@ -3,7 +3,10 @@
 (a) tally's sort-merge as-of kernel, (b) the Feast Spark offline-store shape (range join, ROW_NUMBER, re-join),
 (c) the union + last(ignorenulls) forward-fill idiom, (d) DuckDB ASOF JOIN. All four must agree.
 
-    .venv/bin/python bench/asof.py [--spine 2000000 --cards 100000 --days 90]
+    .venv/bin/python bench/asof.py [--spine 2000000 --cards 100000 --days 90] [--keys string|bigint]
+
+Card keys are strings ("card123", the default) or bigints (123): hashing and comparing string keys costs the
+kernel more than the idiom's window sort, so both are measured; each kind records its own section.
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ from common import OUT, machine, record, table, timed  # noqa: E402
 START = dt.datetime(2026, 1, 1)
 
 
-def generate(spark, spine_rows: int, cards: int, days: int) -> tuple[Path, Path]:
+def generate(spark, spine_rows: int, cards: int, days: int, keys: str = "string") -> tuple[Path, Path]:
     from pyspark.sql import functions as F
 
-    folder = OUT / f"asof_{spine_rows}_{cards}_{days}"
+    def card(number):
+        return F.concat(F.lit("card"), number.cast("string")) if keys == "string" else number.cast("long")
+
+    folder = OUT / f"asof_{spine_rows}_{cards}_{days}{'' if keys == 'string' else '_' + keys}"
     snap, spine = folder / "snapshots", folder / "spine"
     if not (spine / "_SUCCESS").exists():
         start = F.lit(START)
         (spark.range(cards * days)
-         .select(F.concat(F.lit("card"), (F.col("id") % cards).cast("string")).alias("card_id"),
+         .select(card(F.col("id") % cards).alias("card_id"),
                  (start + F.make_interval(days=(F.col("id") / cards).cast("int") + 1)).alias("snapshot_ts"),
                  (F.abs(F.xxhash64("id", F.lit(1))) % 1000).alias("count_7d"),
                  (F.abs(F.xxhash64("id", F.lit(2))) % 100000 / 100.0).alias("sum_amount_7d"))
@@ -35,7 +41,7 @@ def generate(spark, spine_rows: int, cards: int, days: int) -> tuple[Path, Path]
         seconds = days * 86400
         (spark.range(spine_rows)
          .select(F.col("id").alias("row_id"),
-                 F.concat(F.lit("card"), (F.abs(F.xxhash64("id", F.lit(3))) % cards).cast("string")).alias("card_id"),
+                 card(F.abs(F.xxhash64("id", F.lit(3))) % cards).alias("card_id"),
                  (start + F.make_interval(secs=(F.abs(F.xxhash64("id", F.lit(4))) % seconds).cast("decimal(18,6)")))
                  .alias("ts"))
          .write.mode("overwrite").parquet(str(spine)))
@@ -104,13 +110,14 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-feast", action="store_true")
+    parser.add_argument("--keys", choices=["string", "bigint"], default="string")
     args = parser.parse_args()
 
     import tally as tl
 
     spark = tl.session(conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "8g"})
     try:
-        snap, spine = generate(spark, args.spine, args.cards, args.days)
+        snap, spine = generate(spark, args.spine, args.cards, args.days, args.keys)
         runs = {}
         for name, make, repeat in (("tally as-of kernel", lambda: tally_asof(spark, snap, spine), args.repeat),
                                    ("union + last(ignorenulls)", lambda: union_ffill(spark, snap, spine), args.repeat),
@@ -126,16 +133,19 @@ def main() -> None:
         sums = {name: r[2] for name, r in runs.items()}
         agree = len(set(sums.values())) == 1
         base = runs["tally as-of kernel"][0]
-        rows = [[name, f"{med:.2f}", f"{med / base:.1f}x", len(times)] for name, (med, times, _) in runs.items()]
-        text = (f"{args.spine:,} spine rows against {args.cards * args.days:,} snapshot rows ({args.cards:,} cards x "
-                f"{args.days} days), one run on {machine()}; times are medians of the runs shown, from parquet to a "
+        rows = [[name, f"{med:.2f}", f"{min(times):.2f}–{max(times):.2f}", f"{med / base:.1f}x", len(times)]
+                for name, (med, times, _) in runs.items()]
+        text = (f"`.venv/bin/python bench/asof.py --keys {args.keys}`: {args.spine:,} spine rows against "
+                f"{args.cards * args.days:,} snapshot rows ({args.cards:,} cards x {args.days} days, {args.keys} keys), "
+                f"one run on {machine()}; "
+                f"times are medians of the runs shown, from parquet to a "
                 f"no-op sink (DuckDB: to an aggregate). Results agree: {agree} (row count, sums of both feature "
                 f"columns, matched rows: {sums['tally as-of kernel']}).\n\n"
-                + table(["engine", "seconds", "relative to tally", "runs"], rows))
+                + table(["engine", "seconds", "spread", "relative to tally", "runs"], rows))
         print(text)
         if not agree:
             print("DISAGREEMENT:", sums)
-        record("As-of join: snapshot features onto a spine", text)
+        record("As-of join: snapshot features onto a spine" + ("" if args.keys == "string" else f" ({args.keys} keys)"), text)
     finally:
         spark.stop()
 

@@ -17,7 +17,9 @@ HERE = Path(__file__).resolve().parent
 FULL = [
     ["engine.py"],
     ["skew.py"],
+    ["userpath.py", "--record"],
     ["asof.py"],
+    ["asof.py", "--keys", "bigint"],
     ["kernels.py"],
     ["backfill.py"],
     ["serving.py"],
@@ -26,7 +28,9 @@ FULL = [
 QUICK = [
     ["engine.py", "--sizes", "200000"],
     ["skew.py", "--charges", "200000", "--repeat", "1"],
+    ["userpath.py", "--charges", "200000", "--runs", "1"],
     ["asof.py", "--spine", "200000", "--cards", "10000", "--repeat", "1"],
+    ["asof.py", "--spine", "200000", "--cards", "10000", "--repeat", "1", "--keys", "bigint"],
     ["kernels.py", "--rows", "1000000", "--keys", "10000", "--repeat", "1"],
     ["backfill.py", "--charges", "200000", "--days", "30"],
     ["serving.py", "--charges", "100000", "--seconds", "5", "--repeat", "1"],

@@ -1,0 +1,156 @@
+"""The engine as a user meets it: the spine is its own file, the result goes to parquet, the first call counts.
+
+    .venv/bin/python bench/userpath.py [--charges 2000000] [--runs 3] [--record]
+
+The charges are bench/engine.py's anchor workload (same generator, same 12 features: count, sum and max of
+amount per card over 1h, 24h, 7d and 30d, strictly before each charge). The spine is a separate parquet file of
+(charge_id, card_id, created) — the same rows, written apart, so tally cannot recognise it as its source and
+takes the general path (a union of spine and events, the spine's columns carried through the sweep).
+
+- **tally warm**: `tl.training_set` with that spine, written to parquet, in one process after a first run;
+- **tally cold**: the same in a fresh Python process per run, timed from the process's start (imports, the JVM,
+  the session, the first plans: what every `tally training-set` call pays);
+- **DuckDB**: the same windows over the charges, joined to the spine on charge_id, written to parquet.
+
+Every result is checked against DuckDB's (bench/engine.py's `check`).
+"""
+
+from __future__ import annotations
+
+import time
+
+T0 = time.perf_counter()  # a cold run counts from here: imports included
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "python"))
+from common import OUT, machine, record  # noqa: E402
+
+
+def spine_file(data: Path) -> Path:
+    """The spine, written once beside the charges: their ids, keys and times, nothing else."""
+    import pyarrow.parquet as pq
+
+    path = data.with_name(data.stem + "_spine.parquet")
+    if not path.exists():
+        pq.write_table(pq.read_table(data, columns=["charge_id", "card_id", "created"]), path)
+    return path
+
+
+def run_tally(spark, data: Path, spine: Path, out: Path, with_max: bool) -> None:
+    import engine
+    import tally as tl
+
+    view = engine.tally_view(data, with_max)
+    train = tl.training_set(spark, spark.read.parquet(str(spine)), [view], timestamp="created")
+    train.select("charge_id", *[train[f"bench__{c}"].alias(c) for c in engine.feature_columns(with_max)]) \
+        .write.mode("overwrite").parquet(str(out))
+
+
+def run_duckdb(data: Path, spine: Path, out: Path, with_max: bool) -> None:
+    import duckdb
+    import engine
+
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.execute(f"CREATE VIEW charges AS SELECT *, epoch_us(created) AS ts_us FROM read_parquet('{data}')")
+    features = engine._window_sql("ts_us", "charges", with_max, coalesce_sum=True)
+    con.execute(f"COPY (SELECT f.* FROM read_parquet('{spine}') s JOIN ({features}) f USING (charge_id)) "
+                f"TO '{out}' (FORMAT parquet)")
+    con.close()
+
+
+def session():
+    import tally as tl
+
+    return tl.session(conf={"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": "8"})
+
+
+def child(data: Path, spine: Path, out: Path) -> None:
+    """One cold run: a fresh process's first training set; prints its seconds since the process started."""
+    import engine
+
+    spark = session()
+    try:
+        run_tally(spark, data, spine, out, engine.tally_has_max(spark))
+        print(json.dumps(time.perf_counter() - T0))
+    finally:
+        spark.stop()
+
+
+def spread(times: list[float]) -> str:
+    return f"{statistics.median(times):.1f} s ({min(times):.1f}–{max(times):.1f}, {len(times)} runs)"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--charges", type=int, default=2_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--record", action="store_true", help="write the table into bench/README.md")
+    ap.add_argument("--child", nargs=3, metavar=("DATA", "SPINE", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if args.child:
+        child(*map(Path, args.child))
+        return 0
+    import engine
+
+    data = engine.generate(args.charges)
+    spine = spine_file(data)
+    outs = {name: OUT / f"userpath_{name}_{args.charges}.parquet" for name in ("tally", "tally_cold", "duckdb")}
+    for p in outs.values():
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    cold = []
+    for _ in range(args.runs):
+        done = subprocess.run([sys.executable, __file__, "--child", str(data), str(spine), str(outs["tally_cold"])],
+                              check=True, capture_output=True, text=True)
+        cold.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"tally cold: {cold[-1]:.1f} s", flush=True)
+
+    spark = session()
+    try:
+        with_max = engine.tally_has_max(spark)
+        run_tally(spark, data, spine, outs["tally"], with_max)  # the first call: its costs belong to the cold rows
+        warm = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            run_tally(spark, data, spine, outs["tally"], with_max)
+            warm.append(time.perf_counter() - t)
+            print(f"tally warm: {warm[-1]:.1f} s", flush=True)
+    finally:
+        spark.stop()
+    duck = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        run_duckdb(data, spine, outs["duckdb"], with_max)
+        duck.append(time.perf_counter() - t)
+        print(f"duckdb: {duck[-1]:.1f} s", flush=True)
+    problems = engine.check({"duckdb": outs["duckdb"], "tally": outs["tally"], "tally cold": outs["tally_cold"]},
+                            with_max)
+    d = statistics.median(duck)
+    text = (f"`.venv/bin/python bench/userpath.py --charges {args.charges} --runs {args.runs}`: {args.charges:,} charges "
+            f"(bench/engine.py's workload, {12 if with_max else 8} features), the spine a separate parquet file of "
+            f"the same rows, results written to parquet; {machine()}. Results agree: "
+            f"{'yes' if not problems else 'NO: ' + '; '.join(problems)}.\n\n"
+            "| run | time | DuckDB / tally |\n|---|---|---|\n"
+            f"| tally warm (one process, after a first call) | {spread(warm)} | {d / statistics.median(warm):.1f}x |\n"
+            f"| tally cold (a fresh process, from its start) | {spread(cold)} | {d / statistics.median(cold):.1f}x |\n"
+            f"| DuckDB (windows over the charges, joined to the spine) | {spread(duck)} | 1.0x |\n")
+    print(text)
+    if args.record:
+        record("The user's path: a separate spine, a fresh process", text)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
