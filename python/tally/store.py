@@ -303,11 +303,12 @@ def _chunk_days(chunk: Chunk) -> set[str]:
     return {str(chunk.start + dt.timedelta(days=i)) for i in range(chunk.days)}
 
 
-def resolve_version(spark, path: str | Path, as_of: int | str | dt.datetime | None = None) -> int:
+def resolve_version(spark, path: str | Path, as_of: int | str | dt.datetime | None = None, *,
+                    history: list[dict] | None = None) -> int:
     """The one Delta version a read `as_of` means (None: latest; int: that version; timestamp: the last commit at
     or before it, naive timestamps read as UTC). Reads then use exactly this version, so what a manifest records
-    is what was read."""
-    entries = commits(spark, path)
+    is what was read. `history`: the table's `commits`, when the caller has read them already."""
+    entries = commits(spark, path) if history is None else history
     if not entries:
         raise DataError(f"no Delta table at {path}")
     if as_of is None:
@@ -346,9 +347,9 @@ def read_features(spark, view: FeatureView, *, warehouse: str | Path, version: i
                         hint="the version may be older than the table's log retention (delta.logRetentionDuration)") from exc
 
 
-def covered_days(spark, path: str | Path, *, version: int | None = None) -> set[str]:
+def covered_days(spark, path: str | Path, *, version: int | None = None, history: list[dict] | None = None) -> set[str]:
     """Every day the table holds at `version`: its `ds` partition values, plus the ranges of the tally commits
-    still in the log (a backfilled day can have no rows)."""
+    still in the log (a backfilled day can have no rows). `history` as in `resolve_version`."""
     from pyspark.sql import functions as F
 
     if not is_table(path):
@@ -357,7 +358,7 @@ def covered_days(spark, path: str | Path, *, version: int | None = None) -> set[
     if version is not None:
         reader = reader.option("versionAsOf", version)
     days = {str(r.ds) for r in reader.load(str(path)).select(F.col("ds")).distinct().collect()}
-    for c in commits(spark, path):
+    for c in commits(spark, path) if history is None else history:
         if version is not None and c["version"] > version:
             break
         if c.get("tally"):

@@ -156,9 +156,10 @@ def snapshot_features(spark, spine, view: FeatureView, timestamp: str, *, wareho
     path = store.table_path(warehouse, view.name, view.version)
     if not store.is_table(path):
         store.read_features(spark, view, warehouse=warehouse)  # raises naming the view and the backfill to run
-    version = store.resolve_version(spark, path, as_of)
+    history = store.commits(spark, path)  # read once: the version to read and the days it covers
+    version = store.resolve_version(spark, path, as_of, history=history)
     table = store.read_features(spark, view, warehouse=warehouse, version=version)
-    covered = store.covered_days(spark, path, version=version)
+    covered = store.covered_days(spark, path, version=version, history=history)
     missing = [d for d in needed_days(spine, timestamp) if str(d) not in covered]
     if missing and not allow_missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
