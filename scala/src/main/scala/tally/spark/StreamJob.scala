@@ -27,7 +27,10 @@ import tally.window.Ladder
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
   *    into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
   *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
-  *    address, so the table's rows are the batch's folds whichever attempt computed them.
+  *    address, so the table's rows are the batch's folds whichever attempt computed them. Where an earlier attempt
+  *    may have raised the watermark (the store records the batch, or its watermark is at or past the batch's newest
+  *    event), tiles are built from the bootstrap's floor, not the horizon: a raised watermark can move the horizon
+  *    past events the first attempt folded, and their stamped tiles must still reach the table.
   * 5. At once, on two threads: the batch's tiles go to the view's Delta tile table in one commit whose commit info
   *    names the stream and the batch (`userMetadata`, [[commitTag]]; a batch the table already holds is not
   *    appended again, so a replay adds nothing), and the store closes the batch
@@ -116,11 +119,8 @@ object StreamJob {
     val (view, version) = (spec.view, spec.version)
     val reach = spec.boundedReachUs.getOrElse(0L)
     val recorded = store.lastBatch(stream).exists(_ >= batchId)
-    // A batch the store recorded but the table did not only has its table rows to write: the store's tiles that
-    // carry its stamp. Its watermark is already raised, so the horizon from it could call some of the batch's
-    // events late that the first attempt folded; from the bootstrap's floor every tile of the batch is found.
-    val horizon = if (recorded) floorUs else math.max(floorUs,
-      store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
+    val watermark = store.watermark(view, version)
+    val horizon = math.max(floorUs, watermark.fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
     if (recorded && tableHas(batch.sparkSession, tileTable, stream, batchId))
       return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
@@ -132,9 +132,16 @@ object StreamJob {
     val rows = prepared.rows.cache()
     try {
       val counts = rows.agg(count(lit(1)), sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)),
-        max(when(col("__t") >= lit(horizon), col("__t")))).head()
+        max(when(col("__t") >= lit(horizon), col("__t"))), max(col("__t"))).head()
       val (events, late) = (counts.getLong(0), if (counts.isNullAt(1)) 0L else counts.getLong(1))
       val newest = if (counts.isNullAt(2)) None else Some(counts.getLong(2))
+      // Tiles below the horizon are built only where the store may hold some of this batch already under a raised
+      // watermark: a batch it recorded but the table did not, or one whose close died after raising the watermark
+      // (Redis: tiles, watermark, then the record), which the watermark at or past the batch's newest event allows.
+      // Then the horizon may have moved past events the first attempt folded (its 30-day floor crossed); their tiles
+      // carry the batch's stamp, and from the bootstrap's floor every such tile is found.
+      val replayed = recorded || (!counts.isNullAt(3) && watermark.exists(_ >= counts.getLong(3)))
+      val from = if (replayed) floorUs else horizon
       val layout = prepared.layout
       val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
       val fresh = Seq.newBuilder[Tile]
@@ -142,7 +149,7 @@ object StreamJob {
       // A micro-batch is small: as many tile tasks as it has input partitions (up to `partitions`), not a shuffle's
       // worth of mostly empty ones, which would put seconds of scheduling on every batch's latency.
       val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
-      TileRows.build(prepared, rows.where(col("__t") >= lit(horizon) || col("__t").isNull), layout, tasks, stamp,
+      TileRows.build(prepared, rows.where(col("__t") >= lit(from) || col("__t").isNull), layout, tasks, stamp,
         Long.MinValue, eventCount).collect().foreach(TileRows.unpack(_) { (key, start, length, payload) =>
         if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
         fresh += Tile(view, version, entity, start, length, payload, stamp)
@@ -158,7 +165,11 @@ object StreamJob {
           val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
           mine.map(t => TileFold.fold(layout, at.get(t.address), t).fold(at(t.address) -> false)(_ -> true))
         }
-      }.toSeq.filter { case (_, write) => !recorded || !write }  // recorded: only what the store has of the batch
+      }.toSeq.filter { case (t, write) =>
+        // A stored tile with the batch's stamp: the table's row, not written again. A tile to write: only a batch the
+        // store has not recorded, and on time (below the horizon it is late; its events were not folded before).
+        !write || (!recorded && t.endUs > horizon)
+      }
       lap("fold")
       import scala.concurrent.{Await, ExecutionContext, Future}
       import scala.concurrent.duration.Duration
