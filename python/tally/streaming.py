@@ -99,7 +99,8 @@ class _Batches:
     """Which views are inside a micro-batch, so that a stop lands between batches. `query.stop()` interrupts the
     query's thread; inside foreachBatch's Python callback that makes Spark match a regular expression over the Py4J
     error text, which overflows the stack (a StackOverflowError printed at every Ctrl-C mid-batch; SPARK-39218,
-    SPARK-48717). Between batches the thread waits for its trigger or commits offsets, where an interrupt is clean."""
+    SPARK-48717). Between triggers the thread waits for the next one, where an interrupt is clean and the batch before
+    is committed in Spark's checkpoint."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -128,7 +129,8 @@ class _Batches:
         while query.isActive and time.monotonic() < deadline:
             with self._lock:
                 idle = name not in self._busy
-            if idle:
+            # after foreachBatch returns, Spark still writes the batch's commit: wait for the trigger's end too
+            if idle and not query.status["isTriggerActive"]:
                 break
             time.sleep(0.02)
         if query.isActive:
@@ -138,10 +140,11 @@ class _Batches:
 def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "warehouse", data=None,
            store_url: str | None = None, trigger: str = DEFAULT_TRIGGER, until_idle: bool = False,
            max_batches: int | None = None, files_per_batch: int | None = None,
-           on_batch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Stream each view's source into the online store until stopped (KeyboardInterrupt), or, with `until_idle`,
-    until every commit there now is folded, or after `max_batches` batches per view. Returns each view's last
-    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
+           on_batch: Callable[[dict], None] | None = None, stop: threading.Event | None = None) -> list[dict]:
+    """Stream each view's source into the online store until stopped (KeyboardInterrupt, or `stop` set by another
+    thread), or, with `until_idle`, until every commit there now is folded, or after `max_batches` batches per view.
+    Either way each query stops between two batches. Returns each view's last batch report (view, version,
+    batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
     url = online.store_url(store_url, warehouse=warehouse)
     trigger_us = definitions.parse_duration(trigger, where="--trigger")
     tables = {v.name: require_streamable(v, data=data) for v in views}
@@ -204,10 +207,11 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 if _has_next_commit(spark, v, tables[v.name], states[v.name], warehouse):
                     start(v)
                     pending.remove(v)
-            if until_idle:
-                pending.clear()  # idle: the bootstrap holds every commit
+            if until_idle or (stop is not None and stop.is_set()):
+                pending.clear()  # idle: the bootstrap holds every commit; or stopped
             for v, q in queries:
-                if max_batches is not None and counts.get(v.name, 0) >= max_batches and q.isActive:
+                enough = max_batches is not None and counts.get(v.name, 0) >= max_batches
+                if (enough or (stop is not None and stop.is_set())) and q.isActive:
                     batches.stop(v.name, q)
             time.sleep(max(trigger_us / 1e6, 0.1) if pending else 0.1)
         for v, q in queries:
