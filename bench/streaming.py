@@ -70,8 +70,9 @@ def run(spark, rate: int, args, seed: int) -> dict:
 
     append(rate, 0)  # the bootstrap's commit
     batches: list[dict] = []
+    stop_streaming = threading.Event()
     runner = threading.Thread(target=streaming.stream, args=(spark, [view]), daemon=True, kwargs=dict(
-        warehouse=root / "wh", store_url=url, trigger=args.trigger, on_batch=batches.append))
+        warehouse=root / "wh", store_url=url, trigger=args.trigger, on_batch=batches.append, stop=stop_streaming))
     runner.start()
     while not streaming.checkpoint_dir(root / "wh", view).joinpath("bootstrap.json").is_file():
         time.sleep(0.1)
@@ -110,9 +111,8 @@ def run(spark, rate: int, args, seed: int) -> dict:
         time.sleep(0.1)
     stop_reading.set()
     threads[1].join(30)
-    for q in spark.streams.active:
-        q.stop()
-    runner.join(60)
+    stop_streaming.set()  # between two batches: a stop inside foreachBatch makes Spark print a StackOverflowError
+    runner.join(120)
 
     fresh = []
     for k, (end, _) in enumerate(commits, start=2):  # the probe counts the bootstrap's charge as 1

@@ -210,8 +210,10 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
         for attempt in range(3):
             # the last start on SQLite runs without --until-idle, until Ctrl-C; on Redis it ends once idle
             args = cmd if attempt < 2 or redis else [c for c in cmd if c != "--until-idle"]
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), text=True,
-                                    start_new_session=True)
+            errors = root / f"stderr_{kind}_{attempt}.txt"
+            with errors.open("w") as err:
+                proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, env=_env(), text=True,
+                                        start_new_session=True)
             try:
                 if attempt < 2:
                     line = proc.stdout.readline()  # the first batch done: the next one is running
@@ -231,6 +233,8 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
                     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole foreground group
                     out, _ = proc.communicate(timeout=60)
                     assert proc.returncode == 0 and "stream stopped (Ctrl-C)" in out, out
+                    # the stop landed between batches, not inside foreachBatch (SPARK-39218)
+                    assert "StackOverflowError" not in errors.read_text()
                     done += out.splitlines()
             finally:
                 if proc.poll() is None:
@@ -281,6 +285,44 @@ def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_repl
     assert len(store.commits(spark, table_a)) == 1
 
 
+def test_on_redis_a_batch_whose_close_died_after_raising_the_watermark_is_replayed_whole(spark, tmp_path):
+    """Redis closes a batch in three steps: tiles, watermark, batch record. A crash before the record leaves the batch
+    unrecorded under the watermark it raised; where that moved the horizon (its 30-day floor crossed) past some of the
+    batch's own events, the replay must neither fold them again nor leave their tiles out of the tile table."""
+    month = 30 * DAY
+    step = (T0_US // month + 1) * month  # where the horizon's 30-day floor steps
+    view = stream_view(tmp_path, "card_edge", windows=("1h", None), cases={"count": [{}], "sum": [{"column": "qty"}]})
+
+    def charge(key: str, at_us: int, qty: int) -> tuple:
+        return (key, from_micros(at_us), 1.0, qty, None, "m1", False, None, 0.5)
+
+    append(spark, tmp_path / "charges", [charge("c0", step - 2 * DAY, 1), charge("c1", step - 2 * DAY, 1)])
+    # one event a day before the step, one two days after it: its watermark puts the horizon at the step
+    batch = sources.shape(spark.createDataFrame([charge("c0", step - DAY, 2), charge("c1", step + 2 * DAY, 3)],
+                                                CHARGES_SCHEMA), view.source)
+    redis = redis_server.start()
+    try:
+        floor = online.materialize(spark, [view], warehouse=tmp_path / "wh", store=redis.url,
+                                   versions={"charges": 0})[0]["from_us"]
+
+        def fold(table: str) -> dict:
+            return kernels.stream_batch(spark, batch, view, redis.url, str(tmp_path / table), "card_edge:v1:test", 0,
+                                        1 << 40, floor)
+
+        first = fold("tiles_a")
+        assert first["late"] == 0 and first["horizon_us"] <= step - DAY
+        whole, rows = tiles(redis), tile_table(spark, None, view, tmp_path / "tiles_a")
+        assert any(r[0] == "sc0" and r[2] + r[1] <= step for r in rows)  # a tile of the event before the step
+        # the crash: tiles and watermark in the store, the batch unrecorded, the tile table's commit not landed
+        redis.command("HDEL", "tally:batches", "card_edge:v1:test")
+        replay = fold("tiles_b")
+        assert not replay["skipped"] and replay["horizon_us"] == step
+        assert tiles(redis) == whole  # nothing folded twice
+        assert tile_table(spark, None, view, tmp_path / "tiles_b") == rows  # and nothing left out of the table
+    finally:
+        redis.stop()
+
+
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):
     events = [e for e in charges() if e[0] in ("c0", "c1")]
     view = stream_view(tmp_path, "card_late", windows=("1h", None), cases={"count": [{}], "sum": [{"column": "qty"}]})
@@ -291,9 +333,16 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     fresh = ("c0", from_micros(micros(events[-1][1]) - MINUTE), 1.0, 1, None, "m2", False, None, 0.1)
     append(spark, tmp_path / "charges", [old, fresh])
     reports = []
+
+    def slow(report: dict) -> None:  # the batch is still in foreachBatch when max_batches asks its query to stop
+        time.sleep(1.0)
+        reports.append(report)
+
     # a running stream (1 s trigger) stopped after its first batch
-    streaming.stream(spark, [view], warehouse=wh, store_url=url, trigger="1s", max_batches=1, on_batch=reports.append)
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, trigger="1s", max_batches=1, on_batch=slow)
     assert [(r["events"], r["late"]) for r in reports] == [(2, 1)]
+    # the stop waited for the batch to end (not interrupting foreachBatch): Spark's checkpoint committed it
+    assert (streaming.checkpoint_dir(wh, view) / "spark" / "commits" / str(reports[0]["batch_id"])).is_file()
     assert reports[0]["horizon_us"] > micros(old[1])
     text = "\n".join(describe_text(describe_report(spark, view, warehouse=str(wh), online_store=url)))
     assert f"stream: last batch {reports[0]['batch_id']} at " in text and "(2 events, 1 late)" in text, text

@@ -589,7 +589,7 @@ def materialize(c: Context, views, start, online_store) -> None:
 @_online_store
 @pass_ctx
 def stream(c: Context, views, trigger, until_idle, max_batches, files_per_batch, online_store) -> None:
-    """Stream the Delta sources of online VIEWS into the online store, exactly once, until Ctrl-C.
+    """Stream the Delta sources of online VIEWS into the online store, exactly once, until Ctrl-C or SIGTERM.
 
     The first start of a view version materializes its source as of the latest commit, then folds each later
     commit's events into the tiles, one micro-batch at a time; a restart resumes from the checkpoint under
@@ -612,11 +612,22 @@ def stream(c: Context, views, trigger, until_idle, max_batches, files_per_batch,
         click.echo(f"{r['view']} v{r['version']} batch {r['batch_id']}: {r['events']} events, {r['applied']} tiles "
                    f"written, {r['late']} late; newest event {newest}, lag {lag}")
 
+    import signal
+
+    got: list[str] = []
+
+    def terminate(signum, frame) -> None:  # SIGTERM (a service manager's stop) stops as Ctrl-C does
+        got.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         c.store.stream(views, store=online_store, trigger=trigger, until_idle=until_idle, max_batches=max_batches,
                        files_per_batch=files_per_batch, on_batch=line)
     except KeyboardInterrupt:
-        click.echo("stream stopped (Ctrl-C); the next start resumes from the checkpoint")
+        click.echo(f"stream stopped ({got[0] if got else 'Ctrl-C'}); the next start resumes from the checkpoint")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @cli.command()

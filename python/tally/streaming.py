@@ -17,8 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from tally import definitions, kernels, online, sources, store, utc
@@ -89,13 +91,60 @@ def _has_next_commit(spark, view, table: Path, state: dict, warehouse) -> bool:
     return store.resolve_version(spark, table) > state["delta_version"]
 
 
+class _StopRequested(Exception):
+    """A micro-batch that began after its query was asked to stop: it ends at once, unwritten (replayed next start)."""
+
+
+class _Batches:
+    """Which views are inside a micro-batch, so that a stop lands between batches. `query.stop()` interrupts the
+    query's thread; inside foreachBatch's Python callback that makes Spark match a regular expression over the Py4J
+    error text, which overflows the stack (a StackOverflowError printed at every Ctrl-C mid-batch; SPARK-39218,
+    SPARK-48717). Between triggers the thread waits for the next one, where an interrupt is clean and the batch before
+    is committed in Spark's checkpoint."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self.stopping: set[str] = set()
+
+    @contextmanager
+    def running(self, name: str):
+        with self._lock:
+            if name in self.stopping:
+                raise _StopRequested(name)
+            self._busy.add(name)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+    def stop(self, name: str, query, patience_s: float = 60.0) -> None:
+        """Stop `query` once its batch in progress (if any) is done; after `patience_s`, at once. A batch that begins
+        between the check and the stop raises `_StopRequested` before any work, so it is inside the callback for
+        microseconds, not for a batch's length."""
+        with self._lock:
+            self.stopping.add(name)
+        deadline = time.monotonic() + patience_s
+        while query.isActive and time.monotonic() < deadline:
+            with self._lock:
+                idle = name not in self._busy
+            # after foreachBatch returns, Spark still writes the batch's commit: wait for the trigger's end too
+            if idle and not query.status["isTriggerActive"]:
+                break
+            time.sleep(0.02)
+        if query.isActive:
+            query.stop()
+
+
 def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "warehouse", data=None,
            store_url: str | None = None, trigger: str = DEFAULT_TRIGGER, until_idle: bool = False,
            max_batches: int | None = None, files_per_batch: int | None = None,
-           on_batch: Callable[[dict], None] | None = None) -> list[dict]:
-    """Stream each view's source into the online store until stopped (KeyboardInterrupt), or, with `until_idle`,
-    until every commit there now is folded, or after `max_batches` batches per view. Returns each view's last
-    batch report (view, version, batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
+           on_batch: Callable[[dict], None] | None = None, stop: threading.Event | None = None) -> list[dict]:
+    """Stream each view's source into the online store until stopped (KeyboardInterrupt, or `stop` set by another
+    thread), or, with `until_idle`, until every commit there now is folded, or after `max_batches` batches per view.
+    Either way each query stops between two batches. Returns each view's last batch report (view, version,
+    batch_id, events, tiles, applied, late, newest_us, lag_s, phases_ms)."""
     url = online.store_url(store_url, warehouse=warehouse)
     trigger_us = definitions.parse_duration(trigger, where="--trigger")
     tables = {v.name: require_streamable(v, data=data) for v in views}
@@ -105,6 +154,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     counts: dict[str, int] = {}
     failures: dict[str, tuple[int, Exception]] = {}
     queries = []
+    batches = _Batches()
     states = {v.name: _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url) for v in views}
 
     def start(v: FeatureView) -> None:
@@ -117,7 +167,10 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
 
         def fold(batch, batch_id, v=v, state=state, status_path=status_path):
             try:
-                _fold(batch, batch_id, v, state, status_path)
+                with batches.running(v.name):
+                    _fold(batch, batch_id, v, state, status_path)
+            except _StopRequested:
+                raise
             except Exception as exc:  # the query fails with Spark's text of it; the main thread raises it typed
                 failures.setdefault(v.name, (batch_id, exc))
                 raise
@@ -154,21 +207,23 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 if _has_next_commit(spark, v, tables[v.name], states[v.name], warehouse):
                     start(v)
                     pending.remove(v)
-            if until_idle:
-                pending.clear()  # idle: the bootstrap holds every commit
+            if until_idle or (stop is not None and stop.is_set()):
+                pending.clear()  # idle: the bootstrap holds every commit; or stopped
             for v, q in queries:
-                if max_batches is not None and counts.get(v.name, 0) >= max_batches and q.isActive:
-                    q.stop()
+                enough = max_batches is not None and counts.get(v.name, 0) >= max_batches
+                if (enough or (stop is not None and stop.is_set())) and q.isActive:
+                    batches.stop(v.name, q)
             time.sleep(max(trigger_us / 1e6, 0.1) if pending else 0.1)
         for v, q in queries:
             try:
                 q.awaitTermination()  # raises the query's failure, if any
             except Exception as exc:
+                if v.name in batches.stopping and v.name not in failures:
+                    continue  # a batch begun after the stop ended unwritten: a stop, not a failure
                 raise _typed(v, failures.get(v.name), exc) from None
-    finally:
-        for _, q in queries:
-            if q.isActive:
-                q.stop()
+    finally:  # Ctrl-C (KeyboardInterrupt) or a failure: every query stops between two batches
+        for v, q in queries:
+            batches.stop(v.name, q)
     return [last[v.name] for v in views if v.name in last]
 
 

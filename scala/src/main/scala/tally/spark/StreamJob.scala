@@ -1,6 +1,8 @@
 package tally.spark
 
-import org.apache.spark.sql.{DataFrame, Row}
+import org.apache.spark.sql.{DataFrame, Row, SparkSession}
+import org.apache.spark.sql.delta.{DeltaHistoryManager, DeltaLog}
+import org.apache.spark.sql.delta.util.FileNames
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.types._
 
@@ -14,8 +16,9 @@ import tally.window.Ladder
   * drive it with plain DataFrames.
   *
   * 1. A batch both the store and the Delta tile table record as written (`lastBatch(stream) >= batchId`, and the
-  *    table's transaction version of `stream` >= batchId) is skipped: Spark replays the last batch after a restart
-  *    when the crash came after our writes but before its checkpoint's commit.
+  *    table's newest commit tagged by `stream` holds batchId or a later one, [[tableBatch]]) is skipped: Spark
+  *    replays the last batch after a restart when the crash came after our writes but before its checkpoint's
+  *    commit.
   * 2. The horizon: tiles are complete from `floorUs` on (where the bootstrap `materialize` wrote every ladder level)
   *    and requests at or after the watermark need nothing before `floor(watermark - reach, 30 days)`. Events older
   *    than the later of the two are counted as late and skipped: folding them would create fine tiles beside a
@@ -24,10 +27,13 @@ import tally.window.Ladder
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
   *    into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
   *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
-  *    address, so the table's rows are the batch's folds whichever attempt computed them.
-  * 5. At once, on two threads: the batch's tiles go to the view's Delta tile table in one commit that also records
-  *    the batch id as Delta's transaction version of the stream (`txnAppId` = stream, `txnVersion` = batch id; Delta
-  *    skips an append whose version it already holds, so a replay adds nothing), and the store closes the batch
+  *    address, so the table's rows are the batch's folds whichever attempt computed them. Where an earlier attempt
+  *    may have raised the watermark (the store records the batch, or its watermark is at or past the batch's newest
+  *    event), tiles are built from the bootstrap's floor, not the horizon: a raised watermark can move the horizon
+  *    past events the first attempt folded, and their stamped tiles must still reach the table.
+  * 5. At once, on two threads: the batch's tiles go to the view's Delta tile table in one commit whose commit info
+  *    names the stream and the batch (`userMetadata`, [[commitTag]]; a batch the table already holds is not
+  *    appended again, so a replay adds nothing), and the store closes the batch
   *    ([[OnlineStore.closeBatch]]: tiles, watermark, batch record; one transaction on SQLite). Neither waits for
   *    the other, so the Delta commit adds nothing to freshness. A crash between them leaves one recording the batch
   *    and not the other; then 1 does not skip, 4 finds the store's tiles stamped, and the replay completes the
@@ -53,31 +59,69 @@ object StreamJob {
     StructField("start_us", LongType, nullable = false), StructField("payload", BinaryType, nullable = false),
     StructField("stamp", LongType, nullable = false), StructField("batch_id", LongType, nullable = false)))
 
-  /** Appends one batch's folded tiles to the tile table at `path`, recording `batchId` in the same Delta commit;
-    * Delta skips the write when the table already records this (or a later) batch of `stream`. */
+  /** Table properties of a new tile table. A checkpoint every 100 commits, not Delta's 10: a checkpoint rebuilds
+    * the table's whole state (several Spark jobs, 1-4 s on the 2-core benchmark machine) inside the commit that
+    * triggers it, so at one batch a second the default put it on every tenth batch. Readers replay at most 100
+    * small commit files instead of 10. */
+  val TileTableProperties: Map[String, String] = Map("delta.checkpointInterval" -> "100")
+
+  /** The commit info (`userMetadata`) of the tile table's commit of `batchId` of `stream`. The batch is recorded
+    * here, in the commit that adds its rows, rather than as Delta's idempotent-write transaction (`txnAppId`,
+    * `txnVersion`): Delta (4.4) looks that up from a full reconstruction of the table's state, three Spark jobs
+    * before every commit, which made the commit about four times slower (bench/README.md). */
+  def commitTag(stream: String, batchId: Long): String = s"$stream batch $batchId"
+
+  /** Appends one batch's folded tiles to the tile table at `path` in one Delta commit tagged with the batch
+    * ([[commitTag]]). The caller skips batches the table already holds ([[tableBatch]]). */
   def writeTileTable(batch: DataFrame, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Unit = {
     val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
     import scala.jdk.CollectionConverters._
-    batch.sparkSession.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
-      .write.format("delta").mode("append").option("txnAppId", stream).option("txnVersion", batchId).save(path)
+    val spark = batch.sparkSession
+    val created = DeltaLog.forTable(spark, path).update().version >= 0
+    spark.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
+      .write.format("delta").mode("append").options(if (created) Map.empty[String, String] else TileTableProperties)
+      .option("userMetadata", commitTag(stream, batchId)).save(path)
   }
 
-  /** Whether the tile table at `path` records batch `batchId` (or a later one) of `stream`. */
-  def tableHas(batch: DataFrame, path: String, stream: String, batchId: Long): Boolean =
-    org.apache.spark.sql.delta.DeltaLog.forTable(batch.sparkSession, path).update().transactions.get(stream)
-      .exists(_.asInstanceOf[Long] >= batchId)
+  /** The last batch of `stream` the tile table at `path` holds: read from the commit files newest first, on the
+    * driver (no Spark job; usually one file, the newest), up to the newest commit of `stream`. The stream is the
+    * table's only writer besides maintenance (OPTIMIZE, VACUUM: untagged commits, passed over); streams of one view
+    * version follow one another (a new one starts from a deleted checkpoint folder), so a commit of another stream
+    * means this one has none after it. A table whose commits carry no tag at all was written before the tag, when
+    * the batch was Delta's transaction version of the stream: that is read instead. */
+  def tableBatch(spark: SparkSession, path: String, stream: String): Option[Long] = {
+    val log = DeltaLog.forTable(spark, path)
+    val snapshot = log.update()
+    val conf = log.newDeltaHadoopConf()
+    val fs = log.logPath.getFileSystem(conf)
+    val mine = s"$stream batch "
+    var version = snapshot.version
+    while (version >= 0) {
+      val file = FileNames.unsafeDeltaFile(log.logPath, version)
+      if (!fs.exists(file)) version = -1  // the log's older commits are cleaned up
+      else {
+        DeltaHistoryManager.getCommitInfoOpt(log.store, file, conf).flatMap(_.userMetadata) match {
+          case Some(tag) if tag.startsWith(mine) => return tag.drop(mine.length).toLongOption
+          case Some(tag) if tag.matches(".* batch [0-9]+") => return None  // another stream's: this one's end
+          case _ => version -= 1
+        }
+      }
+    }
+    if (snapshot.version < 0) None else snapshot.transactions.get(stream).map(_.asInstanceOf[Long])
+  }
+
+  /** Whether the tile table at `path` holds batch `batchId` (or a later one) of `stream`. */
+  def tableHas(spark: SparkSession, path: String, stream: String, batchId: Long): Boolean =
+    tableBatch(spark, path, stream).exists(_ >= batchId)
 
   def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
                 stampBase: Long, floorUs: Long, partitions: Int): Result = {
     val (view, version) = (spec.view, spec.version)
     val reach = spec.boundedReachUs.getOrElse(0L)
     val recorded = store.lastBatch(stream).exists(_ >= batchId)
-    // A batch the store recorded but the table did not only has its table rows to write: the store's tiles that
-    // carry its stamp. Its watermark is already raised, so the horizon from it could call some of the batch's
-    // events late that the first attempt folded; from the bootstrap's floor every tile of the batch is found.
-    val horizon = if (recorded) floorUs else math.max(floorUs,
-      store.watermark(view, version).fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
-    if (recorded && tableHas(batch, tileTable, stream, batchId))
+    val watermark = store.watermark(view, version)
+    val horizon = math.max(floorUs, watermark.fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
+    if (recorded && tableHas(batch.sparkSession, tileTable, stream, batchId))
       return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
     val phases = Seq.newBuilder[(String, Long)]
@@ -88,9 +132,16 @@ object StreamJob {
     val rows = prepared.rows.cache()
     try {
       val counts = rows.agg(count(lit(1)), sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)),
-        max(when(col("__t") >= lit(horizon), col("__t")))).head()
+        max(when(col("__t") >= lit(horizon), col("__t"))), max(col("__t"))).head()
       val (events, late) = (counts.getLong(0), if (counts.isNullAt(1)) 0L else counts.getLong(1))
       val newest = if (counts.isNullAt(2)) None else Some(counts.getLong(2))
+      // Tiles below the horizon are built only where the store may hold some of this batch already under a raised
+      // watermark: a batch it recorded but the table did not, or one whose close died after raising the watermark
+      // (Redis: tiles, watermark, then the record), which the watermark at or past the batch's newest event allows.
+      // Then the horizon may have moved past events the first attempt folded (its 30-day floor crossed); their tiles
+      // carry the batch's stamp, and from the bootstrap's floor every such tile is found.
+      val replayed = recorded || (!counts.isNullAt(3) && watermark.exists(_ >= counts.getLong(3)))
+      val from = if (replayed) floorUs else horizon
       val layout = prepared.layout
       val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
       val fresh = Seq.newBuilder[Tile]
@@ -98,7 +149,7 @@ object StreamJob {
       // A micro-batch is small: as many tile tasks as it has input partitions (up to `partitions`), not a shuffle's
       // worth of mostly empty ones, which would put seconds of scheduling on every batch's latency.
       val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
-      TileRows.build(prepared, rows.where(col("__t") >= lit(horizon) || col("__t").isNull), layout, tasks, stamp,
+      TileRows.build(prepared, rows.where(col("__t") >= lit(from) || col("__t").isNull), layout, tasks, stamp,
         Long.MinValue, eventCount).collect().foreach(TileRows.unpack(_) { (key, start, length, payload) =>
         if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
         fresh += Tile(view, version, entity, start, length, payload, stamp)
@@ -114,13 +165,19 @@ object StreamJob {
           val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
           mine.map(t => TileFold.fold(layout, at.get(t.address), t).fold(at(t.address) -> false)(_ -> true))
         }
-      }.toSeq.filter { case (_, write) => !recorded || !write }  // recorded: only what the store has of the batch
+      }.toSeq.filter { case (t, write) =>
+        // A stored tile with the batch's stamp: the table's row, not written again. A tile to write: only a batch the
+        // store has not recorded, and on time (below the horizon it is late; its events were not folded before).
+        !write || (!recorded && t.endUs > horizon)
+      }
       lap("fold")
       import scala.concurrent.{Await, ExecutionContext, Future}
       import scala.concurrent.duration.Duration
       val table = Future {
         val start = System.nanoTime()
-        writeTileTable(batch, tileTable, folded.map(_._1), stream, batchId)
+        // Unrecorded by the store, the batch may still be in the table: a crash after its commit, before the close.
+        if (recorded || !tableHas(batch.sparkSession, tileTable, stream, batchId))
+          writeTileTable(batch, tileTable, folded.map(_._1), stream, batchId)
         (System.nanoTime() - start) / 1000000
       }(ExecutionContext.global)
       val applied = try store.closeBatch(folded.collect { case (t, true) => t }, view, version, newest, stream, batchId)
