@@ -22,6 +22,7 @@ FULL = [
     ["backfill.py"],
     ["serving.py"],
     ["multiview.py", "--record"],
+    ["embeddings.py", "--record"],
 ]
 QUICK = [
     ["engine.py", "--sizes", "200000"],
