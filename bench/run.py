@@ -26,6 +26,7 @@ FULL = [
     ["serving.py"],
     ["streaming.py", "--rates", "2000,5000,10000,20000", "--seconds", "30", "--no-record"],
     ["multiview.py", "--record"],
+    ["embeddings.py", "--record"],
 ]
 QUICK = [
     ["engine.py", "--sizes", "200000"],

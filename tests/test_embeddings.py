@@ -291,3 +291,64 @@ def test_affinity_of_a_merchant_to_the_cards_last_merchants_matches_a_pandas_ora
     for cid, want in oracle.items():
         assert (got[cid] is None) == (want is None), cid
         assert want is None or got[cid] == pytest.approx(want, abs=1e-5), cid
+
+
+# --- the control: the signal comes from the planted communities, and only from them ------------------------------
+
+CONTROL_VIEW = tl.EmbeddingView(
+    name="merchant_by_card", entity=tl.Entity("merchant", keys=["merchant_id"]), context=tl.Entity("card", keys=["card_id"]),
+    source=tl.Source("charges", path="charges", timestamp="created"), method="als", dim=16, lookback="21d",
+    cadence="7d", seed=11, params={"max_iter": 8})
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """AUC-ROC by brute force: the share of (positive, negative) pairs the score orders right (ties count half)."""
+    pos, neg = scores[positive], scores[~positive]
+    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()) / (len(pos) * len(neg)))
+
+
+def _low_affinity_aucs(spark, structure, root: Path, warehouse: Path) -> dict:
+    """AUC-ROC of -affinity over the domestic charges of days 23..29 at merchants new to the customer, from one ALS
+    retrain of 2026-01-22: `community` for charges outside the customer's two communities against those inside
+    (the assignment of `structure=True`, also where it was not planted: a placebo in the control), `fraud` for
+    charges later disputed as fraudulent against the others; with the number of positives and negatives."""
+    frames = datagen.generate(spark, 30_000, 29, 7, structure=structure)
+    frames["charges"].select("charge_id", "created", "customer_id", "card_id", "merchant_id", "card_country",
+                             "merchant_country").write.parquet(str(root / "charges"))
+    fraud = {r[0] for r in frames["disputes"].where("reason = 'fraudulent'").select("charge_id").collect()}
+    dims = datagen.dimensions(spark, 30_000, 29, 7, structure=True)
+    community = dims["merchants"].select("merchant_id", "community").toPandas().set_index("merchant_id")["community"]
+    own = dims["customers"].select("customer_id", "primary_community", "secondary_community").toPandas().set_index(
+        "customer_id")
+    store.backfill(spark, CONTROL_VIEW, dt.date(2026, 1, 22), dt.date(2026, 1, 28), warehouse=warehouse, data=root)
+    events = spark.read.parquet(str(root / "charges"))
+    spine = events.where(F.col("created") >= F.lit(utc(2026, 1, 23)))
+    scored = embeddings.affinity(spark, spine, CONTROL_VIEW, "created", events=events, k=5, warehouse=warehouse,
+                                 name="a").toPandas()
+    pdf = events.toPandas().sort_values(["created", "charge_id"])
+    # brute force: the customer never paid there before (a customer's cards share their regular merchants, which
+    # vectors find in the control too, and a count per customer and merchant tells anyway)
+    new = set(pdf.loc[~pdf.duplicated(["customer_id", "merchant_id"]), "charge_id"])
+    rows = scored[scored["charge_id"].isin(new) & scored["a"].notna()
+                  & (scored["card_country"] == scored["merchant_country"])]
+    c, mine = rows["merchant_id"].map(community), own.loc[rows["customer_id"]]
+    outside = ((c.to_numpy() != mine["primary_community"].to_numpy())
+               & (c.to_numpy() != mine["secondary_community"].to_numpy()))
+    positive = rows["charge_id"].isin(fraud).to_numpy()
+    score = -rows["a"].to_numpy()
+    return {"community": (_auc(score, outside), int(outside.sum()), int((~outside).sum())),
+            "fraud": (_auc(score, positive), int(positive.sum()), int((~positive).sum()))}
+
+
+def test_the_affinity_tells_fraud_from_legitimate_charges_only_when_communities_are_planted(spark, tmp_path):
+    # Among domestic charges at merchants new to the customer, the vectors place merchants outside the card's
+    # communities far from its history with structure=True, where quiet fraud and sprees go; in the control
+    # ("control": the same fraud mix and rates, no communities) there is nothing for them to find.
+    on = _low_affinity_aucs(spark, True, tmp_path / "on", tmp_path / "wh_on")
+    off = _low_affinity_aucs(spark, "control", tmp_path / "off", tmp_path / "wh_off")
+    # measured (seeds 7 and 11): community 0.580 on (348 outside, 1 145 inside) against 0.487 in the control
+    # (1 958 / 638), a standard error of about 0.017; fraud 0.600 (22 frauds) against 0.478 (19)
+    assert min(on["community"][1:] + off["community"][1:]) >= 300, (on, off)  # enough charges to read an AUC
+    assert on["community"][0] > 0.55 and abs(off["community"][0] - 0.5) < 0.04, (on, off)
+    assert on["fraud"][1] >= 15 and off["fraud"][1] >= 15, (on, off)
+    assert on["fraud"][0] > off["fraud"][0] + 0.05, (on, off)  # few frauds: the gap, not a level

@@ -433,9 +433,11 @@ def similar(c: Context, entity, entity_id, view_name, k, at) -> None:
 @click.option("--out", required=True, help="Folder for charges/, disputes/, refunds/, authorizations/, authorization_truth/.")
 @click.option("--format", "fmt", default="parquet", show_default=True, type=click.Choice(["parquet", "delta"]))
 @click.option("--structure/--no-structure", default=False, show_default=True,
-              help="Plant latent merchant communities (docs/datagen.md, Latent structure).")
+              help="Plant latent merchant communities and quiet fraud outside them (docs/datagen.md, Latent structure).")
+@click.option("--structure-control", is_flag=True,
+              help="The control of --structure: the same fraud mix and rates, without the communities.")
 @pass_ctx
-def datagen(c: Context, charges, days, seed, start, out, fmt, structure) -> None:
+def datagen(c: Context, charges, days, seed, start, out, fmt, structure, structure_control) -> None:
     """Generate synthetic payments (charges, disputes, refunds, authorization attempts and their ground truth),
     deterministic by seed. authorization_truth is for evaluating retry policies, never a feature source.
 
@@ -445,8 +447,11 @@ def datagen(c: Context, charges, days, seed, start, out, fmt, structure) -> None
     """
     from tally import datagen as gen
 
+    if structure and structure_control:
+        raise UsageError("tally datagen: --structure and --structure-control exclude each other",
+                         hint="--structure plants the communities, --structure-control is its control without them")
     counts = gen.write(c.spark, out, charges=charges, days=days, seed=seed, start=str(start), format=fmt,
-                       structure=structure)
+                       structure="control" if structure_control else structure)
     for name, n in counts.items():
         click.echo(f"{name}: {n} rows -> {out}/{name}")
 

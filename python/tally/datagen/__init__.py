@@ -42,15 +42,17 @@ def generate(
     start: str = "2026-01-01",
     *,
     partitions: int | None = None,
-    structure: bool = False,
+    structure: bool | str = False,
 ) -> dict[str, DataFrame]:
     """The `charges`, `disputes`, `refunds`, `authorizations` and `authorization_truth` DataFrames (lazy).
 
     `authorization_truth` (attempt id -> approval probability) is the generator's ground truth, for evaluation
     only: never a feature source. `charges` rows exactly, created in [start, start + days) UTC. `partitions`
     sets the parallelism of the charge id ranges (default: one per million charges, at least 2); it never
-    changes the rows. `structure=True` plants latent merchant communities (docs/datagen.md, "Latent
-    structure"); off (the default) gives exactly the rows generated before the switch existed.
+    changes the rows. `structure=True` plants latent merchant communities and quiet fraud outside them
+    (docs/datagen.md, "Latent structure"); `structure="control"` the same fraud mix and rates without the
+    communities (the control of the embeddings lift demo); off (the default) gives exactly the rows generated
+    before the switch existed.
     """
     plan = make_plan(charges, days, seed, start, partitions, structure)
     truth = charges_with_truth(spark, plan)
@@ -68,20 +70,21 @@ def _tables(truth: DataFrame, attempts: DataFrame, plan) -> dict[str, DataFrame]
 
 
 def dimensions(
-    spark: SparkSession, charges: int, days: int, seed: int, start: str = "2026-01-01", *, structure: bool = False
+    spark: SparkSession, charges: int, days: int, seed: int, start: str = "2026-01-01", *,
+    structure: bool | str = False
 ) -> dict[str, DataFrame]:
     """The dimension tables behind `generate` with the same arguments: issuers, merchants, customers, cards.
 
     Customers and cards hold everyone who could pay, not only those who did in the generated charges. With
-    `structure`, merchants carry their `community` and customers their `primary_community` and
+    `structure=True`, merchants carry their `community` and customers their `primary_community` and
     `secondary_community` (the generator's hidden truth, for evaluation only).
     """
     plan = make_plan(charges, days, seed, start, None, structure)
     merchants = _dims.merchants(spark, plan).select(
         "merchant_id", "mcc", "merchant_country", "currency", "compromised",
-        *([_community_of_merchant(plan).alias("community")] if structure else []))
+        *([_community_of_merchant(plan).alias("community")] if plan.communities else []))
     customers = _dims.customers(spark, plan)
-    if structure:
+    if plan.communities:
         primary, secondary = customer_communities(Rng(plan.seed), F.col("id"))
         customers = spark.range(0, plan.customers, 1, plan.partitions).select(
             _dims.customer_id(Rng(plan.seed), F.col("id")).alias("customer_id"),
@@ -114,7 +117,7 @@ def write(
     format: str = "parquet",
     *,
     partitions: int | None = None,
-    structure: bool = False,
+    structure: bool | str = False,
 ) -> dict[str, int]:
     """Generate and write `<out>/<table>` for every table of TABLES (overwriting); return row counts."""
     if format not in FORMATS:

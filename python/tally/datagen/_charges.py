@@ -8,13 +8,17 @@ deterministic by seed; see `_rng`):
    - ordinary: customer with a skewed activity level, one of their cards (the first most often), a merchant
      of their country (a few are abroad), half the time one of their five regular merchants, ranks zipf-like
      (`ordinary_charges`), time on a weekly x diurnal cycle in the merchant's local time; with the plan's
-     `structure` switch, the merchant of a domestic charge is moved to one of the customer's two communities
-     (`community_merchant`), and a spree's merchants are drawn like ordinary ones (zipf) but from a community
-     that is not the card's (`foreign_community`);
+     `structure` switch (`_plan.STRUCTURES`), the merchant of a domestic charge is moved to one of the
+     customer's two communities (`community_merchant`), and a spree's merchants are drawn like ordinary ones
+     (zipf) but from a community that is not the card's (`foreign_community`); "control" keeps the zipf draw
+     and drops the communities;
    - card testing (`card_testing`): one card, BURST_LEN charges seconds apart at random merchants;
    - stolen-card spree (`stolen_card_spree`): the card's visit to the place it was stolen (a compromised
      merchant, within its breach window, for most sprees), then fraudulent charges days later at merchants
-     new to the card, mostly abroad, with high amounts, hours apart.
+     new to the card, mostly abroad, with high amounts, hours apart;
+   - quiet fraud (`quiet_fraud`, with `structure` only): one charge on a card whose details were stolen, drawn
+     like an ordinary domestic charge (customer, time, merchant popularity, and below amount, channel and
+     decline model), but at a merchant outside the card's communities ("control": anywhere).
 2. Join the merchant (broadcast): category, country, currency, price level; evaluate the card's attributes and
    join its issuer (broadcast).
 3. Amount: lognormal around the merchant's price level (`amount_usd`), converted to the merchant's currency in
@@ -56,7 +60,7 @@ ZIPF_S = 1.15  # merchant size exponent within a country
 CROSS_BORDER_SHARE = 0.06  # ordinary charges at a merchant abroad
 REGULAR_MERCHANT_SHARE = 0.5
 CUSTOMER_SKEW = 1.3  # c = n * u^skew: low ids are the heavy users
-# Latent structure (plan.structure): a merchant's community is its zipf rank within its country modulo
+# Latent structure (plan.communities): a merchant's community is its zipf rank within its country modulo
 # COMMUNITIES, so community is independent of category, price and size; each customer (their segment) has a
 # primary and a secondary community, and a domestic charge goes to the primary one with COMMUNITY_SHARES[0], to
 # the secondary one with COMMUNITY_SHARES[1], else anywhere.
@@ -149,7 +153,7 @@ def ordinary_charges(spark: SparkSession, plan: Plan) -> DataFrame:
         ),
     )
     community = None
-    if plan.structure:  # a regular merchant's community is fixed per (customer, slot); abroad: any merchant
+    if plan.communities:  # a regular merchant's community is fixed per (customer, slot); abroad: any merchant
         u_comm = F.when(F.col("_regular"), rng.uniform("s.regular_community", F.col("_c"), slot)).otherwise(
             rng.uniform("s.community", row))
         community = F.when(F.col("_ci") == F.col("_home"), community_merchant(rng, F.col("_c"), u_comm))
@@ -193,7 +197,7 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     lo = plan.ordinary_rows + plan.testing_rows
     row = F.col("id")
     span = float(plan.span_micros)
-    df = spark.range(lo, plan.charges, 1, max(1, plan.partitions // 16))
+    df = spark.range(lo, plan.spree_end, 1, max(1, plan.partitions // 16))
     df = _with(df, _e=F.floor((row - F.lit(lo)) / F.lit(SPREE_LEN)).cast("long"))
     spree, pos = F.col("_e"), (row - F.lit(lo)) % F.lit(SPREE_LEN)
     df = _card_of(rng, df, rng.index("sp.customer", plan.customers, spree), rng.uniform("sp.card", spree))
@@ -229,13 +233,30 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     )
     if plan.structure:  # merchants as popular as the card's usual ones, in a community the card never shops in
         fraud_mi = _merchant_in(plan, F.col("_ci"), rng.uniform("s.spree_merchant", row),
-                                foreign_community(rng, F.col("_c"), row))
+                                foreign_community(rng, F.col("_c"), row) if plan.communities else None)
     is_seed = pos == F.lit(0)
     df = _with(
         df,
         _mi=F.when(is_seed, F.col("_mi0")).otherwise(fraud_mi),
         _t=F.pmod(F.when(is_seed, F.col("_t0")).otherwise(t_fraud), F.lit(plan.span_micros)),
         _kind=F.when(is_seed, F.lit("compromise")).otherwise(F.lit("spree")),
+    )
+    return df.select(*DRAW_COLUMNS)
+
+
+def quiet_fraud(spark: SparkSession, plan: Plan) -> DataFrame:
+    """Quiet fraud: single charges that aggregates cannot tell from ordinary domestic ones (see module doc)."""
+    rng = Rng(plan.seed)
+    row = F.col("id")
+    df = spark.range(plan.spree_end, plan.charges, 1, max(1, plan.partitions // 16))
+    u_c = F.pow(rng.uniform("q.customer", row), F.lit(CUSTOMER_SKEW))
+    df = _card_of(rng, df, F.floor(u_c * F.lit(plan.customers)).cast("long"), rng.uniform("q.card", row), 1.8)
+    community = foreign_community(rng, F.col("_c"), row) if plan.communities else None
+    df = _with(
+        df,
+        _mi=_merchant_in(plan, F.col("_home"), rng.uniform("q.merchant", row), community),
+        _t=_local_time(rng, plan, F.col("_home"), row),
+        _kind=F.lit("quiet"),
     )
     return df.select(*DRAW_COLUMNS)
 
@@ -286,6 +307,8 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
         draws = draws.unionByName(card_testing(spark, plan))
     if plan.spree_rows:
         draws = draws.unionByName(stolen_card_spree(spark, plan))
+    if plan.quiet_rows:
+        draws = draws.unionByName(quiet_fraud(spark, plan))
 
     row, kind = F.col("id"), F.col("_kind")
     card = card_columns(rng, F.col("_c"), F.col("_k"), F.col("_home"))
@@ -323,7 +346,7 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
         *[derived[name].alias(name) if name in derived else F.col(name) for name in CHARGE_COLUMNS],
         row.alias("_row"),
         kind,
-        kind.isin("card_testing", "spree").alias("_fraud"),
+        kind.isin("card_testing", "spree", "quiet").alias("_fraud"),
         # for the authorization attempts (`_auth`): the issuer's decline probability, the card's issuer, USD
         "_p_decline",
         "_issuer_idx",

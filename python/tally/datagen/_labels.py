@@ -20,6 +20,7 @@ from tally.datagen._rng import Rng
 
 DAY = 86_400_000_000
 P_DISPUTE_SPREE = 0.9  # stolen-card charges the cardholder notices
+P_DISPUTE_QUIET = 0.9  # quiet fraud (structure only): noticed like a spree's charges
 P_DISPUTE_CARD_TESTING = 0.55  # small test charges are often missed
 P_DISPUTE_OTHER = 0.0015  # "not received", "not as described", ... on ordinary charges
 P_REFUND = 0.025
@@ -43,6 +44,7 @@ def disputes(truth: DataFrame, seed: int) -> DataFrame:
     u = rng.uniform("dispute", row)
     p = (
         F.when(kind == "spree", F.lit(P_DISPUTE_SPREE))
+        .when(kind == "quiet", F.lit(P_DISPUTE_QUIET))
         .when(kind == "card_testing", F.lit(P_DISPUTE_CARD_TESTING))
         .otherwise(F.lit(P_DISPUTE_OTHER))
     )

@@ -5,8 +5,15 @@ The charge id space [0, charges) is cut into three contiguous segments; a row's 
 
     [0, ordinary)                      ordinary charges (and nothing else)
     [ordinary, ordinary + testing)     card-testing bursts, BURST_LEN consecutive ids per burst
-    [.., charges)                      stolen-card sprees, SPREE_LEN consecutive ids per spree: the first is
+    [.., + spree)                      stolen-card sprees, SPREE_LEN consecutive ids per spree: the first is
                                        the card's (legitimate) visit where it was stolen, the rest are fraud
+    [.., charges)                      quiet fraud, one id per charge (only with `structure`; empty otherwise,
+                                       so the default rows are exactly those generated before it existed)
+
+`structure` (`STRUCTURES`): False, the original generator; True, latent merchant communities plus quiet fraud at
+merchants outside the card's communities; "control", the same fraud mix and rates as True (quiet fraud, sprees
+at merchants of ordinary popularity) with the communities removed: what an embedding finds in True but not in
+"control" can only come from the communities.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ SPREE_LEN = 8  # 1 compromise visit + 7 fraudulent charges
 CARD_TESTING_SHARE = 0.005  # of all charges
 SPREE_SHARE = 0.01  # of all charges
 COMPROMISED_SPREE_SHARE = 0.7  # sprees whose card was stolen at a compromised merchant
+QUIET_SHARE = 0.005  # of all charges, with `structure` only: single fraudulent charges that look ordinary
+STRUCTURES = (False, True, "control")
 MICROS_PER_DAY = 86_400_000_000
 
 
@@ -40,7 +49,13 @@ class Plan:
     spree_rows: int
     compromised: tuple[tuple[int, int], ...]  # (merchant index, breach start micros after `start`)
     breach_micros: int
-    structure: bool = False  # latent merchant communities (`_charges.community_merchant`); off: the original rows
+    structure: bool = False  # the structured generator's fraud mix (quiet fraud; sprees at zipf merchants)
+    communities: bool = False  # latent merchant communities (`_charges.community_merchant`); False in "control"
+    quiet_rows: int = 0
+
+    @property
+    def spree_end(self) -> int:
+        return self.charges - self.quiet_rows
 
     @property
     def span_micros(self) -> int:
@@ -52,7 +67,7 @@ class Plan:
 
     @property
     def ordinary_rows(self) -> int:
-        return self.charges - self.testing_rows - self.spree_rows
+        return self.charges - self.testing_rows - self.spree_rows - self.quiet_rows
 
     def merchant_offsets(self) -> tuple[int, ...]:
         out, acc = [], 0
@@ -62,7 +77,10 @@ class Plan:
         return tuple(out)
 
 
-def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | None, structure: bool = False) -> Plan:
+def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | None,
+              structure: bool | str = False) -> Plan:
+    if not any(structure is s or (isinstance(s, str) and structure == s) for s in STRUCTURES):
+        raise UsageError(f"datagen: structure must be one of False, True, 'control', got {structure!r}")
     if not isinstance(charges, int) or charges < 1:
         raise UsageError(
             f"datagen: charges must be a positive integer, got {charges!r}", hint="e.g. charges=200_000"
@@ -85,6 +103,7 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
 
     testing = (int(charges * CARD_TESTING_SHARE) // BURST_LEN) * BURST_LEN
     spree = (int(charges * SPREE_SHARE) // SPREE_LEN) * SPREE_LEN
+    quiet = int(charges * QUIET_SHARE) if structure else 0
 
     # Compromised merchants: a few per thousand, never the biggest ones (a breach there would dominate);
     # each is breached during one window in the first 60 % of the span, so that sprees (up to 20 % of the
@@ -117,4 +136,6 @@ def make_plan(charges: int, days: int, seed: int, start: str, partitions: int | 
         compromised=compromised,
         breach_micros=min(10 * MICROS_PER_DAY, span // 5),
         structure=bool(structure),
+        communities=structure is True,
+        quiet_rows=quiet,
     )
