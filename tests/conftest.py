@@ -1,5 +1,4 @@
-"""One SparkSession per pytest session (per worker under `make test`'s two xdist workers): real Spark, real Delta, the
-real tally JAR."""
+"""One SparkSession per pytest session: real Spark, real Delta, the real tally JAR."""
 
 from __future__ import annotations
 
