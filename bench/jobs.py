@@ -1,7 +1,7 @@
 """Where a warm training set's time goes: its Spark jobs and stages, from Spark's status store.
 
-    .venv/bin/python bench/profile.py userpath [--charges 2000000]     # bench/userpath.py's separate-spine run
-    .venv/bin/python bench/profile.py multiview [--charges 1000000]    # bench/multiview.py's 8 views
+    .venv/bin/python bench/jobs.py userpath [--charges 2000000]     # bench/userpath.py's separate-spine run
+    .venv/bin/python bench/jobs.py multiview [--charges 1000000]    # bench/multiview.py's 8 views
 
 One process: a first run (not shown), then `--runs` profiled runs. Per run: wall time, jobs grouped by their call
 site with their summed wall time (jobs Spark's adaptive execution starts for a query stage show as "stage (AQE)"),
