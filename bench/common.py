@@ -31,6 +31,13 @@ def timed(fn, repeat: int = 3):
     return statistics.median(times), times, result
 
 
+def spread(xs: list[float], *, runs: bool = True) -> str:
+    """Median seconds with the min-max of the runs (and their count): how every benchmark quotes a time."""
+    if len(xs) == 1:
+        return f"{xs[0]:.1f} s" + (" (1 run)" if runs else "")
+    return f"{statistics.median(xs):.1f} s ({min(xs):.1f}–{max(xs):.1f}" + (f", {len(xs)} runs)" if runs else ")")
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import OUT, machine, record  # noqa: E402
+from common import OUT, machine, record, spread  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 PARAMS = {"als": {"max_iter": 10}, "word2vec": {"max_iter": 1}}
@@ -84,10 +83,6 @@ def one_run(data: Path, method: str, dim: int, days: int) -> dict:
             "events": step["events"], "entities": step["entities"]}
 
 
-def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.1f} s ({min(xs):.1f}–{max(xs):.1f})" if len(xs) > 1 else f"{xs[0]:.1f} s"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--charges", type=int, default=1_000_000)
@@ -115,8 +110,8 @@ def main() -> int:
     lines = ["| method, dim | events / entities | train | backfill (train + write) | process |", "|---|---|---|---|---|"]
     for method, runs in rows:
         lines.append(f"| {method}, {args.dim} | {runs[0]['events']:,} / {runs[0]['entities']:,} | "
-                     f"{spread([r['train'] for r in runs])} | {spread([r['backfill'] for r in runs])} | "
-                     f"{spread([r['process'] for r in runs])} |")
+                     f"{spread([r['train'] for r in runs], runs=False)} | {spread([r['backfill'] for r in runs], runs=False)} | "
+                     f"{spread([r['process'] for r in runs], runs=False)} |")
     text = "\n".join(lines)
     print(text)
     if args.record:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from common import OUT, machine, record  # noqa: E402
+from common import OUT, machine, record, spread  # noqa: E402
 
 
 def prepare(charges: int, days: int) -> tuple[Path, Path]:
@@ -83,10 +82,6 @@ def shape() -> str:
     snapshot = sum(v.accuracy == "snapshot" for v in views)
     return (f"{len(views)} views ({sum(len(v.features) for v in views)} features; {len(views) - snapshot} temporal, "
             f"{snapshot} snapshot)")
-
-
-def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.1f} s ({min(xs):.1f}–{max(xs):.1f}, {len(xs)} runs)"
 
 
 def main() -> int:

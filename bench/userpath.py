@@ -33,7 +33,7 @@ from pathlib import Path  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "python"))
-from common import OUT, machine, record  # noqa: E402
+from common import OUT, machine, record, spread  # noqa: E402
 
 
 def spine_file(data: Path) -> Path:
@@ -91,10 +91,6 @@ def child(data: Path, spine: Path, out: Path) -> None:
                           "training set": total - started}))
     finally:
         spark.stop()
-
-
-def spread(times: list[float]) -> str:
-    return f"{statistics.median(times):.1f} s ({min(times):.1f}–{max(times):.1f}, {len(times)} runs)"
 
 
 def main() -> int:
