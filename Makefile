@@ -70,8 +70,9 @@ test-scala: $(SBT_DEP)
 # and the time-semantics tests (the rules of DESIGN.md and the trust cases) again in a zone west of UTC with DST.
 TIME_TESTS := tests/test_time_semantics.py tests/test_trust.py
 
-# One pytest process: two xdist workers were measured slower on 2 cores (the fresh-clone run took 19 min 53 s
-# against 18 min 19 s; the SIGKILL tests doubled), the suite being CPU-bound, not waiting.
+# One pytest process. Two pytest-xdist workers gained nothing worth a second Spark session per run on 2 cores:
+# 15 min 46 s of pytest against 16 min 22 s, the same tests from a fresh clone each; the SIGKILL tests took twice as
+# long side by side. The suite is CPU-bound.
 test-python: setup
 	TZ=Asia/Kolkata $(PY) -m pytest tests -q --durations=25
 	TZ=America/Los_Angeles $(PY) -m pytest $(TIME_TESTS) -q -m "not slow"
