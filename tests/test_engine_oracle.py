@@ -121,3 +121,54 @@ def test_engine_equals_the_brute_force_oracle(spark, seed, with_avail, ttl, spli
     assert not bad, f"{len(bad)} mismatches in {by_feature}; first: {bad[:5]}"
     # every function was really compared: each appears among the view's features
     assert {f.function for f in view.features} == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-sweep", "hot-keys-one-view-at-a-time"])
+def test_views_sharing_a_key_are_swept_together_and_each_equals_the_oracle(spark, split):
+    """Views with the same keys share one sweep (the spine shuffled and sorted once, each view's events with their
+    own columns, availability and ttl); with hot keys split by each view's own reach they are swept one at a time.
+    Either way each view equals the oracle, with the spine a frame of its own and with the spine one view's source,
+    and a view of another key between them keeps the columns in the order asked for."""
+    windows = BOUNDED if split else WINDOWS
+    events = _events(11, 1200, True)
+    refunds = [{"card_id": e["card_id"], "refunded": e["created"], "amount": e["amount"]} for e in _events(12, 300, False)]
+    rng = np.random.default_rng(13)
+    for i, e in enumerate(events):
+        e["row_id"], e["mcc"] = i, str(rng.choice(MCC))
+    charges_df = spark.createDataFrame(
+        [tuple(e.values()) for e in events],
+        "card_id string, created timestamp, known timestamp, amount double, qty bigint, mcc string, row_id bigint")
+    refunds_df = spark.createDataFrame([tuple(r.values()) for r in refunds], "card_id string, refunded timestamp, amount double")
+    charges = tl.Source("charges", dataframe=lambda s: charges_df, timestamp="created", available_at="known")
+    refund_source = tl.Source("refunds", dataframe=lambda s: refunds_df, timestamp="refunded")
+    card, mcc = tl.Entity("card", keys=["card_id"]), tl.Entity("mcc", keys=["mcc"])
+    spending = tl.FeatureView("spending", entity=card, source=charges, ttl="1d", aggregations=_aggregations(windows))
+    refunded = tl.FeatureView("refunded", entity=card, source=refund_source, ttl="12h", aggregations=[
+        tl.Aggregation(fn, column=col, windows=windows, name=f"{fn}_{col or 'rows'}")
+        for fn, col in [("count", None), ("sum", "amount"), ("max", "amount"), ("time_since_last", None)]])
+    by_mcc = tl.FeatureView("by_mcc", entity=mcc, source=charges, aggregations=[
+        tl.Aggregation("count", windows=windows, name="n"), tl.Aggregation("mean", column="amount", windows=windows)])
+    spine = [{**r, "mcc": str(m)} for r, m in zip(_spine(11, 400), rng.choice(MCC, 400))]
+    spine_df = spark.createDataFrame([tuple(r.values()) for r in spine], "card_id string, ts timestamp, row_id bigint, mcc string")
+    oracle_events = [{**e, "ts": micros(e["created"]), "avail": micros(e["known"])} for e in events]
+    oracle_refunds = [{**r, "ts": micros(r["refunded"]), "avail": None} for r in refunds]
+    spark.conf.set("spark.tally.sweep.split", "always" if split else "off")
+    spark.conf.set("spark.tally.sweep.splitSample", "1.0")
+    try:
+        if split:
+            assert [h["key"] for h in kernels.hot_keys(spark, charges_df, spending)] == [["hot"]]
+        for rows, frame, ts in [(spine, spine_df, "ts"), (events, charges_df, "created")]:
+            out = tl.training_set(spark, frame, [spending, by_mcc, refunded], timestamp=ts)
+            added = [c for c in out.columns if c not in frame.columns]
+            assert added == ([f"spending__{f.name}" for f in spending.features] + [f"by_mcc__{f.name}" for f in by_mcc.features]
+                             + [f"refunded__{f.name}" for f in refunded.features])
+            got = [r.asDict(recursive=True) for r in out.orderBy("row_id").collect()]
+            assert [g["row_id"] for g in got] == [r["row_id"] for r in rows]
+            at = [micros(r[ts]) for r in rows]
+            for view, evs, key in [(spending, oracle_events, "card_id"), (refunded, oracle_refunds, "card_id"),
+                                   (by_mcc, oracle_events, "mcc")]:
+                bad = mismatches(view, evs, [((r[key],), t) for r, t in zip(rows, at)], got, prefix=f"{view.name}__")
+                assert not bad, f"{view.name} with spine {ts}: {len(bad)} mismatches; first: {bad[:5]}"
+    finally:
+        spark.conf.unset("spark.tally.sweep.split")
+        spark.conf.unset("spark.tally.sweep.splitSample")

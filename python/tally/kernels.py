@@ -40,12 +40,15 @@ def register(spark) -> None:
     _bridge(spark).register(spark._jsparkSession)
 
 
-def temporal(spark, spine, events, view, spine_time: str, *, prefix: str | None = None, partitions: int | None = None):
-    """Cross once: the spine plus `{prefix}{feature}` columns from the Scala sweep (default prefix `{view}__`)."""
+def temporal(spark, spine, parts, spine_time: str, *, partitions: int | None = None):
+    """Cross once: the spine plus, per part `(events, view, prefix)` in order, `{prefix}{feature}` columns from the
+    Scala sweep (prefix None: `{view}__`). Parts are views with the same keys, swept in one pass."""
     from pyspark.sql import DataFrame
 
     n = _partitions(spark, partitions)
-    jdf = _bridge(spark).temporal(spine._jdf, events._jdf, view.spec_json(), spine_time, prefix or f"{view.name}__", n)
+    jdf = _bridge(spark).temporal(spine._jdf, [events._jdf for events, _, _ in parts],
+                                  [view.spec_json() for _, view, _ in parts], spine_time,
+                                  [prefix or f"{view.name}__" for _, view, prefix in parts], n)
     return DataFrame(jdf, spark)
 
 

@@ -144,7 +144,7 @@ def snapshot_frame(spark, view: FeatureView, chunk: Chunk, events):
              .select(*keys, F.explode(F.sequence("_first", "_last")).alias("ds"))
              .distinct()
              .withColumn("snapshot_ts", utc.day_start(F.col("ds"), 1)))
-    out = kernels.temporal(spark, spine, events, view, "snapshot_ts")
+    out = kernels.temporal(spark, spine, [(events, view, None)], "snapshot_ts")
     prefix = f"{view.name}__"
     return out.select(*keys, "ds", "snapshot_ts",
                       *[F.col(f"`{prefix}{f.name}`").alias(f.name) for f in view.features],

@@ -98,22 +98,30 @@ def content_hash(df, exclude: Sequence[str] = ()) -> dict:
     return {"rows": int(row.n), "hash": format(int(row.h or 0) % (1 << 64), "016x")}
 
 
-def temporal_features(spark, spine, view: FeatureView, timestamp: str, *, names: Sequence[str] | None = None,
-                      source_df=None, prefix: str | None = None, keys: Mapping[str, str] | None = None):
-    """The spine with `view`'s features exact at each spine row's `timestamp` (the sweep engine), as columns
-    `{prefix}{feature}` (default prefix `{view}__`).
-
-    `source_df` is the view's source as `checked_sources` returns it; without it the source is read and checked here.
-    `keys` names the spine columns mapped to the view's keys (for messages; `_mapped` does the mapping).
+def temporal_features(spark, spine, uses: Sequence[tuple], timestamp: str, *, keys: Mapping[str, str] | None = None):
+    """The spine with the features of temporal views that share their key columns, exact at each spine row's
+    `timestamp`, in one sweep (the sweep engine). Per use `(view, names, events, prefix)`, in order: columns
+    `{prefix}{feature}` for the features in `names` (None: all), with `events` the view's source as
+    `checked_sources` returns it. `keys` names the spine columns mapped to the views' keys (for messages; `_mapped`
+    does the mapping).
     """
-    events = source_df if source_df is not None else checked_sources(spark, [view])[view.source.name]
-    _check_key_types(spine, events, view, f"source '{view.source.name}'", keys)
-    prefix = prefix or f"{view.name}__"
-    out = kernels.temporal(spark, spine, events, view, timestamp, prefix=prefix)
-    if names is not None:
-        drop = [f"{prefix}{f.name}" for f in view.features if f.name not in names]
-        out = out.drop(*drop)
-    return out
+    parts, drop = [], []
+    for view, names, events, prefix in uses:
+        _check_key_types(spine, events, view, f"source '{view.source.name}'", keys)
+        parts.append((events, view, prefix))
+        if names is not None:
+            drop += [f"{prefix}{f.name}" for f in view.features if f.name not in names]
+    return kernels.temporal(spark, spine, parts, timestamp).drop(*drop)
+
+
+def _sweep_together(selections: Sequence[Selection]) -> dict[int, list[int]]:
+    """Temporal uses that one sweep serves, by the position of the first: those whose views have the same key
+    columns, read from the same spine columns. One sweep shuffles and sorts the spine once for all of them."""
+    groups: dict[tuple, list[int]] = {}
+    for i, sel in enumerate(selections):
+        if sel.view.accuracy != "snapshot":
+            groups.setdefault((tuple(sel.view.entity.keys), tuple(sorted(sel.keys))), []).append(i)
+    return {members[0]: members for members in groups.values()}
 
 
 def spine_day_before(spine, timestamp: str):
@@ -306,8 +314,12 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
                and set(keys) <= set(v.entity.keys) for v in temporal):
         validation.spine_report(spine, timestamp, keys).raise_if_failed(
             hint="drop or repair spine rows with null keys or timestamps; tally never drops them silently")
-    out, report, entries = spine, {}, []
     for sel in selections:
+        if sel.view.accuracy != "snapshot" and sel.view.name in as_of:
+            raise UsageError(f"view '{sel.view.name}' is temporal: it reads its source, so as_of does not apply")
+    together = _sweep_together(selections)
+    out, report, entries, added = spine, {}, [], {}
+    for i, sel in enumerate(selections):
         v, prefix, mapping = sel.view, sel.column_prefix, dict(sel.keys)
         if v.accuracy == "snapshot":
             # two uses of one view read the same Delta version: the first resolves it, the others are pinned to it
@@ -315,15 +327,21 @@ def build(spark, spine, features, timestamp: str, *, views=None, warehouse="ware
             join = functools.partial(snapshot_features, spark, view=v, timestamp=timestamp, warehouse=warehouse,
                                      names=sel.features, as_of=pin, allow_missing=allow_missing, report=report,
                                      prefix=prefix, keys=mapping)
-        else:
-            if v.name in as_of:
-                raise UsageError(f"view '{v.name}' is temporal: it reads its source, so as_of does not apply")
-            join = functools.partial(temporal_features, spark, view=v, timestamp=timestamp, names=sel.features,
-                                     source_df=events[v.source.name], prefix=prefix, keys=mapping)
-        out = _mapped(out, sel, join)
+            before = set(out.columns)
+            out = _mapped(out, sel, join)
+            added[i] = [c for c in out.columns if c not in before]
+        elif i in together:
+            members = [selections[j] for j in together[i]]
+            uses = [(m.view, m.features, events[m.view.source.name], m.column_prefix) for m in members]
+            out = _mapped(out, sel, functools.partial(temporal_features, spark, uses=uses, timestamp=timestamp,
+                                                      keys=mapping))
+            for j, m in zip(together[i], members):
+                added[j] = [m.column(f.name) for f in m.view.features if f.name in m.features]
         entries.append({"view": v.name, "version": v.version, "fingerprint": v.fingerprint, "accuracy": v.accuracy,
                         "features": list(sel.features), **report.get(v.name, {"delta_version": None}),
                         **({"prefix": sel.prefix} if sel.prefix else {}), **({"keys": mapping} if mapping else {})})
+    # columns in the order the uses were asked for, whichever sweep computed them
+    out = out.select(*[f"`{c}`" for c in spine.columns], *[f"`{c}`" for i in sorted(added) for c in added[i]])
     out = add_derived(out, resolved)
     # a derived feature's inputs stay only when the feature list asks for them too (columns keep the joins' order)
     keep = set(spine.columns) | set(resolved.output)

@@ -12,9 +12,16 @@ object Bridge {
   /** Registers the `tally_*` SQL functions in the session. Called by `tally.session()`. */
   def register(spark: SparkSession): Unit = tally.spark.Functions.register(spark)
 
-  /** Temporal features of one view for every spine row: the spine's columns plus `prefix + feature` columns. */
-  def temporal(spine: DataFrame, source: DataFrame, specJson: String, spineTime: String, prefix: String, partitions: Int): DataFrame =
-    tally.spark.TemporalJob.run(spine, source, Spec.parse(specJson), spineTime, prefix, partitions)
+  /** Temporal features of views that share their keys, for every spine row, in one sweep: the spine's columns plus,
+    * per view in order, `prefix + feature` columns. `sources(i)`, `specsJson(i)` and `prefixes(i)` describe view i. */
+  def temporal(spine: DataFrame, sources: java.util.List[DataFrame], specsJson: java.util.List[String], spineTime: String,
+               prefixes: java.util.List[String], partitions: Int): DataFrame = {
+    require(sources.size == specsJson.size && prefixes.size == specsJson.size, "one source, spec and prefix per view")
+    val parts = (0 until specsJson.size).map { i =>
+      tally.spark.TemporalJob.Part(sources.get(i), Spec.parse(specsJson.get(i)), prefixes.get(i))
+    }
+    tally.spark.TemporalJob.run(spine, parts, spineTime, partitions)
+  }
 
   /** The keys of the view's source the sweep would split into time buckets, as JSON:
     * `[{"key": ["value", ...], "bucket_us": length}, ...]` (key values as strings). */
