@@ -90,8 +90,10 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
     `tile_table`, exactly once (StreamJob).
 
+    The batch's tile-table commit runs after this returns, beside the next batch: `stream_flush` waits for it.
     Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
-    phases_ms (milliseconds per phase of the batch: build, fold, tile_table, close)."""
+    phases_ms (milliseconds per phase of the batch: build, fold, wait (for the previous batch's commit), close (the
+    store's), and tile_table: the previous batch's commit, when this batch waited for it)."""
     import json
 
     n = _partitions(spark, partitions)
@@ -99,6 +101,22 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     with _store_errors(spark, store_url):
         return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, tile_table, stream, int(batch_id),
                                              int(stamp_base), int(floor_us), n))
+
+
+def stream_catch_up(spark, view, store_url: str, tile_table: str, stream: str, stamp_base: int) -> int | None:
+    """Before a stream's first batch: the tile table gets the store's last batch of `stream` if a crash lost its
+    commit (StreamJob.catchUp). Returns that batch's id, or None when the table held it already."""
+    import json
+
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.streamCatchUp(spark._jsparkSession, view.spec_json(), store_url, tile_table, stream,
+                                               int(stamp_base)))["rewritten"]
+
+
+def stream_flush(spark) -> None:
+    """Wait for the tile-table commits of this process's last stream batches (they run after each batch's close)."""
+    _bridge(spark).streamFlush()
 
 
 def last_batch(spark, store_url: str, stream: str) -> int | None:
