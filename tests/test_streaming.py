@@ -11,6 +11,7 @@ Data stays tiny: a few seconds of streaming per test (the kill test pays for thr
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import runpy
@@ -389,6 +390,48 @@ def test_a_batch_whose_tile_table_commit_a_crash_lost_is_rewritten_from_the_stor
     finally:
         if redis:
             redis.stop()
+
+
+def test_a_tile_table_recording_batches_as_delta_transactions_is_still_read_and_a_replay_skipped(spark, tmp_path):
+    """Tile tables written before the commit-info tag recorded each batch as Delta's idempotent-write transaction
+    (txnAppId = the stream, txnVersion = the batch). Such a table must still count: a restart that replays a batch both
+    it and the store record (Spark's checkpoint lost the batch's commit) skips the batch and appends nothing."""
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    first, second = arrivals(events, 2, seed=4)
+    view = stream_view(tmp_path, "card_old", windows=("1h", None), cases={"count": [{}], "sum": [{"column": "qty"}]})
+    append(spark, tmp_path / "charges", first)
+    wh, db = tmp_path / "wh", tmp_path / "tally.db"
+    url = f"sqlite:{db}"
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # bootstrap
+    append(spark, tmp_path / "charges", second)
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # batch 0
+    path = streaming.tile_table(wh, view)
+    rows, stored = tile_table(spark, wh, view), tiles(db)
+    assert {r[5] for r in rows} == {0}
+    # the table as the old code wrote it: the same rows, the batch as a transaction, no commit info
+    shutil.rmtree(path)
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    stream_name = json.loads((streaming.checkpoint_dir(wh, view) / "bootstrap.json").read_text())["stream"]
+    (spark.createDataFrame([(k, n, s, bytearray(p), stamp, b) for k, n, s, p, stamp, b in rows],
+                           "key string, length_us long, start_us long, payload binary, stamp long, batch_id long")
+     .coalesce(1).write.format("delta").option("txnAppId", stream_name).option("txnVersion", 0).save(str(path)))
+    assert commit_tags(spark, path) == [("WRITE", None)]
+    assert {"appId": stream_name, "version": 0} == next(
+        {k: a["txn"][k] for k in ("appId", "version")} for a in map(json.loads, (path / "_delta_log" / f"{0:020d}.json")
+                                                                     .read_text().splitlines()) if "txn" in a)
+    # Spark's checkpoint without the batch's commit: the restart replays batch 0
+    for f in ("0", ".0.crc"):
+        (streaming.checkpoint_dir(wh, view) / "spark" / "commits" / f).unlink(missing_ok=True)
+    reports = []
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True, on_batch=reports.append)
+    assert [(r["batch_id"], r["skipped"]) for r in reports] == [(0, True)]
+    assert commit_tags(spark, path) == [("WRITE", None)]  # nothing appended, by the replay or by the catch-up
+    assert tile_table(spark, wh, view) == rows and tiles(db) == stored
+    # the next batch is recorded the new way, after the old one
+    append(spark, tmp_path / "charges", [("c0", from_micros(max(micros(e[1]) for e in events) + MINUTE), 1.0, 1, None,
+                                          "m1", False, None, 0.5)])
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+    assert commit_tags(spark, path) == [("WRITE", None), ("WRITE", f"{stream_name} batch 1")]
 
 
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):
