@@ -82,7 +82,7 @@ def main() -> None:
                          "tiles": r["tiles"]})
             print(args.label, b, rows[-1], flush=True)
         try:
-            kernels.stream_flush(spark)
+            kernels.stream_flush(spark, str(root / "tiles"))
         except Exception as exc:  # an older JAR commits inside the batch and has no flush
             if "streamFlush" not in str(exc):
                 raise

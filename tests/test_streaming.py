@@ -273,7 +273,7 @@ def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_repl
 
     def fold(url: str, table: Path) -> dict:
         report = kernels.stream_batch(spark, batch, view, url, str(table), "card_half:v1:test", 0, 1 << 40, floor)
-        kernels.stream_flush(spark)  # the table's commit runs after the store's close
+        kernels.stream_flush(spark, str(table))  # the table's commit runs after the store's close
         return report
 
     assert not fold(urls[0], table_a)["skipped"]
@@ -312,7 +312,7 @@ def test_on_redis_a_batch_whose_close_died_after_raising_the_watermark_is_replay
         def fold(table: str) -> dict:
             report = kernels.stream_batch(spark, batch, view, redis.url, str(tmp_path / table), "card_edge:v1:test", 0,
                                           1 << 40, floor)
-            kernels.stream_flush(spark)
+            kernels.stream_flush(spark, str(tmp_path / table))
             return report
 
         first = fold("tiles_a")

@@ -90,7 +90,8 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
     `tile_table`, exactly once (StreamJob).
 
-    The batch's tile-table commit runs after this returns, beside the next batch: `stream_flush` waits for it.
+    The batch's tile-table commit runs after this returns, beside the next batch: `stream_flush(spark, tile_table)`
+    waits for it.
     Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
     phases_ms (milliseconds per phase of the batch: build, fold, wait (for the previous batch's commit), close (the
     store's), and tile_table: the previous batch's commit, when this batch waited for it)."""
@@ -114,9 +115,10 @@ def stream_catch_up(spark, view, store_url: str, tile_table: str, stream: str, s
                                                int(stamp_base)))["rewritten"]
 
 
-def stream_flush(spark) -> None:
-    """Wait for the tile-table commits of this process's last stream batches (they run after each batch's close)."""
-    _bridge(spark).streamFlush()
+def stream_flush(spark, tile_table: str) -> None:
+    """Wait for the commit of the last stream batch to `tile_table` (it runs after the batch's close, beside the next
+    batch), raising its failure."""
+    _bridge(spark).streamFlush(tile_table)
 
 
 def last_batch(spark, store_url: str, stream: str) -> int | None:

@@ -229,11 +229,12 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
         for v, q in queries:
             batches.stop(v.name, q)
         # The last batch's tile-table commit runs after its foreachBatch returned: wait for it, so a stopped stream
-        # leaves its table whole. Its failure is raised below, unless another one is on its way already.
-        try:
-            kernels.stream_flush(spark)
-        except Exception as exc:
-            unflushed = exc
+        # leaves its table whole. A failure is raised below, unless another one is on its way already.
+        for v in views:
+            try:
+                kernels.stream_flush(spark, str(tile_table(warehouse, v)))
+            except Exception as exc:
+                unflushed = unflushed or exc
     if unflushed is not None:
         raise unflushed
     return [last[v.name] for v in views if v.name in last]

@@ -85,8 +85,9 @@ object Bridge {
     out.toString
   }
 
-  /** Waits for the tile-table commits still running after their batches (see [[tally.spark.StreamJob.flush]]). */
-  def streamFlush(): Unit = tally.spark.StreamJob.flush()
+  /** Waits for the tile-table commit to `tileTable` still running after its batch (see
+    * [[tally.spark.StreamJob.flush]]). */
+  def streamFlush(tileTable: String): Unit = tally.spark.StreamJob.flush(tileTable)
 
   /** The last micro-batch `stream` recorded in the store at `storeUrl`: `{"last_batch": n | null}`. */
   def lastBatch(storeUrl: String, stream: String): String = {

@@ -171,13 +171,10 @@ object StreamJob {
   private def settle(path: String): Option[(Pending, Long)] =
     Option(pending.remove(path)).map(p => p -> Await.result(p.commit, Duration.Inf))
 
-  /** Waits for every tile-table commit in flight; raises the first failure once all are done. Why: a stream that
-    * stops (Ctrl-C, `--until-idle`) leaves its tables whole. A process that dies first leaves its last batch to
+  /** Waits for the commit in flight to the tile table at `path`, if any, raising its failure. Why: a stream that
+    * stops (Ctrl-C, `--until-idle`) leaves its table whole. A process that dies first leaves its last batch to
     * [[catchUp]]. */
-  def flush(): Unit = {
-    val failures = pending.keySet.asScala.toSeq.flatMap(path => scala.util.Try(settle(path)).failed.toOption)
-    failures.headOption.foreach { e => failures.tail.foreach(e.addSuppressed); throw e }
-  }
+  def flush(path: String): Unit = settle(path)
 
   /** Makes the tile table hold the last batch the store records for `stream`, rewriting it from the store when a
     * crash lost its deferred commit; returns that batch's id if it was rewritten. The store's tiles carrying the
