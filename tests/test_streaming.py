@@ -11,6 +11,7 @@ Data stays tiny: a few seconds of streaming per test (the kill test pays for thr
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
 import runpy
@@ -257,8 +258,9 @@ def test_sigkilled_mid_batch_twice_and_restarted_the_store_equals_a_never_interr
 
 
 def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_replay(spark, tmp_path):
-    """A crash between the tile table's commit and the store's close (they run at once) leaves the batch in one of
-    them; the replay (same batch, id and stamp) must complete the other and change nothing in the first."""
+    """A crash between the store's close and the tile table's commit leaves the batch in the store only (and a table
+    written while both ran at once, before that order, may hold a batch the store does not); the replay (same batch,
+    id and stamp) must complete the other and change nothing in the first."""
     events = [e for e in charges() if e[0] in ("c0", "c1", "c2")]
     first, second = arrivals(events, 2, seed=5)
     view = stream_view(tmp_path, "card_half", windows=("1h", "24h", None))
@@ -270,7 +272,9 @@ def test_a_batch_recorded_by_only_one_of_the_two_stores_is_completed_by_its_repl
     table_a, table_b = tmp_path / "tiles_a", tmp_path / "tiles_b"
 
     def fold(url: str, table: Path) -> dict:
-        return kernels.stream_batch(spark, batch, view, url, str(table), "card_half:v1:test", 0, 1 << 40, floor)
+        report = kernels.stream_batch(spark, batch, view, url, str(table), "card_half:v1:test", 0, 1 << 40, floor)
+        kernels.stream_flush(spark, str(table))  # the table's commit runs after the store's close
+        return report
 
     assert not fold(urls[0], table_a)["skipped"]
     whole, rows = tiles(tmp_path / "one.db"), tile_table(spark, None, view, table_a)
@@ -306,8 +310,10 @@ def test_on_redis_a_batch_whose_close_died_after_raising_the_watermark_is_replay
                                    versions={"charges": 0})[0]["from_us"]
 
         def fold(table: str) -> dict:
-            return kernels.stream_batch(spark, batch, view, redis.url, str(tmp_path / table), "card_edge:v1:test", 0,
-                                        1 << 40, floor)
+            report = kernels.stream_batch(spark, batch, view, redis.url, str(tmp_path / table), "card_edge:v1:test", 0,
+                                          1 << 40, floor)
+            kernels.stream_flush(spark, str(tmp_path / table))
+            return report
 
         first = fold("tiles_a")
         assert first["late"] == 0 and first["horizon_us"] <= step - DAY
@@ -321,6 +327,111 @@ def test_on_redis_a_batch_whose_close_died_after_raising_the_watermark_is_replay
         assert tile_table(spark, None, view, tmp_path / "tiles_b") == rows  # and nothing left out of the table
     finally:
         redis.stop()
+
+
+def commit_tags(spark, table: Path) -> list[tuple]:
+    """(operation, commit info's userMetadata) of each commit of a Delta table, oldest first."""
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, str(table)).history().orderBy("version").collect()
+    return [(h.operation, h.userMetadata) for h in history]
+
+
+def lose_last_commit(spark, table: Path) -> None:
+    """The state of a crash before the table's newest commit landed: its commit file (and checksum) gone, its data
+    file left behind unreferenced, as a commit that never happened leaves it."""
+    log = table / "_delta_log"
+    newest = max(int(f.name[:20]) for f in log.glob("*.json"))
+    for name in (f"{newest:020d}.json", f"{newest:020d}.crc"):  # with the local filesystem's checksums of both
+        for f in (log / name, log / f".{name}.crc"):
+            f.unlink(missing_ok=True)
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_batch_whose_tile_table_commit_a_crash_lost_is_rewritten_from_the_store(spark, tmp_path, kind):
+    """A batch's tile-table commit runs after the store's close, beside the next batch. A crash after Spark committed
+    the batch in its checkpoint (so no replay comes) but before the table's commit landed leaves the batch in the
+    store only; the restart must rewrite it to the table from the store's tiles stamped with it, even when no batch
+    follows (`--until-idle` with nothing new), and then go on as usual."""
+    events = [e for e in charges() if e[0] in ("c0", "c1", "c2")]
+    first, *commits = arrivals(events, 4, seed=9)
+    view = stream_view(tmp_path, "card_lost", windows=("1h", None),
+                       cases={"count": [{}], "sum": [{"column": "qty"}], "last_k": [{"column": "merchant", "params": {"k": 2}}]})
+    append(spark, tmp_path / "charges", first)
+    redis = redis_server.start() if kind == "redis" else None
+    url = redis.url if redis else f"sqlite:{tmp_path / 'tally.db'}"
+    wh = tmp_path / "wh"
+    try:
+        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # bootstrap
+        for c in commits[:2]:
+            append(spark, tmp_path / "charges", c)
+        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True, files_per_batch=1)
+        whole, stored = tile_table(spark, wh, view), tiles(redis or tmp_path / "tally.db")
+        assert sorted({r[5] for r in whole}) == [0, 1]
+        lose_last_commit(spark, streaming.tile_table(wh, view))
+        assert sorted({r[5] for r in tile_table(spark, wh, view)}) == [0]  # the crash's state: batch 1 lost
+        assert (streaming.checkpoint_dir(wh, view) / "spark" / "commits" / "1").is_file()  # and no replay to come
+        assert streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True) == []  # no batch ran
+        assert tile_table(spark, wh, view) == whole  # row for row, as the lost commit would have written it
+        assert tiles(redis or tmp_path / "tally.db") == stored
+        # the same with a batch after it: the lost batch is rewritten before that batch's close replaces its tiles
+        lose_last_commit(spark, streaming.tile_table(wh, view))
+        append(spark, tmp_path / "charges", commits[2])
+        reports = []
+        streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True, on_batch=reports.append)
+        assert [r["batch_id"] for r in reports] == [2]
+        table = tile_table(spark, wh, view)
+        assert [r for r in table if r[5] < 2] == whole and sorted({r[5] for r in table}) == [0, 1, 2]
+        writes = [c for c in store.commits(spark, streaming.tile_table(wh, view)) if c["operation"] == "WRITE"]
+        assert len(writes) == 3, writes
+        at = {(key, length, start): payload for _, _, key, length, start, payload in tiles(redis or tmp_path / "tally.db")}
+        assert all(at[a] == p for a, p in latest_tiles(table).items())
+    finally:
+        if redis:
+            redis.stop()
+
+
+def test_a_tile_table_recording_batches_as_delta_transactions_is_still_read_and_a_replay_skipped(spark, tmp_path):
+    """Tile tables written before the commit-info tag recorded each batch as Delta's idempotent-write transaction
+    (txnAppId = the stream, txnVersion = the batch). Such a table must still count: a restart that replays a batch both
+    it and the store record (Spark's checkpoint lost the batch's commit) skips the batch and appends nothing."""
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    first, second = arrivals(events, 2, seed=4)
+    view = stream_view(tmp_path, "card_old", windows=("1h", None), cases={"count": [{}], "sum": [{"column": "qty"}]})
+    append(spark, tmp_path / "charges", first)
+    wh, db = tmp_path / "wh", tmp_path / "tally.db"
+    url = f"sqlite:{db}"
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # bootstrap
+    append(spark, tmp_path / "charges", second)
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)  # batch 0
+    path = streaming.tile_table(wh, view)
+    rows, stored = tile_table(spark, wh, view), tiles(db)
+    assert {r[5] for r in rows} == {0}
+    # the table as the old code wrote it: the same rows, the batch as a transaction, no commit info
+    shutil.rmtree(path)
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    stream_name = json.loads((streaming.checkpoint_dir(wh, view) / "bootstrap.json").read_text())["stream"]
+    (spark.createDataFrame([(k, n, s, bytearray(p), stamp, b) for k, n, s, p, stamp, b in rows],
+                           "key string, length_us long, start_us long, payload binary, stamp long, batch_id long")
+     .coalesce(1).write.format("delta").option("txnAppId", stream_name).option("txnVersion", 0).save(str(path)))
+    assert commit_tags(spark, path) == [("WRITE", None)]
+    assert {"appId": stream_name, "version": 0} == next(
+        {k: a["txn"][k] for k in ("appId", "version")} for a in map(json.loads, (path / "_delta_log" / f"{0:020d}.json")
+                                                                     .read_text().splitlines()) if "txn" in a)
+    # Spark's checkpoint without the batch's commit: the restart replays batch 0
+    for f in ("0", ".0.crc"):
+        (streaming.checkpoint_dir(wh, view) / "spark" / "commits" / f).unlink(missing_ok=True)
+    reports = []
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True, on_batch=reports.append)
+    assert [(r["batch_id"], r["skipped"]) for r in reports] == [(0, True)]
+    assert commit_tags(spark, path) == [("WRITE", None)]  # nothing appended, by the replay or by the catch-up
+    assert tile_table(spark, wh, view) == rows and tiles(db) == stored
+    # the next batch is recorded the new way, after the old one
+    append(spark, tmp_path / "charges", [("c0", from_micros(max(micros(e[1]) for e in events) + MINUTE), 1.0, 1, None,
+                                          "m1", False, None, 0.5)])
+    streaming.stream(spark, [view], warehouse=wh, store_url=url, until_idle=True)
+    assert commit_tags(spark, path) == [("WRITE", None), ("WRITE", f"{stream_name} batch 1")]
 
 
 def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_materialize(spark, tmp_path):

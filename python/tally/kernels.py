@@ -93,8 +93,11 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
     `tile_table`, exactly once (StreamJob).
 
+    The batch's tile-table commit runs after this returns, beside the next batch: `stream_flush(spark, tile_table)`
+    waits for it.
     Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
-    phases_ms (milliseconds per phase of the batch: build, fold, tile_table, close)."""
+    phases_ms (milliseconds per phase of the batch: build, fold, wait (for the previous batch's commit), close (the
+    store's), and tile_table: the previous batch's commit, when this batch waited for it)."""
     import json
 
     n = _partitions(spark, partitions)
@@ -102,6 +105,23 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     with _store_errors(spark, store_url):
         return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, tile_table, stream, int(batch_id),
                                              int(stamp_base), int(floor_us), n))
+
+
+def stream_catch_up(spark, view, store_url: str, tile_table: str, stream: str, stamp_base: int) -> int | None:
+    """Before a stream's first batch: the tile table gets the store's last batch of `stream` if a crash lost its
+    commit (StreamJob.catchUp). Returns that batch's id, or None when the table held it already."""
+    import json
+
+    bridge = _bridge(spark)
+    with _store_errors(spark, store_url):
+        return json.loads(bridge.streamCatchUp(spark._jsparkSession, view.spec_json(), store_url, tile_table, stream,
+                                               int(stamp_base)))["rewritten"]
+
+
+def stream_flush(spark, tile_table: str) -> None:
+    """Wait for the commit of the last stream batch to `tile_table` (it runs after the batch's close, beside the next
+    batch), raising its failure."""
+    _bridge(spark).streamFlush(tile_table)
 
 
 def last_batch(spark, store_url: str, stream: str) -> int | None:

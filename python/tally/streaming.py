@@ -5,8 +5,8 @@ the source's current Delta version V is materialized (every tile requests from i
 query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
 by one micro-batch. Each micro-batch is checked against the source's contract (`check_batch`: a failure stops the
 stream before any write), then goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into the
-stored tiles, appends them to the Delta tile table (`tile_table`) and records the id in both (see
-docs/streaming.md for why a replay changes nothing).
+stored tiles, closes the batch in the store and then appends its tiles to the Delta tile table (`tile_table`) beside
+the next batch, recording the id in both (see docs/streaming.md for why a replay or a lost commit changes nothing).
 
 Spark's own checkpoint lives beside the bootstrap record (`.../spark`); deleting the folder starts the stream over
 with a new bootstrap and a new stream name, so its batch ids and stamps never meet the old ones.
@@ -37,7 +37,7 @@ def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
 
 def tile_table(warehouse: str | Path, view: FeatureView) -> Path:
     """The Delta tile table of a view version: every tile each micro-batch wrote to the online store, as folded, with
-    its stamp and batch id (the batch id is also Delta's transaction version of the stream, in the same commit)."""
+    its stamp and batch id (one Delta commit per batch, whose commit info names the stream and the batch)."""
     return Path(warehouse).resolve() / "tiles" / view.name / f"v{view.version}"
 
 
@@ -156,6 +156,9 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     queries = []
     batches = _Batches()
     states = {v.name: _bootstrap(spark, v, tables[v.name], warehouse=warehouse, data=data, url=url) for v in views}
+    for v in views:  # a crash after a batch's close lost its tile-table commit: the table gets it from the store
+        kernels.stream_catch_up(spark, v, url, str(tile_table(warehouse, v)), states[v.name]["stream"],
+                                states[v.name]["stamp_base"])
 
     def start(v: FeatureView) -> None:
         state = states[v.name]
@@ -201,6 +204,7 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     # A view starts once its source has a commit after its bootstrap; until then it waits (or, until idle, is done)
     # without holding back the others.
     pending = list(views)
+    unflushed: Exception | None = None
     try:
         while pending or any(q.isActive for _, q in queries):
             for v in list(pending):
@@ -224,6 +228,15 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     finally:  # Ctrl-C (KeyboardInterrupt) or a failure: every query stops between two batches
         for v, q in queries:
             batches.stop(v.name, q)
+        # The last batch's tile-table commit runs after its foreachBatch returned: wait for it, so a stopped stream
+        # leaves its table whole. A failure is raised below, unless another one is on its way already.
+        for v in views:
+            try:
+                kernels.stream_flush(spark, str(tile_table(warehouse, v)))
+            except Exception as exc:
+                unflushed = unflushed or exc
+    if unflushed is not None:
+        raise unflushed
     return [last[v.name] for v in views if v.name in last]
 
 

@@ -81,6 +81,21 @@ object Bridge {
     mapper.writeValueAsString(out)
   }
 
+  /** Before a stream's first batch: makes the tile table at `tileTable` hold the store's last batch of `stream`
+    * (see [[tally.spark.StreamJob.catchUp]]). Returns `{"rewritten": batch id | null}`. */
+  def streamCatchUp(spark: SparkSession, specJson: String, storeUrl: String, tileTable: String, stream: String,
+                    stampBase: Long): String = {
+    val spec = Spec.parse(specJson)
+    val out = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode()
+    tally.spark.StreamJob.catchUp(spark, store(storeUrl), spec.view, spec.version, tileTable, stream, stampBase)
+      .fold(out.putNull("rewritten"))(b => out.put("rewritten", b))
+    out.toString
+  }
+
+  /** Waits for the tile-table commit to `tileTable` still running after its batch (see
+    * [[tally.spark.StreamJob.flush]]). */
+  def streamFlush(tileTable: String): Unit = tally.spark.StreamJob.flush(tileTable)
+
   /** The last micro-batch `stream` recorded in the store at `storeUrl`: `{"last_batch": n | null}`. */
   def lastBatch(storeUrl: String, stream: String): String = {
     val out = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode()

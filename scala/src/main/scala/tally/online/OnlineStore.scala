@@ -100,6 +100,14 @@ trait OnlineStore extends AutoCloseable {
     applied
   }
 
+  /** The view version's tiles that carry `stamp`, in no particular order: what one pass (a stream micro-batch) left in
+    * the store, untouched by later passes. Why: a stream commits a batch to its Delta tile table after the store's
+    * close, beside the next batch; when a crash loses that commit, the batch's table rows are exactly these tiles
+    * (docs/streaming.md). A scan of the view version's tiles: a recovery call, not a request path. */
+  final def stamped(view: String, version: Int, stamp: Long): Seq[Tile] = {
+    Names.checkView(view, version); stampedTiles(view, version, stamp)
+  }
+
   /** Removes a view version's tiles that end at or before `beforeUs`; returns how many. Why: the store keeps only
     * what requests can still need (the longest window or ttl), and dropping an old version is a prune to +inf. */
   final def prune(view: String, version: Int, beforeUs: Long): Long = { Names.checkView(view, version); pruneTiles(view, version, beforeUs) }
@@ -113,6 +121,7 @@ trait OnlineStore extends AutoCloseable {
   protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit
   protected def setBatch(stream: String, batchId: Long): Unit
   protected def pruneTiles(view: String, version: Int, beforeUs: Long): Long
+  protected def stampedTiles(view: String, version: Int, stamp: Long): Seq[Tile]
 }
 
 object OnlineStore {

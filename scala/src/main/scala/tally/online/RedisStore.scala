@@ -152,6 +152,31 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
     removed
   }
 
+  /** SCANs the view version's hashes (on every Cluster node), as [[pruneTiles]] does: a recovery call. */
+  protected def stampedTiles(view: String, version: Int, stamp: Long): Seq[Tile] = io("read stamped tiles") {
+    val prefix = s"$namespace:{$view:$version:"
+    val scan = client.scanIteration(ScanCount, prefix + "*")
+    val wanted = stampBytes(stamp)
+    val out = Seq.newBuilder[Tile]
+    while (!scan.isIterationCompleted) {
+      val hashes = scan.nextBatchList().asScala.toSeq
+      withPipeline { p =>
+        val all = hashes.map(h => h -> p.hgetAll(h.getBytes(UTF_8)))
+        p.sync()
+        all.foreach { case (h, fields) =>
+          val key = EntityKey.decode(h.substring(prefix.length, h.length - 1))
+          fields.get.asScala.foreach { case (f, value) =>
+            if (value.length >= StampBytes && java.util.Arrays.equals(value, 0, StampBytes, wanted, 0, StampBytes)) {
+              val (length, start) = parseField(new String(f, US_ASCII), h)
+              out += tile(view, version, key, length, start, value, h)
+            }
+          }
+        }
+      }
+    }
+    out.result()
+  }
+
   def close(): Unit = { client.close(); release() }
 
   private def withPipeline[A](f: AbstractPipeline => A): A = Using.resource(newPipeline())(f)

@@ -139,6 +139,17 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     w.prune.executeUpdate().toLong
   }
 
+  protected def stampedTiles(view: String, version: Int, stamp: Long): Seq[Tile] = withReader { r =>
+    Using.resource(r.conn.prepareStatement(SelectStamped)) { s =>
+      s.setString(1, view); s.setInt(2, version); s.setLong(3, stamp)
+      Using.resource(s.executeQuery()) { rs =>
+        val out = mutable.ArrayBuffer.empty[Tile]
+        while (rs.next()) out += Tile(view, version, EntityKey.fromBytes(rs.getBytes(1)), rs.getLong(3), rs.getLong(2), rs.getBytes(4), stamp)
+        out.toSeq
+      }
+    }
+  }
+
   def close(): Unit = {
     closed = true
     writer.synchronized(writer.conn.close())
@@ -264,6 +275,7 @@ object SqliteStore {
   private val SetBatch =
     "INSERT INTO stream_batches (stream, batch_id) VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET batch_id = excluded.batch_id"
   private val SelectBatch = "SELECT batch_id FROM stream_batches WHERE stream = ?"
+  private val SelectStamped = "SELECT key, length, start, payload FROM tiles WHERE view = ? AND version = ? AND stamp = ?"
   private val PruneTiles = "DELETE FROM tiles WHERE view = ? AND version = ? AND start + length <= ?"
 
   /** Creates the layout in a new file, accepts the current one, refuses a newer one or a file that is not SQLite. */

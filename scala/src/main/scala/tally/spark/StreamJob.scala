@@ -1,7 +1,14 @@
 package tally.spark
 
+import java.util.concurrent.{ConcurrentHashMap, Executors}
+
+import scala.concurrent.{Await, ExecutionContext, Future}
+import scala.concurrent.duration.Duration
+import scala.jdk.CollectionConverters._
+
 import org.apache.spark.sql.{DataFrame, Row, SparkSession}
-import org.apache.spark.sql.delta.{DeltaHistoryManager, DeltaLog}
+import org.apache.spark.sql.delta.{DeltaHistoryManager, DeltaLog, Snapshot}
+import org.apache.spark.sql.execution.SQLExecution
 import org.apache.spark.sql.delta.util.FileNames
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.types._
@@ -31,20 +38,24 @@ import tally.window.Ladder
   *    may have raised the watermark (the store records the batch, or its watermark is at or past the batch's newest
   *    event), tiles are built from the bootstrap's floor, not the horizon: a raised watermark can move the horizon
   *    past events the first attempt folded, and their stamped tiles must still reach the table.
-  * 5. At once, on two threads: the batch's tiles go to the view's Delta tile table in one commit whose commit info
-  *    names the stream and the batch (`userMetadata`, [[commitTag]]; a batch the table already holds is not
-  *    appended again, so a replay adds nothing), and the store closes the batch
-  *    ([[OnlineStore.closeBatch]]: tiles, watermark, batch record; one transaction on SQLite). Neither waits for
-  *    the other, so the Delta commit adds nothing to freshness. A crash between them leaves one recording the batch
-  *    and not the other; then 1 does not skip, 4 finds the store's tiles stamped, and the replay completes the
-  *    other. Where the store cannot close in one transaction (Redis), a crash before its record replays the batch
-  *    under the same id and stamp: tiles already written are found in 4 (and refused by the store's stamp rule),
-  *    the rest are folded once. See docs/streaming.md.
+  * 5. The store closes the batch ([[OnlineStore.closeBatch]]: tiles, watermark, batch record; one transaction on
+  *    SQLite); fetches see it from then on, and the batch ends. Its tiles then go to the view's Delta tile table in
+  *    one commit whose commit info names the stream and the batch (`userMetadata`, [[commitTag]]; a batch the table
+  *    already holds is not appended again), on another thread, beside the next batch: the Delta commit is off the
+  *    freshness path and off the batch's length. The next batch waits for it before its own close, so the table is
+  *    at most one batch behind the store, and the tiles stamped with that batch are still in the store as it left
+  *    them. A crash between the close and the commit leaves the batch in the store only: Spark replays it (1 does
+  *    not skip, 4 finds the store's tiles stamped, the commit completes the table) or, when Spark had committed it,
+  *    [[catchUp]] rewrites it from the store's tiles carrying its stamp, before the stream's first batch and before
+  *    any close not preceded by its predecessor's commit in this process. [[flush]] waits for the last commit when
+  *    a stream stops. Where the store cannot close in one transaction (Redis), a crash before its record replays the
+  *    batch under the same id and stamp: tiles already written are found in 4 (and refused by the store's stamp
+  *    rule), the rest are folded once. See docs/streaming.md.
   */
 object StreamJob {
   /** `phasesMs`: where the batch's time went (build: read the batch, build and collect its tiles; fold: read the
-    * stored tiles and fold; close: the store's close and the tile table's commit, which run at once; tile_table:
-    * the Delta commit alone), for `bench/streaming.py`. */
+    * stored tiles and fold; wait: for the previous batch's tile-table commit, if still running; close: the store's
+    * close; tile_table: the previous batch's Delta commit, which ran beside this batch), for `bench/streaming.py`. */
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
                           newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil)
 
@@ -72,26 +83,30 @@ object StreamJob {
   def commitTag(stream: String, batchId: Long): String = s"$stream batch $batchId"
 
   /** Appends one batch's folded tiles to the tile table at `path` in one Delta commit tagged with the batch
-    * ([[commitTag]]). The caller skips batches the table already holds ([[tableBatch]]). */
-  def writeTileTable(batch: DataFrame, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Unit = {
+    * ([[commitTag]]). `created`: whether the table exists (from the snapshot the caller checked the batch against, so
+    * one log update serves both; the stream is the table's only writer). The caller skips batches the table already
+    * holds ([[tableBatch]]). */
+  def writeTileTable(spark: SparkSession, path: String, tiles: Seq[Tile], stream: String, batchId: Long,
+                     created: Boolean): Unit = {
     val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
-    import scala.jdk.CollectionConverters._
-    val spark = batch.sparkSession
-    val created = DeltaLog.forTable(spark, path).update().version >= 0
     spark.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
       .write.format("delta").mode("append").options(if (created) Map.empty[String, String] else TileTableProperties)
       .option("userMetadata", commitTag(stream, batchId)).save(path)
   }
 
-  /** The last batch of `stream` the tile table at `path` holds: read from the commit files newest first, on the
+  /** The tile table at `path` as of now: its log (cached by Delta) and newest snapshot, one log update. */
+  private def tableNow(spark: SparkSession, path: String): (DeltaLog, Snapshot) = {
+    val log = DeltaLog.forTable(spark, path)
+    (log, log.update())
+  }
+
+  /** The last batch of `stream` the tile table holds: read from the commit files of `snapshot` newest first, on the
     * driver (no Spark job; usually one file, the newest), up to the newest commit of `stream`. The stream is the
     * table's only writer besides maintenance (OPTIMIZE, VACUUM: untagged commits, passed over); streams of one view
     * version follow one another (a new one starts from a deleted checkpoint folder), so a commit of another stream
     * means this one has none after it. A table whose commits carry no tag at all was written before the tag, when
     * the batch was Delta's transaction version of the stream: that is read instead. */
-  def tableBatch(spark: SparkSession, path: String, stream: String): Option[Long] = {
-    val log = DeltaLog.forTable(spark, path)
-    val snapshot = log.update()
+  def tableBatch(log: DeltaLog, snapshot: Snapshot, stream: String): Option[Long] = {
     val conf = log.newDeltaHadoopConf()
     val fs = log.logPath.getFileSystem(conf)
     val mine = s"$stream batch "
@@ -110,18 +125,88 @@ object StreamJob {
     if (snapshot.version < 0) None else snapshot.transactions.get(stream).map(_.asInstanceOf[Long])
   }
 
+  /** [[tableBatch]] of the tile table at `path` as of now. */
+  def tableBatch(spark: SparkSession, path: String, stream: String): Option[Long] = {
+    val (log, snapshot) = tableNow(spark, path)
+    tableBatch(log, snapshot, stream)
+  }
+
   /** Whether the tile table at `path` holds batch `batchId` (or a later one) of `stream`. */
   def tableHas(spark: SparkSession, path: String, stream: String, batchId: Long): Boolean =
     tableBatch(spark, path, stream).exists(_ >= batchId)
 
+  /** Commits one batch's tiles to the tile table unless it holds the batch already (a crash after an earlier
+    * attempt's commit). One log update serves the check and the append. Returns the milliseconds it took. */
+  private def commitTiles(spark: SparkSession, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Long = {
+    val start = System.nanoTime()
+    val (log, snapshot) = tableNow(spark, path)
+    if (!tableBatch(log, snapshot, stream).exists(_ >= batchId))
+      writeTileTable(spark, path, tiles, stream, batchId, created = snapshot.version >= 0)
+    (System.nanoTime() - start) / 1000000
+  }
+
+  /** A batch's tile-table commit, running after the store's close, beside the next batch (step 5). */
+  private final case class Pending(stream: String, batchId: Long, commit: Future[Long])
+
+  /** The commit in flight per tile table (a stream has one table, and one batch of it runs at a time). */
+  private val pending = new ConcurrentHashMap[String, Pending]()
+
+  /** Threads of the deferred commits. Their Spark jobs must not carry the stream thread's local properties, which a
+    * new thread inherits: a query's stop cancels its job group, and a commit is not part of any batch's job. */
+  private lazy val committer: ExecutionContext = ExecutionContext.fromExecutorService(Executors.newCachedThreadPool { r =>
+    val t = new Thread(r, "tally-tile-table-commit"); t.setDaemon(true); t
+  })
+
+  private def commitLater(spark: SparkSession, path: String, tiles: Seq[Tile], stream: String, batchId: Long): Unit = {
+    val commit = Future {
+      val sc = spark.sparkContext
+      sc.clearJobGroup(); sc.clearJobTags()
+      Seq(SQLExecution.EXECUTION_ID_KEY, SQLExecution.EXECUTION_ROOT_ID_KEY).foreach(sc.setLocalProperty(_, null))
+      commitTiles(spark, path, tiles, stream, batchId)
+    }(committer)
+    pending.put(path, Pending(stream, batchId, commit))
+  }
+
+  /** Waits for the commit in flight to `path`, if any (raising its failure); returns it with its milliseconds. */
+  private def settle(path: String): Option[(Pending, Long)] =
+    Option(pending.remove(path)).map(p => p -> Await.result(p.commit, Duration.Inf))
+
+  /** Waits for the commit in flight to the tile table at `path`, if any, raising its failure. Why: a stream that
+    * stops (Ctrl-C, `--until-idle`) leaves its table whole. A process that dies first leaves its last batch to
+    * [[catchUp]]. */
+  def flush(path: String): Unit = settle(path)
+
+  /** Makes the tile table hold the last batch the store records for `stream`, rewriting it from the store when a
+    * crash lost its deferred commit; returns that batch's id if it was rewritten. The store's tiles carrying the
+    * batch's stamp are the table's rows of the batch: every row of a batch carries its stamp, the store holds every
+    * one of them after the close (the stamp rule), and no later batch has closed (a batch closes only once the one
+    * before is in the table, step 5). Run before a stream's first batch and before a close not preceded by its
+    * predecessor's commit in this process. */
+  def catchUp(spark: SparkSession, store: OnlineStore, view: String, version: Int, path: String, stream: String,
+              stampBase: Long): Option[Long] = {
+    settle(path)
+    store.lastBatch(stream).filterNot { last =>
+      val (log, snapshot) = tableNow(spark, path)
+      tableBatch(log, snapshot, stream).exists(_ >= last) || {
+        writeTileTable(spark, path, store.stamped(view, version, stampBase + last), stream, last,
+          created = snapshot.version >= 0)
+        false
+      }
+    }
+  }
+
   def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
                 stampBase: Long, floorUs: Long, partitions: Int): Result = {
     val (view, version) = (spec.view, spec.version)
+    val spark = batch.sparkSession
     val reach = spec.boundedReachUs.getOrElse(0L)
-    val recorded = store.lastBatch(stream).exists(_ >= batchId)
+    val last = store.lastBatch(stream)
+    val recorded = last.exists(_ >= batchId)
     val watermark = store.watermark(view, version)
     val horizon = math.max(floorUs, watermark.fold(Long.MinValue)(w => Ladder.floor(w - reach, Ladder.Longest)))
-    if (recorded && tableHas(batch.sparkSession, tileTable, stream, batchId))
+    // The previous batch's commit runs beside this batch up to its close; a replay settles it first (it reads the table).
+    val prior = if (recorded) settle(tileTable) else None
+    if (recorded && tableHas(spark, tileTable, stream, batchId))
       return Result(batchId, skipped = true, 0, 0, 0, 0, None, horizon)
 
     val phases = Seq.newBuilder[(String, Long)]
@@ -171,18 +256,18 @@ object StreamJob {
         !write || (!recorded && t.endUs > horizon)
       }
       lap("fold")
-      import scala.concurrent.{Await, ExecutionContext, Future}
-      import scala.concurrent.duration.Duration
-      val table = Future {
-        val start = System.nanoTime()
-        // Unrecorded by the store, the batch may still be in the table: a crash after its commit, before the close.
-        if (recorded || !tableHas(batch.sparkSession, tileTable, stream, batchId))
-          writeTileTable(batch, tileTable, folded.map(_._1), stream, batchId)
-        (System.nanoTime() - start) / 1000000
-      }(ExecutionContext.global)
-      val applied = try store.closeBatch(folded.collect { case (t, true) => t }, view, version, newest, stream, batchId)
-        finally phases += "tile_table" -> Await.result(table, Duration.Inf)
+      // This close may replace tiles of the store's last batch, so that batch must be in the table first: the commit
+      // in flight (this process's previous batch), or, without one (a first batch), whatever the table holds.
+      val committed = prior.orElse(settle(tileTable))
+      if (!last.forall(l => committed.exists { case (p, _) => p.stream == stream && p.batchId == l }))
+        catchUp(spark, store, view, version, tileTable, stream, stampBase)
+      committed.foreach { case (_, ms) => phases += "tile_table" -> ms }
+      lap("wait")
+      val applied = store.closeBatch(folded.collect { case (t, true) => t }, view, version, newest, stream, batchId)
       lap("close")
+      // Unrecorded by the store before this close, the batch may still be in the table (a crash after the commit of
+      // an attempt that ran both at once, before this order): the commit checks.
+      commitLater(spark, tileTable, folded.map(_._1), stream, batchId)
       Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon, phases.result())
     } finally rows.unpersist()
   }

@@ -240,6 +240,18 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     assertEquals((store.watermark("card_velocity", 1), store.lastBatch("s")), (Some(2 * Hour), Some(7L)))
   }
 
+  storeTest("the tiles carrying a stamp are those one pass left: across keys, in their view version only") { store =>
+    val keys = (0 until 30).map(i => EntityKey.of(s"card_$i"))
+    store.write(keys.flatMap(k => Seq(tile(k, 0, stamp = 7), tile(k, Hour, stamp = 8), tile(k, 0, Day, stamp = 7))))
+    store.write(Seq(tile(card1, 0, version = 2, stamp = 7), tile(card1, 0, view = "merchant_risk", stamp = 7)))
+    store.write(Seq(tile(card2, 0, payload = "refolded", stamp = 9)))  // a later pass replaced one of 7's tiles
+    val found = store.stamped("card_velocity", 1, 7).sortBy(t => (t.key.encoded, t.lengthUs, t.startUs))
+    val expected = keys.flatMap(k => Seq(tile(k, 0, stamp = 7), tile(k, 0, Day, stamp = 7))).filterNot(t => t.key == card2 && t.lengthUs == Hour)
+    assertEquals(found.map(t => (t.key, t.startUs, t.lengthUs, text(t), t.stamp)),
+      expected.sortBy(t => (t.key.encoded, t.lengthUs, t.startUs)).map(t => (t.key, t.startUs, t.lengthUs, text(t), t.stamp)))
+    assertEquals(store.stamped("card_velocity", 1, 6), Nil)
+  }
+
   storeTest("prune removes the view version's tiles that end at or before the time, and nothing else") { store =>
     val keys = (0 until 30).map(i => EntityKey.of(s"card_$i"))
     store.write(keys.flatMap(k => Seq(tile(k, 0), tile(k, Hour), tile(k, 0, Day), tile(k, 0, version = 2))))
