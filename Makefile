@@ -10,6 +10,7 @@ SBT_LAUNCH  := $(TOOLS)/sbt-launch-$(SBT_VERSION).jar
 MVN_DEP     := org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 RUNTIME_JARS := $(TOOLS)/jars/.resolved
 JAR         := target/tally.jar
+CLASS_ARCHIVE := $(TOOLS)/tally.jsa
 SCALA_SRC   := $(shell find scala -name '*.scala' 2>/dev/null) build.sbt project/build.properties
 
 # sbt from PATH when there is one; otherwise the launcher JAR from Maven Central, told to use only the
@@ -30,7 +31,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 
 .PHONY: setup redis jar test test-scala test-python demo demo-tasks bench lint clean
 
-setup: $(VENV)/.installed $(RUNTIME_JARS) $(JAR) redis
+setup: $(VENV)/.installed $(RUNTIME_JARS) $(JAR) $(CLASS_ARCHIVE) redis
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +63,13 @@ jar: $(JAR)
 
 $(JAR): $(SCALA_SRC) $(SBT_DEP)
 	$(SBT) package < /dev/null
+
+# The driver's class-data-sharing archive (tally.spark.class_archive): the classes a small training set loads, written
+# by its JVM as it exits, again whenever the JARs or the Python package change. Every later session maps them
+# instead of loading each from its JAR: seconds off each CLI call (bench/README.md).
+$(CLASS_ARCHIVE): $(JAR) $(RUNTIME_JARS) $(VENV)/.installed
+	rm -f $@
+	$(PY) -c 'from tally.spark import write_class_archive; write_class_archive("$@")'
 
 test-scala: $(SBT_DEP)
 	$(SBT) test < /dev/null

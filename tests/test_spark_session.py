@@ -52,3 +52,27 @@ def test_local_masters_get_the_laptop_settings_and_conf_wins(tmp_path):
     assert conf["spark.driver.bindAddress"] == "127.0.0.1" and conf["spark.sql.shuffle.partitions"] == "3"
     assert str(tally_spark.jar_path()) in conf["spark.jars"].split(",")
     assert conf["spark.sql.warehouse.dir"] == str((tmp_path / "spark-warehouse").resolve())
+
+
+def test_sessions_start_with_the_class_archive_setup_wrote(spark):
+    """`make setup` writes the driver's class-data-sharing archive, and an embedded session's JVM maps it."""
+    archive = tally_spark.class_archive()
+    assert archive.is_file(), f"{archive} is missing: `make setup` writes it"
+    jvm_args = list(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert f"-XX:SharedArchiveFile={archive}" in jvm_args
+
+
+@pytest.mark.slow
+def test_a_stale_class_archive_costs_nothing_but_the_time_it_saves(tmp_path):
+    """An archive of another JVM or JAR (here: random bytes) is skipped silently: the session starts and works."""
+    import os
+    import subprocess
+    import sys
+
+    stale = tmp_path / "stale.jsa"
+    stale.write_bytes(os.urandom(1 << 16))
+    done = subprocess.run([sys.executable, "-c", "import tally; s = tally.session(); print(s.range(3).count()); s.stop()"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "TALLY_CLASS_ARCHIVE": str(stale)})
+    assert done.returncode == 0 and done.stdout.split() == ["3"], done.stdout + done.stderr[-2000:]
+    assert "cds" not in done.stderr.lower() and "shared archive" not in done.stderr.lower(), done.stderr[-2000:]
