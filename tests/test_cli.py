@@ -130,3 +130,22 @@ def test_datagen_command_writes_the_three_tables(spark, tmp_path):
     assert "charges: 3000 rows" in r.output
     assert spark.read.parquet(str(out / "charges")).count() == 3000
     assert {p.name for p in out.iterdir()} >= {"charges", "disputes", "refunds"}
+
+
+def test_datagen_structure_control_writes_the_controls_rows_and_refuses_structure_with_it(spark, tmp_path):
+    from tally import datagen
+    from tally.errors import UsageError
+    from test_datagen import content_hashes
+
+    out = tmp_path / "data"
+    r = CliRunner().invoke(cli, ["datagen", "--charges", "2000", "--days", "5", "--seed", "3", "--structure-control",
+                                 "--out", str(out)], standalone_mode=False)
+    assert r.exception is None, r.output
+    control = datagen.generate(spark, 2_000, 5, 3, structure="control")
+    plain = datagen.generate(spark, 2_000, 5, 3)
+    hashes = content_hashes({"cli": spark.read.parquet(str(out / "charges")), "control": control["charges"],
+                             "plain": plain["charges"]})
+    assert hashes["cli"] == hashes["control"] != hashes["plain"], hashes  # the control's rows (quiet fraud and all)
+    both = CliRunner().invoke(cli, ["datagen", "--charges", "2000", "--structure", "--structure-control", "--out",
+                                    str(tmp_path / "x")], standalone_mode=False)
+    assert isinstance(both.exception, UsageError) and "exclude each other" in str(both.exception)

