@@ -4,9 +4,8 @@ import java.util.concurrent.{ConcurrentHashMap, Executors}
 
 import scala.concurrent.{Await, ExecutionContext, Future}
 import scala.concurrent.duration.Duration
-import scala.jdk.CollectionConverters._
 
-import org.apache.spark.sql.{DataFrame, Row, SparkSession}
+import org.apache.spark.sql.{DataFrame, SparkSession}
 import org.apache.spark.sql.delta.{DeltaHistoryManager, DeltaLog, Snapshot}
 import org.apache.spark.sql.execution.SQLExecution
 import org.apache.spark.sql.delta.util.FileNames
@@ -82,17 +81,13 @@ object StreamJob {
     * before every commit, which made the commit about four times slower (bench/README.md). */
   def commitTag(stream: String, batchId: Long): String = s"$stream batch $batchId"
 
-  /** Appends one batch's folded tiles to the tile table at `path` in one Delta commit tagged with the batch
-    * ([[commitTag]]). `created`: whether the table exists (from the snapshot the caller checked the batch against, so
-    * one log update serves both; the stream is the table's only writer). The caller skips batches the table already
-    * holds ([[tableBatch]]). */
-  def writeTileTable(spark: SparkSession, path: String, tiles: Seq[Tile], stream: String, batchId: Long,
-                     created: Boolean): Unit = {
-    val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
-    spark.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
-      .write.format("delta").mode("append").options(if (created) Map.empty[String, String] else TileTableProperties)
-      .option("userMetadata", commitTag(stream, batchId)).save(path)
-  }
+  /** Appends one batch's folded tiles to the tile table of `log` in one Delta commit tagged with the batch
+    * ([[commitTag]]), from `snapshot`: the one the caller checked the batch against, so one log update serves both
+    * (the stream is the table's only writer); version -1 creates the table. Written on the driver, no Spark job
+    * ([[TileTableCommit]]). The caller skips batches the table already holds ([[tableBatch]]). */
+  def writeTileTable(spark: SparkSession, log: DeltaLog, snapshot: Snapshot, tiles: Seq[Tile], stream: String,
+                     batchId: Long): Unit =
+    TileTableCommit.append(spark, log, snapshot, tiles, batchId, commitTag(stream, batchId))
 
   /** The tile table at `path` as of now: its log (cached by Delta) and newest snapshot, one log update. */
   private def tableNow(spark: SparkSession, path: String): (DeltaLog, Snapshot) = {
@@ -141,7 +136,7 @@ object StreamJob {
     val start = System.nanoTime()
     val (log, snapshot) = tableNow(spark, path)
     if (!tableBatch(log, snapshot, stream).exists(_ >= batchId))
-      writeTileTable(spark, path, tiles, stream, batchId, created = snapshot.version >= 0)
+      writeTileTable(spark, log, snapshot, tiles, stream, batchId)
     (System.nanoTime() - start) / 1000000
   }
 
@@ -188,8 +183,7 @@ object StreamJob {
     store.lastBatch(stream).filterNot { last =>
       val (log, snapshot) = tableNow(spark, path)
       tableBatch(log, snapshot, stream).exists(_ >= last) || {
-        writeTileTable(spark, path, store.stamped(view, version, stampBase + last), stream, last,
-          created = snapshot.version >= 0)
+        writeTileTable(spark, log, snapshot, store.stamped(view, version, stampBase + last), stream, last)
         false
       }
     }
