@@ -21,6 +21,8 @@ import tally.window.Ladder
   * `foreachBatch` hands each batch here with Spark's batch id; this object knows nothing of streams, so a suite can
   * drive it with plain DataFrames.
   *
+  * 0. The source's contract (`streaming.fold_batch`): its row checks arrive as boolean columns of the batch
+  *    (`flags`), counted in step 3's one read of the batch; a batch with a failing row stops there, nothing written.
   * 1. A batch both the store and the Delta tile table record as written (`lastBatch(stream) >= batchId`, and the
   *    table's newest commit tagged by `stream` holds batchId or a later one, [[tableBatch]]) is skipped: Spark
   *    replays the last batch after a restart when the crash came after our writes but before its checkpoint's
@@ -57,30 +59,39 @@ object StreamJob {
     * stored tiles and fold; wait: for the previous batch's tile-table commit, if still running; close: the store's
     * close; tile_table: the previous batch's Delta commit, which ran beside this batch), for `bench/streaming.py`. */
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
-                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil)
+                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil,
+                          failing: Seq[Long] = Nil)
 
   /** Micro-batches whose rows Spark estimates at up to this many bytes (from the batch's files, so about their
     * compressed size) build their tiles on the driver (step 3). At 20,000 events/s a batch of ~32,000 payments is
     * about 0.5 MB of Parquet; 8 MB is some hundreds of thousands of events, tens of MB of rows on the driver. */
   val LocalBuildBytes: BigInt = BigInt(8L << 20)
 
-  /** A batch's events (rows), those before the horizon (`late`), the newest at or after it, the newest of all. */
-  private final case class Counts(events: Long, late: Long, newest: Option[Long], last: Option[Long])
+  /** A batch's events (rows), those before the horizon (`late`), the newest at or after it, the newest of all, and per
+    * contract flag the rows it marks as failing. */
+  private final case class Counts(events: Long, late: Long, newest: Option[Long], last: Option[Long], failing: Seq[Long])
 
   private object Counts {
-    /** One aggregate over `rows` (prepared rows). */
-    def apply(rows: DataFrame, horizon: Long): Counts = {
-      val c = rows.agg(count(lit(1)), sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)),
-        max(when(col("__t") >= lit(horizon), col("__t"))), max(col("__t"))).head()
+    /** One aggregate over `rows` (prepared rows, carrying the boolean `flags`). */
+    def apply(rows: DataFrame, horizon: Long, flags: Seq[String]): Counts = {
+      val c = rows.agg(count(lit(1)), (sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)) +:
+        max(when(col("__t") >= lit(horizon), col("__t"))) +: max(col("__t")) +:
+        flags.map(f => sum(when(col(s"`$f`"), 1L).otherwise(0L)))): _*).head()
       def opt(i: Int) = if (c.isNullAt(i)) None else Some(c.getLong(i))
-      Counts(c.getLong(0), opt(1).getOrElse(0L), opt(2), opt(3))
+      Counts(c.getLong(0), opt(1).getOrElse(0L), opt(2), opt(3), flags.indices.map(i => opt(4 + i).getOrElse(0L)))
     }
 
-    /** The same over rows collected on the driver, whose time (`__t`) is column `t`. */
-    def apply(rows: Array[Row], t: Int, horizon: Long): Counts = {
+    /** The same over rows collected on the driver, whose time (`__t`) is column `t` and whose flags end each row. */
+    def apply(rows: Array[Row], t: Int, horizon: Long, flags: Int): Counts = {
       val times = rows.iterator.filterNot(_.isNullAt(t)).map(_.getLong(t)).toArray
       val onTime = times.filter(_ >= horizon)
-      Counts(rows.length.toLong, (times.length - onTime.length).toLong, onTime.maxOption, times.maxOption)
+      val failing = Array.fill(flags)(0L)
+      rows.foreach { r =>
+        val first = r.length - flags
+        var i = 0
+        while (i < flags) { if (!r.isNullAt(first + i) && r.getBoolean(first + i)) failing(i) += 1; i += 1 }
+      }
+      Counts(rows.length.toLong, (times.length - onTime.length).toLong, onTime.maxOption, times.maxOption, failing.toSeq)
     }
   }
 
@@ -215,10 +226,14 @@ object StreamJob {
     }
   }
 
-  /** One micro-batch, steps 1-5. `localBuildBytes`: the batch size (Spark's estimate) up to which step 3 runs on the
-    * driver; a suite lowers it to compare the two builds. */
+  /** One micro-batch, steps 1-5. `flags`: boolean columns of `batch`, each true for the rows failing one check of the
+    * source's contract (`streaming.check_batch`), counted in the same read as the batch's events: if any row fails,
+    * the batch stops there, nothing written, and `failing` (per flag, the rows) says so; the caller raises.
+    * `localBuildBytes`: the batch size (Spark's estimate) up to which step 3 runs on the driver; a suite lowers it to
+    * compare the two builds. */
   def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
-                stampBase: Long, floorUs: Long, partitions: Int, localBuildBytes: BigInt = LocalBuildBytes): Result = {
+                stampBase: Long, floorUs: Long, partitions: Int, flags: Seq[String] = Nil,
+                localBuildBytes: BigInt = LocalBuildBytes): Result = {
     val (view, version) = (spec.view, spec.version)
     val spark = batch.sparkSession
     val reach = spec.boundedReachUs.getOrElse(0L)
@@ -235,7 +250,7 @@ object StreamJob {
     var mark = System.nanoTime()
     def lap(phase: String): Unit = { val now = System.nanoTime(); phases += phase -> (now - mark) / 1000000; mark = now }
     val stamp = stampBase + batchId
-    val prepared = TileRows.prepare(batch, spec)
+    val prepared = TileRows.prepare(batch, spec, carry = flags)
     // A small batch (by the size Spark estimates from its files) is collected once, one job, then counted and built on
     // the driver: for ~30,000 events, caching the rows for an aggregate and a shuffle by key cost far more in
     // scheduling than in work (bench/README.md). A larger one is cached, counted by one aggregate and built through
@@ -245,8 +260,10 @@ object StreamJob {
     val rows = if (collected.isEmpty) prepared.rows.cache() else prepared.rows
     try {
       val t = spec.keys.size  // where `prepare` puts __t
-      val counts = collected.fold(Counts(rows, horizon))(Counts(_, t, horizon))
+      val counts = collected.fold(Counts(rows, horizon, flags))(Counts(_, t, horizon, flags.size))
       val (events, late, newest) = (counts.events, counts.late, counts.newest)
+      if (counts.failing.exists(_ > 0))  // step 0, the contract: nothing of this batch is written
+        return Result(batchId, skipped = false, events, late, 0, 0, newest, horizon, failing = counts.failing)
       // Tiles below the horizon are built only where the store may hold some of this batch already under a raised
       // watermark: a batch it recorded but the table did not, or one whose close died after raising the watermark
       // (Redis: tiles, watermark, then the record), which the watermark at or past the batch's newest event allows.

@@ -25,7 +25,8 @@ object TileRows {
     def layout: TileLayout = new TileLayout(spec, valueTypes.map { case (c, t) => c -> Catalyst.vtype(t).get })
   }
 
-  def prepare(source: DataFrame, spec: ViewSpec): Prepared = {
+  /** `carry`: more columns of `source` kept after the values, unread by the sweep (a stream's contract flags). */
+  def prepare(source: DataFrame, spec: ViewSpec, carry: Seq[String] = Nil): Prepared = {
     val view = spec.view
     def field(c: String, what: String): StructField = source.schema.find(_.name == c).getOrElse(
       throw new IllegalArgumentException(s"view '$view': the source has no $what column '$c' (columns: ${source.columns.mkString(", ")})"))
@@ -51,7 +52,8 @@ object TileRows {
         case t                                => col(s"`$c`").cast(Catalyst.carrier(t))
       }).as(s"__v$i")
     }
-    Prepared(spec, source.select(keyCols ++ Seq(ts.as("__t"), avail.as("__a")) ++ values: _*), keyTypes, valueTypes, valueCols)
+    Prepared(spec, source.select(keyCols ++ Seq(ts.as("__t"), avail.as("__a")) ++ values ++ carry.map(c => col(s"`$c`")): _*),
+      keyTypes, valueTypes, valueCols)
   }
 
   /** The tiles of `rows` (a filter of `p.rows`) as chunks of packed tiles, each key's tiles together. */
