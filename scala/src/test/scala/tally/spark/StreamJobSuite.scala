@@ -14,7 +14,8 @@ import tally.window.Ladder
 /** One stream micro-batch through [[StreamJob.foldBatch]] on plain DataFrames: a small batch's tiles built on the
   * driver equal the shuffle's, in the store and in the Delta tile table; the table written on the driver is an
   * ordinary Delta table (read back by Spark, its properties, schema, commit tags and file statistics); a replayed
-  * batch is skipped and commits nothing. */
+  * batch is skipped and commits nothing; a batch whose contract flags rows is counted and written nowhere, on both
+  * builds. */
 class StreamJobSuite extends munit.FunSuite {
   override val munitTimeout = scala.concurrent.duration.Duration(5, "min")
   private lazy val spark = LocalSpark.session
@@ -107,5 +108,27 @@ class StreamJobSuite extends munit.FunSuite {
       StreamJob.flush(tableL)
       assertEquals(log.update().version, 2L)
     } finally { local.close(); shuffled.close(); RedisServer.delete(dir) }
+  }
+
+  test("a batch with rows its contract flags writes nothing, built on the driver or through the shuffle") {
+    val spec = Spec.parse(specJson)
+    val dir = Files.createTempDirectory("tally-stream-flags-")
+    val store = SqliteStore(dir.resolve("tally.db"))
+    val floor = Ladder.floor(T0, Ladder.Longest)
+    try {
+      val batch = events(5, 400, T0, dir).selectExpr("*", "amount > 900 AS __bad", "false AS __fine")
+      val bad = batch.where("__bad").count()
+      assert(bad > 0 && bad < 400, bad)
+      for ((bytes, i) <- Seq(StreamJob.LocalBuildBytes, BigInt(-1)).zipWithIndex) {
+        val table = dir.resolve(s"tiles$i").toString
+        val r = StreamJob.foldBatch(batch, spec, store, table, "s", 0, StampBase, floor, 4, flags = Seq("__bad", "__fine"),
+          localBuildBytes = bytes)
+        StreamJob.flush(table)
+        assertEquals((r.failing, r.events, r.tiles, r.applied), (Seq(bad, 0L), 400L, 0L, 0L))
+        assertEquals(store.lastBatch("s"), None, "the store records nothing")
+        assert(store.stamped("cards", 2, StampBase).isEmpty, "the store holds no tile of the batch")
+        assert(!Files.exists(dir.resolve(s"tiles$i")), "no tile table")
+      }
+    } finally { store.close(); RedisServer.delete(dir) }
   }
 }
