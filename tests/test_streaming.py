@@ -519,6 +519,54 @@ def test_a_micro_batch_failing_the_source_contract_stops_the_stream_and_writes_n
     assert got[0]["card_checked:count_1h"] >= 1  # the good row of the refused commit is in
 
 
+def test_a_micro_batch_and_its_contract_are_read_by_one_spark_job_and_a_failing_one_writes_nothing(spark, tmp_path):
+    """`fold_batch` (what foreachBatch runs) counts the contract's row checks in StreamJob's one read of the batch: a
+    passing batch of two files costs one Spark job in all; a failing one raises the contract's error (the check, its
+    count, examples) before anything of it is written."""
+    events = [e for e in charges() if e[0] in ("c0", "c1")]
+    source = tl.Source("charges", path=str(tmp_path / "charges"), format="delta", timestamp="created",
+                       checks=[tl.Check.ge("qty", 1)])
+    view = tl.FeatureView("card_once", entity=CARD, source=source, ttl="36h", online=True,
+                          aggregations=[tl.Aggregation("count", windows=["1h", None]),
+                                        tl.Aggregation("sum", column="qty", windows=["24h"])])
+    append(spark, tmp_path / "charges", events[:100])
+    db, table = tmp_path / "tally.db", tmp_path / "tiles"
+    url = f"sqlite:{db}"
+    floor = online.materialize(spark, [view], warehouse=tmp_path / "wh", store=url, versions={"charges": 0})[0]["from_us"]
+
+    def batch(rows, name: str):  # two files, as two source commits
+        spark.createDataFrame(rows, CHARGES_SCHEMA).repartition(2).write.parquet(str(tmp_path / name))
+        return sources.shape(spark.read.parquet(str(tmp_path / name)), source)
+
+    def fold(df, batch_id: int) -> dict:
+        return streaming.fold_batch(spark, df, view, url, str(table), "card_once:v1:test", batch_id, 1 << 40, floor)
+
+    good = batch(events[100:], "good")
+    sc = spark.sparkContext
+    sc.setJobGroup("tally-test-once", "one read")
+    try:
+        report = fold(good, 0)
+    finally:
+        sc._jsc.clearJobGroup()
+    kernels.stream_flush(spark, str(table))
+    assert len(sc.statusTracker().getJobIdsForGroup("tally-test-once")) == 1
+    assert not report["skipped"] and report["events"] == len(events) - 100 and not any(report["failing"]), report
+    before = (tiles(db), last_batch(db), tile_table(spark, None, view, table))
+    assert before[1] == 0 and before[2]
+
+    last = events[-1]
+    bad = batch([(None, *last[1:]), ("c1", last[1], last[2], 0, *last[4:]), last], "bad")
+    with pytest.raises(DataError) as err:
+        fold(bad, 1)
+    text = str(err.value)
+    assert "source 'charges' for view 'card_once' in micro-batch 1 fails its contract" in text, text
+    assert "card_id not_null: 1 row(s) fail, e.g. {'card_id': None" in text and "qty ge(1): 1 row(s) fail, e.g. " in text
+    assert [(f["check"], f["rows"]) for f in err.value.details["failures"]] == [("card_id not_null", 1), ("qty ge(1)", 1)]
+    assert "delete <warehouse>/checkpoints/card_once/v1" in err.value.hint
+    kernels.stream_flush(spark, str(table))
+    assert before == (tiles(db), last_batch(db), tile_table(spark, None, view, table))
+
+
 def test_only_online_views_over_delta_stream(spark, tmp_path):
     parquet = tl.FeatureView("card_pq", entity=CARD, online=True, aggregations=[tl.Aggregation("count", windows=["1h"])],
                              source=tl.Source("charges", path=str(tmp_path), format="parquet", timestamp="created"))

@@ -7,6 +7,7 @@ Python sends a versioned JSON spec and DataFrames; Scala returns DataFrames, or 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from tally.errors import SetupError
 
@@ -89,13 +90,15 @@ def materialize(spark, events, view, store_url: str, from_us: int, stamp: int, *
 
 
 def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: str, batch_id: int, stamp_base: int,
-                 floor_us: int, *, partitions: int | None = None) -> dict:
+                 floor_us: int, *, partitions: int | None = None, flags: Sequence[str] = ()) -> dict:
     """Cross once: fold one stream micro-batch of `view`'s source into the store and the Delta tile table at
     `tile_table`, exactly once (StreamJob).
 
     The batch's tile-table commit runs after this returns, beside the next batch: `stream_flush(spark, tile_table)`
     waits for it.
-    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us and
+    `flags`: boolean columns of `batch`, each true for the rows failing one check of the source's contract; counted in
+    the batch's one read, and if any row fails nothing is written and `failing` (rows per flag) says so.
+    Returns batch_id, skipped, events, late, tiles, applied, newest_us (None without events), horizon_us, failing and
     phases_ms (milliseconds per phase of the batch: build, fold, wait (for the previous batch's commit), close (the
     store's), and tile_table: the previous batch's commit, when this batch waited for it)."""
     import json
@@ -104,7 +107,7 @@ def stream_batch(spark, batch, view, store_url: str, tile_table: str, stream: st
     bridge = _bridge(spark)
     with _store_errors(spark, store_url):
         return json.loads(bridge.streamBatch(batch._jdf, view.spec_json(), store_url, tile_table, stream, int(batch_id),
-                                             int(stamp_base), int(floor_us), n))
+                                             int(stamp_base), int(floor_us), n, list(flags)))
 
 
 def stream_catch_up(spark, view, store_url: str, tile_table: str, stream: str, stamp_base: int) -> int | None:

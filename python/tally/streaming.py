@@ -3,10 +3,11 @@
 How a stream starts (once per view version, recorded in `<warehouse>/checkpoints/<view>/v<version>/bootstrap.json`):
 the source's current Delta version V is materialized (every tile requests from its newest event on need), then the
 query reads the commits after V (`startingVersion` V + 1), so every row is folded exactly once: by the bootstrap or
-by one micro-batch. Each micro-batch is checked against the source's contract (`check_batch`: a failure stops the
-stream before any write), then goes to Scala (`StreamJob`) with Spark's batch id, which folds its events into the
-stored tiles, closes the batch in the store and then appends its tiles to the Delta tile table (`tile_table`) beside
-the next batch, recording the id in both (see docs/streaming.md for why a replay or a lost commit changes nothing).
+by one micro-batch. Each micro-batch goes to Scala (`StreamJob`, through `fold_batch`) with Spark's batch id and the
+source's contract as flags, counted in its one read of the batch (a failure stops the stream before any write); it
+folds the batch's events into the stored tiles, closes the batch in the store and then appends its tiles to the Delta
+tile table (`tile_table`) beside the next batch, recording the id in both (see docs/streaming.md for why a replay or a
+lost commit changes nothing).
 
 Spark's own checkpoint lives beside the bootstrap record (`.../spark`); deleting the folder starts the stream over
 with a new bootstrap and a new stream name, so its batch ids and stamps never meet the old ones.
@@ -179,12 +180,8 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                 raise
 
         def _fold(batch, batch_id, v, state, status_path):
-            started = time.monotonic()
-            check_batch(batch, v, batch_id)
-            checked = time.monotonic()
-            r = kernels.stream_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
-                                     state["stamp_base"], state["from_us"])
-            r["phases_ms"] = {"check": round((checked - started) * 1000), **r["phases_ms"]}
+            r = fold_batch(spark, batch, v, url, str(tile_table(warehouse, v)), state["stream"], batch_id,
+                           state["stamp_base"], state["from_us"])
             now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
             r.update(view=v.name, version=v.version,
                      lag_s=None if r["newest_us"] is None else (now_us - r["newest_us"]) / 1e6)
@@ -240,16 +237,59 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     return [last[v.name] for v in views if v.name in last]
 
 
+def fold_batch(spark, batch, view: FeatureView, store_url: str, table: str, stream: str, batch_id: int, stamp_base: int,
+               from_us: int) -> dict:
+    """One micro-batch (what foreachBatch runs): checked against the source's contract, folded into the store and
+    (beside the next batch) the tile table by StreamJob. Returns StreamJob's report, `check` first in its phases.
+
+    The contract costs no read of its own: its schema checks need none, and its row checks go to StreamJob as one
+    boolean column per check (`validation.failing_flags`), counted in the same read that counts the batch's events
+    and before anything is written; a failing batch writes nothing and raises here, as `check_batch` would (examples
+    are then read for the failing checks). A source with an `id` is checked whole first (`check_batch`): its
+    uniqueness is a job of its own that must come before any write."""
+    from tally import validation
+
+    started = time.monotonic()
+    source = view.source
+    what = f"source '{source.name}'{_where(view, batch_id)}"
+    checks = validation.source_checks(source, [view])
+    flags = []
+    if source.id:
+        check_batch(batch, view, batch_id)
+    else:
+        schema = validation.schema_report(batch, checks, what=what, types=source.schema)
+        if schema is not None:
+            _refuse(schema, view)
+        flags = validation.failing_flags(checks)
+    checked = time.monotonic()
+    with validation.reading(what):
+        r = kernels.stream_batch(spark, batch.select("*", *flags) if flags else batch, view, store_url, table, stream,
+                                 batch_id, stamp_base, from_us, flags=[f"__tally_fail{i}" for i in range(len(flags))])
+    if any(r["failing"]):
+        _refuse(validation.row_report(batch, checks, r["events"], r["failing"], what=what, types=source.schema,
+                                      allow_empty=True), view)
+    r["phases_ms"] = {"check": round((checked - started) * 1000), **r["phases_ms"]}
+    return r
+
+
 def check_batch(batch, view: FeatureView, batch_id: int) -> None:
     """The source's contract on one micro-batch (the checks `materialize` and backfills run: keys and timestamps not
     null, timestamps within the source's bounds, declared types and checks, ids unique within the batch), before
     anything of it is written: a failing batch stops the stream and leaves both stores as they were. One aggregate
     over the batch; examples are fetched only for failing checks. The source's `on_invalid="quarantine"` does not
-    apply here: a quarantine append on every replay of the batch would repeat its rows (docs/streaming.md)."""
+    apply here: a quarantine append on every replay of the batch would repeat its rows (docs/streaming.md).
+    `fold_batch` runs the same checks without the aggregate's read of its own."""
     from tally import validation
 
-    report = validation.source_report(batch, view.source, [view], allow_empty=True,
-                                      where=f" for view '{view.name}' in micro-batch {batch_id}")
+    _refuse(validation.source_report(batch, view.source, [view], allow_empty=True, where=_where(view, batch_id)), view)
+
+
+def _where(view: FeatureView, batch_id: int) -> str:
+    return f" for view '{view.name}' in micro-batch {batch_id}"
+
+
+def _refuse(report, view: FeatureView) -> None:
+    """Raises the DataError of a failing contract report (no-op when it passes), with the way out."""
     folder = f"<warehouse>/checkpoints/{view.name}/v{view.version}"
     report.raise_if_failed(hint=f"the stream refuses this batch at every restart (a Delta commit stays in the log): "
                                 f"remove the rows from the source (DELETE, a new Delta version), delete {folder} and "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +100,25 @@ def _lit(value):
 def validate(df, checks: Sequence[Check], *, what: str, types: dict[str, str] | None = None,
              unique: str | None = None, allow_empty: bool = False) -> Report:
     """Run the contract on `df`; a Report lists every check and, for failures, counts and examples."""
+    with reading(what):
+        schema = schema_report(df, checks, what=what, types=types)
+        if schema is not None:
+            return schema
+        # One aggregate pass counts the rows failing each check (a job per check, as a per-column validator runs them,
+        # costs seconds on every backfill); examples are fetched only for the checks that fail.
+        agg = df.agg(*failing_counts(checks)).first()
+        return row_report(df, checks, agg["__rows"], [agg[f"__c{i}"] or 0 for i in range(len(checks))], what=what,
+                          types=types, unique=unique, allow_empty=allow_empty)
+
+
+@contextmanager
+def reading(what: str):
+    """The first Spark job on a source is where unreadable files surface: as a DataError naming them."""
     try:
-        return _validate(df, checks, what=what, types=types, unique=unique, allow_empty=allow_empty)
+        yield
     except DataError:
         raise
-    except Exception as exc:  # the first Spark job on a source is where unreadable files surface
+    except Exception as exc:
         text = str(exc)
         if any(m in text for m in ("FAILED_READ_FILE", "not a Parquet file", "Could not read footer", "CORRUPT")):
             files = sorted(set(re.findall(r"file:(/[^\s,'\"]+)", text)))
@@ -112,11 +127,9 @@ def validate(df, checks: Sequence[Check], *, what: str, types: dict[str, str] | 
         raise
 
 
-def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
-    from pyspark.sql import functions as F
-
+def schema_report(df, checks: Sequence[Check], *, what: str, types: dict[str, str] | None = None) -> Report | None:
+    """The failures read from the schema alone (no job): missing columns, wrong types. None when there are none."""
     types = dict(types or {})
-    failures: list[Failure] = []
     missing = sorted(c for c in {ch.column for ch in checks} | set(types) if c not in df.columns)
     if missing:
         return Report(what, 0, [f"column {c} exists" for c in missing],
@@ -128,14 +141,31 @@ def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
         return Report(what, 0, [f"{c} has type {t}" for c, t in types.items()],
                       [Failure(f"{c} has type {t}", c, 0, [{"actual type": df.schema[c].dataType.simpleString()}])
                        for c, t in wrong.items()])
-    # One aggregate pass counts the rows failing each check (a job per check, as a per-column validator runs them,
-    # costs seconds on every backfill); examples are fetched only for the checks that fail.
-    total_expr = [F.count(F.lit(1)).alias("__rows")]
-    total_expr += [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}") for i, c in enumerate(checks)]
-    agg = df.agg(*total_expr).first()
-    rows = agg["__rows"]
-    for i, c in enumerate(checks):
-        n = agg[f"__c{i}"] or 0
+    return None
+
+
+def failing_counts(checks: Sequence[Check]) -> list:
+    """Aggregate columns: the rows (`__rows`) and, per check i, the rows failing it (`__c<i>`)."""
+    from pyspark.sql import functions as F
+
+    return [F.count(F.lit(1)).alias("__rows")] + [F.sum(F.when(_failing(c), 1).otherwise(0)).alias(f"__c{i}")
+                                                  for i, c in enumerate(checks)]
+
+
+def failing_flags(checks: Sequence[Check]) -> list:
+    """Per check i, a boolean column true for the rows failing it (`__tally_fail<i>`), never null: what
+    `failing_counts` sums, for a job that counts them itself (the stream's one read of its batch)."""
+    from pyspark.sql import functions as F
+
+    return [F.coalesce(_failing(c), F.lit(False)).alias(f"__tally_fail{i}") for i, c in enumerate(checks)]
+
+
+def row_report(df, checks: Sequence[Check], rows: int, counts: Sequence[int], *, what: str,
+               types: dict[str, str] | None = None, unique: str | None = None, allow_empty: bool = False) -> Report:
+    """The Report of `df` given its row count and the rows failing each check (counted by one pass): examples of the
+    failing checks, the id's uniqueness (a job of its own), an empty read."""
+    failures: list[Failure] = []
+    for c, n in zip(checks, counts):
         if n:
             sample = [r.asDict() for r in df.where(_failing(c)).limit(EXAMPLES).collect()]
             failures.append(Failure(c.name, c.column, n, [_short(s) for s in sample]))
@@ -145,7 +175,8 @@ def _validate(df, checks, *, what, types, unique, allow_empty) -> Report:
         if n:
             ex = [{unique: r[unique], "copies": r["count"]} for r in dups.limit(EXAMPLES).collect()]
             failures.append(Failure(f"{unique} unique", unique, n, ex))
-    names = [f"{c} has type {t}" for c, t in types.items()] + [c.name for c in checks] + ([f"{unique} unique"] if unique else [])
+    names = [f"{t_c} has type {t}" for t_c, t in dict(types or {}).items()] + [c.name for c in checks] + (
+        [f"{unique} unique"] if unique else [])
     if rows == 0 and not allow_empty:
         failures.append(Failure("has rows", "*", 0, []))
         names.append("has rows")

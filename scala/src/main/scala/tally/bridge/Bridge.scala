@@ -68,9 +68,10 @@ object Bridge {
     * (see [[tally.spark.StreamJob]]). Returns
     * `{"batch_id", "skipped", "events", "late", "tiles", "applied", "newest_us", "horizon_us", "phases_ms"}`. */
   def streamBatch(batch: DataFrame, specJson: String, storeUrl: String, tileTable: String, stream: String, batchId: Long,
-                  stampBase: Long, floorUs: Long, partitions: Int): String = {
+                  stampBase: Long, floorUs: Long, partitions: Int, flags: java.util.List[String]): String = {
+    import scala.jdk.CollectionConverters._
     val r = tally.spark.StreamJob.foldBatch(batch, Spec.parse(specJson), store(storeUrl), tileTable, stream, batchId,
-      stampBase, floorUs, partitions)
+      stampBase, floorUs, partitions, flags.asScala.toSeq)
     val mapper = new com.fasterxml.jackson.databind.ObjectMapper()
     val out = mapper.createObjectNode()
     out.put("batch_id", r.batchId).put("skipped", r.skipped).put("events", r.events).put("late", r.late)
@@ -78,6 +79,8 @@ object Bridge {
     r.newestUs.fold(out.putNull("newest_us"))(w => out.put("newest_us", w))
     val phases = out.putObject("phases_ms")
     r.phasesMs.foreach { case (phase, ms) => phases.put(phase, ms) }
+    val failing = out.putArray("failing")
+    r.failing.foreach(n => failing.add(n))
     mapper.writeValueAsString(out)
   }
 

@@ -4,7 +4,6 @@ import java.util.concurrent.{ConcurrentHashMap, Executors}
 
 import scala.concurrent.{Await, ExecutionContext, Future}
 import scala.concurrent.duration.Duration
-import scala.jdk.CollectionConverters._
 
 import org.apache.spark.sql.{DataFrame, Row, SparkSession}
 import org.apache.spark.sql.delta.{DeltaHistoryManager, DeltaLog, Snapshot}
@@ -22,6 +21,8 @@ import tally.window.Ladder
   * `foreachBatch` hands each batch here with Spark's batch id; this object knows nothing of streams, so a suite can
   * drive it with plain DataFrames.
   *
+  * 0. The source's contract (`streaming.fold_batch`): its row checks arrive as boolean columns of the batch
+  *    (`flags`), counted in step 3's one read of the batch; a batch with a failing row stops there, nothing written.
   * 1. A batch both the store and the Delta tile table record as written (`lastBatch(stream) >= batchId`, and the
   *    table's newest commit tagged by `stream` holds batchId or a later one, [[tableBatch]]) is skipped: Spark
   *    replays the last batch after a restart when the crash came after our writes but before its checkpoint's
@@ -30,7 +31,8 @@ import tally.window.Ladder
   *    and requests at or after the watermark need nothing before `floor(watermark - reach, 30 days)`. Events older
   *    than the later of the two are counted as late and skipped: folding them would create fine tiles beside a
   *    lifetime window's coarse ones. The next batch `tally materialize` heals them.
-  * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`.
+  * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`:
+  *    on the driver from the collected rows for a batch up to [[LocalBuildBytes]], else through a shuffle by key.
   * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
   *    into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
   *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
@@ -57,7 +59,41 @@ object StreamJob {
     * stored tiles and fold; wait: for the previous batch's tile-table commit, if still running; close: the store's
     * close; tile_table: the previous batch's Delta commit, which ran beside this batch), for `bench/streaming.py`. */
   final case class Result(batchId: Long, skipped: Boolean, events: Long, late: Long, tiles: Long, applied: Long,
-                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil)
+                          newestUs: Option[Long], horizonUs: Long, phasesMs: Seq[(String, Long)] = Nil,
+                          failing: Seq[Long] = Nil)
+
+  /** Micro-batches whose rows Spark estimates at up to this many bytes (from the batch's files, so about their
+    * compressed size) build their tiles on the driver (step 3). At 20,000 events/s a batch of ~32,000 payments is
+    * about 0.5 MB of Parquet; 8 MB is some hundreds of thousands of events, tens of MB of rows on the driver. */
+  val LocalBuildBytes: BigInt = BigInt(8L << 20)
+
+  /** A batch's events (rows), those before the horizon (`late`), the newest at or after it, the newest of all, and per
+    * contract flag the rows it marks as failing. */
+  private final case class Counts(events: Long, late: Long, newest: Option[Long], last: Option[Long], failing: Seq[Long])
+
+  private object Counts {
+    /** One aggregate over `rows` (prepared rows, carrying the boolean `flags`). */
+    def apply(rows: DataFrame, horizon: Long, flags: Seq[String]): Counts = {
+      val c = rows.agg(count(lit(1)), (sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)) +:
+        max(when(col("__t") >= lit(horizon), col("__t"))) +: max(col("__t")) +:
+        flags.map(f => sum(when(col(s"`$f`"), 1L).otherwise(0L)))): _*).head()
+      def opt(i: Int) = if (c.isNullAt(i)) None else Some(c.getLong(i))
+      Counts(c.getLong(0), opt(1).getOrElse(0L), opt(2), opt(3), flags.indices.map(i => opt(4 + i).getOrElse(0L)))
+    }
+
+    /** The same over rows collected on the driver, whose time (`__t`) is column `t` and whose flags end each row. */
+    def apply(rows: Array[Row], t: Int, horizon: Long, flags: Int): Counts = {
+      val times = rows.iterator.filterNot(_.isNullAt(t)).map(_.getLong(t)).toArray
+      val onTime = times.filter(_ >= horizon)
+      val failing = Array.fill(flags)(0L)
+      rows.foreach { r =>
+        val first = r.length - flags
+        var i = 0
+        while (i < flags) { if (!r.isNullAt(first + i) && r.getBoolean(first + i)) failing(i) += 1; i += 1 }
+      }
+      Counts(rows.length.toLong, (times.length - onTime.length).toLong, onTime.maxOption, times.maxOption, failing.toSeq)
+    }
+  }
 
   /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
   private val ReadKeys = 1000
@@ -82,17 +118,13 @@ object StreamJob {
     * before every commit, which made the commit about four times slower (bench/README.md). */
   def commitTag(stream: String, batchId: Long): String = s"$stream batch $batchId"
 
-  /** Appends one batch's folded tiles to the tile table at `path` in one Delta commit tagged with the batch
-    * ([[commitTag]]). `created`: whether the table exists (from the snapshot the caller checked the batch against, so
-    * one log update serves both; the stream is the table's only writer). The caller skips batches the table already
-    * holds ([[tableBatch]]). */
-  def writeTileTable(spark: SparkSession, path: String, tiles: Seq[Tile], stream: String, batchId: Long,
-                     created: Boolean): Unit = {
-    val rows = tiles.map(t => Row(t.key.encoded, t.lengthUs, t.startUs, t.payload, t.stamp, batchId))
-    spark.createDataFrame(rows.asJava, TileTableSchema).coalesce(1)
-      .write.format("delta").mode("append").options(if (created) Map.empty[String, String] else TileTableProperties)
-      .option("userMetadata", commitTag(stream, batchId)).save(path)
-  }
+  /** Appends one batch's folded tiles to the tile table of `log` in one Delta commit tagged with the batch
+    * ([[commitTag]]), from `snapshot`: the one the caller checked the batch against, so one log update serves both
+    * (the stream is the table's only writer); version -1 creates the table. Written on the driver, no Spark job
+    * ([[TileTableCommit]]). The caller skips batches the table already holds ([[tableBatch]]). */
+  def writeTileTable(spark: SparkSession, log: DeltaLog, snapshot: Snapshot, tiles: Seq[Tile], stream: String,
+                     batchId: Long): Unit =
+    TileTableCommit.append(spark, log, snapshot, tiles, batchId, commitTag(stream, batchId))
 
   /** The tile table at `path` as of now: its log (cached by Delta) and newest snapshot, one log update. */
   private def tableNow(spark: SparkSession, path: String): (DeltaLog, Snapshot) = {
@@ -141,7 +173,7 @@ object StreamJob {
     val start = System.nanoTime()
     val (log, snapshot) = tableNow(spark, path)
     if (!tableBatch(log, snapshot, stream).exists(_ >= batchId))
-      writeTileTable(spark, path, tiles, stream, batchId, created = snapshot.version >= 0)
+      writeTileTable(spark, log, snapshot, tiles, stream, batchId)
     (System.nanoTime() - start) / 1000000
   }
 
@@ -188,15 +220,20 @@ object StreamJob {
     store.lastBatch(stream).filterNot { last =>
       val (log, snapshot) = tableNow(spark, path)
       tableBatch(log, snapshot, stream).exists(_ >= last) || {
-        writeTileTable(spark, path, store.stamped(view, version, stampBase + last), stream, last,
-          created = snapshot.version >= 0)
+        writeTileTable(spark, log, snapshot, store.stamped(view, version, stampBase + last), stream, last)
         false
       }
     }
   }
 
+  /** One micro-batch, steps 1-5. `flags`: boolean columns of `batch`, each true for the rows failing one check of the
+    * source's contract (`streaming.check_batch`), counted in the same read as the batch's events: if any row fails,
+    * the batch stops there, nothing written, and `failing` (per flag, the rows) says so; the caller raises.
+    * `localBuildBytes`: the batch size (Spark's estimate) up to which step 3 runs on the driver; a suite lowers it to
+    * compare the two builds. */
   def foldBatch(batch: DataFrame, spec: ViewSpec, store: OnlineStore, tileTable: String, stream: String, batchId: Long,
-                stampBase: Long, floorUs: Long, partitions: Int): Result = {
+                stampBase: Long, floorUs: Long, partitions: Int, flags: Seq[String] = Nil,
+                localBuildBytes: BigInt = LocalBuildBytes): Result = {
     val (view, version) = (spec.view, spec.version)
     val spark = batch.sparkSession
     val reach = spec.boundedReachUs.getOrElse(0L)
@@ -213,29 +250,43 @@ object StreamJob {
     var mark = System.nanoTime()
     def lap(phase: String): Unit = { val now = System.nanoTime(); phases += phase -> (now - mark) / 1000000; mark = now }
     val stamp = stampBase + batchId
-    val prepared = TileRows.prepare(batch, spec)
-    val rows = prepared.rows.cache()
+    val prepared = TileRows.prepare(batch, spec, carry = flags)
+    // A small batch (by the size Spark estimates from its files) is collected once, one job, then counted and built on
+    // the driver: for ~30,000 events, caching the rows for an aggregate and a shuffle by key cost far more in
+    // scheduling than in work (bench/README.md). A larger one is cached, counted by one aggregate and built through
+    // a shuffle. Either way the same sweep ([[TileRows]]) builds the tiles.
+    val collected = if (prepared.rows.queryExecution.optimizedPlan.stats.sizeInBytes <= localBuildBytes)
+      Some(prepared.rows.collect()) else None
+    val rows = if (collected.isEmpty) prepared.rows.cache() else prepared.rows
     try {
-      val counts = rows.agg(count(lit(1)), sum(when(col("__t") < lit(horizon), 1L).otherwise(0L)),
-        max(when(col("__t") >= lit(horizon), col("__t"))), max(col("__t"))).head()
-      val (events, late) = (counts.getLong(0), if (counts.isNullAt(1)) 0L else counts.getLong(1))
-      val newest = if (counts.isNullAt(2)) None else Some(counts.getLong(2))
+      val t = spec.keys.size  // where `prepare` puts __t
+      val counts = collected.fold(Counts(rows, horizon, flags))(Counts(_, t, horizon, flags.size))
+      val (events, late, newest) = (counts.events, counts.late, counts.newest)
+      if (counts.failing.exists(_ > 0))  // step 0, the contract: nothing of this batch is written
+        return Result(batchId, skipped = false, events, late, 0, 0, newest, horizon, failing = counts.failing)
       // Tiles below the horizon are built only where the store may hold some of this batch already under a raised
       // watermark: a batch it recorded but the table did not, or one whose close died after raising the watermark
       // (Redis: tiles, watermark, then the record), which the watermark at or past the batch's newest event allows.
       // Then the horizon may have moved past events the first attempt folded (its 30-day floor crossed); their tiles
       // carry the batch's stamp, and from the bootstrap's floor every such tile is found.
-      val replayed = recorded || (!counts.isNullAt(3) && watermark.exists(_ >= counts.getLong(3)))
+      val replayed = recorded || counts.last.exists(n => watermark.exists(_ >= n))
       val from = if (replayed) floorUs else horizon
       val layout = prepared.layout
       val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
       val fresh = Seq.newBuilder[Tile]
       var (lastKey, entity) = ("", null: EntityKey)
-      // A micro-batch is small: as many tile tasks as it has input partitions (up to `partitions`), not a shuffle's
-      // worth of mostly empty ones, which would put seconds of scheduling on every batch's latency.
-      val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
-      TileRows.build(prepared, rows.where(col("__t") >= lit(from) || col("__t").isNull), layout, tasks, stamp,
-        Long.MinValue, eventCount).collect().foreach(TileRows.unpack(_) { (key, start, length, payload) =>
+      val chunks = collected match {
+        case Some(all) =>
+          TileRows.buildLocal(prepared, all.filter(r => r.isNullAt(t) || r.getLong(t) >= from), layout, stamp,
+            Long.MinValue, eventCount)
+        case None =>
+          // As many tile tasks as the batch has input partitions (up to `partitions`), not a shuffle's worth of mostly
+          // empty ones, which would put seconds of scheduling on every batch's latency.
+          val tasks = math.max(1, math.min(partitions, batch.rdd.getNumPartitions))
+          TileRows.build(prepared, rows.where(col("__t") >= lit(from) || col("__t").isNull), layout, tasks, stamp,
+            Long.MinValue, eventCount).collect().iterator
+      }
+      chunks.foreach(TileRows.unpack(_) { (key, start, length, payload) =>
         if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
         fresh += Tile(view, version, entity, start, length, payload, stamp)
       })
@@ -269,6 +320,6 @@ object StreamJob {
       // an attempt that ran both at once, before this order): the commit checks.
       commitLater(spark, tileTable, folded.map(_._1), stream, batchId)
       Result(batchId, skipped = false, events, late, tiles.size.toLong, applied.toLong, newest, horizon, phases.result())
-    } finally rows.unpersist()
+    } finally if (collected.isEmpty) rows.unpersist()
   }
 }

@@ -16,6 +16,7 @@ import tally.online.{EntityKey, TileBuilder, TileLayout}
   *    availability `__a` in microseconds, and its values `__v<i>` in the kernels' carriers.
   * 2. [[build]] shuffles those rows by key, sorts them by (key, time), the sweep's order, and runs each key's events
   *    through one [[TileBuilder]] on the executors; tiles come back packed in chunks that [[unpack]] reads.
+  *    [[buildLocal]] runs the same sweep on the driver over rows collected there (a small micro-batch).
   */
 object TileRows {
 
@@ -24,7 +25,8 @@ object TileRows {
     def layout: TileLayout = new TileLayout(spec, valueTypes.map { case (c, t) => c -> Catalyst.vtype(t).get })
   }
 
-  def prepare(source: DataFrame, spec: ViewSpec): Prepared = {
+  /** `carry`: more columns of `source` kept after the values, unread by the sweep (a stream's contract flags). */
+  def prepare(source: DataFrame, spec: ViewSpec, carry: Seq[String] = Nil): Prepared = {
     val view = spec.view
     def field(c: String, what: String): StructField = source.schema.find(_.name == c).getOrElse(
       throw new IllegalArgumentException(s"view '$view': the source has no $what column '$c' (columns: ${source.columns.mkString(", ")})"))
@@ -50,22 +52,47 @@ object TileRows {
         case t                                => col(s"`$c`").cast(Catalyst.carrier(t))
       }).as(s"__v$i")
     }
-    Prepared(spec, source.select(keyCols ++ Seq(ts.as("__t"), avail.as("__a")) ++ values: _*), keyTypes, valueTypes, valueCols)
+    Prepared(spec, source.select(keyCols ++ Seq(ts.as("__t"), avail.as("__a")) ++ values ++ carry.map(c => col(s"`$c`")): _*),
+      keyTypes, valueTypes, valueCols)
   }
 
   /** The tiles of `rows` (a filter of `p.rows`) as chunks of packed tiles, each key's tiles together. */
   def build(p: Prepared, rows: DataFrame, layout: TileLayout, partitions: Int, stamp: Long, coarseBefore: Long,
             eventCount: LongAccumulator): org.apache.spark.rdd.RDD[Array[Byte]] = {
-    val spec = p.spec
-    val keyNames = spec.keys.indices.map(i => s"__k$i")
+    val keyNames = p.spec.keys.indices.map(i => s"__k$i")
     val sorted = rows.repartition(partitions, keyNames.map(col): _*).sortWithinPartitions((keyNames :+ "__t").map(col): _*)
+    sorted.rdd.mapPartitions(sweep(p, layout, stamp, coarseBefore, eventCount))
+  }
+
+  /** [[build]] on the driver, for rows of `p.rows` already collected there (a small stream micro-batch, where the
+    * shuffle's scheduling costs more than its work): grouped by key, each key's events in time order, then the same
+    * sweep. Keys come out in order of first arrival, not sorted; a tile depends only on its key's events. */
+  def buildLocal(p: Prepared, rows: Iterable[Row], layout: TileLayout, stamp: Long, coarseBefore: Long,
+                 eventCount: LongAccumulator): Iterator[Array[Byte]] = {
+    val nKeys = p.spec.keys.size
+    val byKey = scala.collection.mutable.LinkedHashMap.empty[Seq[Any], scala.collection.mutable.ArrayBuffer[Row]]
+    rows.foreach { r =>
+      // grouped as the shuffle groups: by value (a binary key's bytes, not its array's identity)
+      val key = (0 until nKeys).map(i => r.get(i) match { case a: Array[Byte] => a.toSeq; case v => v })
+      byKey.getOrElseUpdate(key, scala.collection.mutable.ArrayBuffer.empty) += r
+    }
+    // a null time sorts first, where the sweep names it
+    val ordered = byKey.valuesIterator.flatMap(_.sortBy(r => if (r.isNullAt(nKeys)) Long.MinValue else r.getLong(nKeys)))
+    sweep(p, layout, stamp, coarseBefore, eventCount)(ordered)
+  }
+
+  /** One partition's events, grouped by key and in time order within a key, through one [[TileBuilder]]: what
+    * [[build]] runs on the executors and [[buildLocal]] on the driver. */
+  private def sweep(p: Prepared, layout: TileLayout, stamp: Long, coarseBefore: Long,
+                    eventCount: LongAccumulator): Iterator[Row] => Iterator[Array[Byte]] = {
+    val spec = p.spec
     val nKeys = spec.keys.size
     val dates = spec.keys.map(k => p.keyTypes(k) == DateType)
     val times = spec.keys.map(k => p.keyTypes(k) == TimestampType || p.keyTypes(k) == TimestampNTZType)
     val nValues = p.valueCols.size
     val (name, version) = (spec.view, spec.version)
     val keyNamesForErrors = spec.keys
-    sorted.rdd.mapPartitions { it =>
+    it => {
       val builder = new TileBuilder(layout, name, version, stamp, coarseBefore)
       val packer = new Packer
       var current: EntityKey = null
