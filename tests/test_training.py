@@ -381,28 +381,37 @@ def test_cli_as_of_pins_a_version_or_a_timestamp_and_is_refused_for_temporal_vie
     assert "write VIEW=VERSION" in capsys.readouterr().err
 
 
-def test_as_of_kernel_equals_pandas_merge_asof_on_random_data(spark):
+@pytest.mark.parametrize("key_type", ["string", "bigint", "int", "date"])
+@pytest.mark.parametrize("tolerance_min", [0, 90])
+def test_as_of_kernel_equals_pandas_merge_asof_on_random_data(spark, key_type, tolerance_min):
+    """String keys go through a hash map of key values; integral ones (bigint, int, date) through a map of longs."""
     import pandas as pd
     from tally import kernels
 
     rng = np.random.default_rng(3)
     base = midnight(dt.date(2026, 1, 1))
-    right = pd.DataFrame({"k": rng.integers(0, 30, 2000).astype(str), "t": rng.integers(0, 10_000, 2000)})
+    right = pd.DataFrame({"k": rng.integers(0, 30, 2000), "t": rng.integers(0, 10_000, 2000)})
     right = right.drop_duplicates(["k", "t"]).assign(v=lambda d: rng.normal(size=len(d)))
-    left = pd.DataFrame({"k": rng.integers(0, 35, 1500).astype(str), "t": rng.integers(-50, 10_100, 1500),
+    left = pd.DataFrame({"k": rng.integers(0, 35, 1500), "t": rng.integers(-50, 10_100, 1500),
                          "row": np.arange(1500)})
+    key = {"string": str, "bigint": lambda k: int(k) - 2**40, "int": int,
+           "date": lambda k: dt.date(2020, 1, 1) + dt.timedelta(days=int(k))}[key_type]
     to_ts = lambda m: [base + dt.timedelta(minutes=int(x)) for x in m]  # noqa: E731
-    rdf = spark.createDataFrame([(k, t, float(v)) for k, t, v in zip(right.k, to_ts(right.t), right.v)],
-                                "k string, ts timestamp, v double")
-    ldf = spark.createDataFrame([(k, t, int(r)) for k, t, r in zip(left.k, to_ts(left.t), left.row)],
-                                "k string, ts timestamp, row bigint")
-    got = kernels.as_of(spark, ldf, "ts", rdf, "ts", ["k"], ["v"], "f__", 0).toPandas().sort_values("row")
+    rdf = spark.createDataFrame([(key(k), t, float(v)) for k, t, v in zip(right.k, to_ts(right.t), right.v)],
+                                f"k {key_type}, ts timestamp, v double")
+    ldf = spark.createDataFrame([(key(k), t, int(r)) for k, t, r in zip(left.k, to_ts(left.t), left.row)],
+                                f"k {key_type}, ts timestamp, row bigint")
+    got = kernels.as_of(spark, ldf, "ts", rdf, "ts", ["k"], ["v"], "f__", tolerance_min * 60_000_000)
+    got = got.toPandas().sort_values("row")
     assert list(got.columns) == ["k", "ts", "row", "f__v"]
+    assert [key(k) for k in left.sort_values("row").k] == list(got["k"])
+    # the kernel's tolerance keeps a right row strictly newer than t - tolerance; pandas' is inclusive
     want = pd.merge_asof(left.sort_values("t"), right.sort_values("t"), on="t", by="k", direction="backward",
-                         allow_exact_matches=True).sort_values("row")
+                         allow_exact_matches=True, tolerance=tolerance_min - 1 if tolerance_min else None)
+    want = want.sort_values("row")
     assert len(got) == len(left)
     assert np.allclose(got["f__v"].to_numpy(dtype=float), want["v"].to_numpy(dtype=float), equal_nan=True)
-    assert want["v"].notna().sum() > 1000 and want["v"].isna().sum() > 10
+    assert want["v"].notna().sum() > (1000 if not tolerance_min else 300) and want["v"].isna().sum() > 10
 
 
 def test_as_of_kernel_refuses_two_feature_rows_of_one_key_at_one_time(spark):

@@ -1,8 +1,10 @@
 package tally.spark
 
+import scala.collection.mutable
+
 import org.apache.spark.sql.DataFrame
 import org.apache.spark.sql.catalyst.InternalRow
-import org.apache.spark.sql.catalyst.expressions.GenericInternalRow
+import org.apache.spark.sql.catalyst.expressions.{BoundReference, GenericInternalRow, JoinedRow, UnsafeProjection}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
@@ -62,42 +64,54 @@ object AsOfJob {
     val nKeys = keys.size
     val nValues = valueCols.size
     val keyTypes = rights.schema.fields.take(nKeys).map(_.dataType)
-    val rightTypes = rights.schema.fields.map(_.dataType)
-    val spineTypes = queries.schema.fields.map(_.dataType)
-    // Where each output column comes from in a shuffled spine row.
-    val source = spine.columns.map(c => if (keys.contains(c)) keys.indexOf(c) else nKeys + 1 + rest.indexOf(c))
+    val spineWidth = queries.schema.length
+    // The output row, projected (generated code, no boxing) from the spine row joined with the matched right row
+    // (or a row of nulls): each spine column where the shuffled spine row holds it, then the values.
+    val output = spine.columns.toSeq.map { c =>
+      val i = if (keys.contains(c)) keys.indexOf(c) else nKeys + 1 + rest.indexOf(c)
+      BoundReference(i, queries.schema(i).dataType, nullable = true)
+    } ++ (0 until nValues).map { j =>
+      val at = nKeys + 1 + j
+      BoundReference(spineWidth + at, rights.schema(at).dataType, nullable = true)
+    }
+    val rightWidth = rights.schema.length
     val rows = build.zipPartitions[InternalRow, InternalRow](probe) { (rightRows, spineRows) =>
       val index = AsOfIndex.build(rightRows, keyTypes, nKeys)
-      val getRight = rightTypes.map(t => InternalRow.getAccessor(t))
-      val getSpine = spineTypes.map(t => InternalRow.getAccessor(t))
-      val keyOf = Keys.reader(keyTypes)
+      val project = UnsafeProjection.create(output)
+      val joined = new JoinedRow()
+      val none = new GenericInternalRow(rightWidth)
       spineRows.map { row =>
-        val out = new GenericInternalRow(source.length + nValues) // the scan over this RDD projects it to an UnsafeRow
-        val k = keyOf(row, false)
-        if (row.isNullAt(nKeys)) throw new IllegalArgumentException(s"a spine row of key $k has a null timestamp")
+        if (row.isNullAt(nKeys))
+          throw new IllegalArgumentException(s"a spine row of key ${index.keyName(row)} has a null timestamp")
         val t = row.getLong(nKeys)
-        val hit = index.latest(k, t)
+        val hit = index.latest(row, t)
         val matched = hit != null && (toleranceUs <= 0 || hit.getLong(nKeys) > t - toleranceUs)
-        var i = 0
-        while (i < source.length) { out.update(i, getSpine(source(i))(row, source(i))); i += 1 }
-        var j = 0
-        while (j < nValues) {
-          val at = nKeys + 1 + j
-          out.update(i + j, if (matched && !hit.isNullAt(at)) getRight(at)(hit, at) else null)
-          j += 1
-        }
-        out: InternalRow
+        project(joined(row, if (matched) hit else none)): InternalRow
       }
     }
     SparkInternals.fromInternalRows(spine.sparkSession, rows, outSchema)
   }
 }
 
-/** The build side of one partition: per key, its rows (copies) sorted by time (column `nKeys`, microseconds). */
-private final class AsOfIndex(entries: java.util.HashMap[Any, AsOfIndex.Entry]) {
-  /** The row of `key` with the greatest time <= t, or null. */
-  def latest(key: Any, t: Long): InternalRow = {
-    val e = entries.get(key)
+/** The build side of one partition: per key, its rows (copies) sorted by time (column `nKeys`, microseconds). A
+  * single integral key (bigint, int, date, timestamp, ...) is looked up as a primitive long in an open-addressing
+  * map, without boxing; other keys (strings, composites) by their [[Keys.reader]] value in a HashMap. Measured (JFR,
+  * bench/asof.py --keys bigint): the boxed lookups were a third of the kernel's samples. Rows of a null key match
+  * spine rows of a null key, as in the HashMap. */
+private final class AsOfIndex(longKey: InternalRow => Long, longs: mutable.LongMap[AsOfIndex.Entry],
+                              keyOf: (InternalRow, Boolean) => Any, others: java.util.HashMap[Any, AsOfIndex.Entry],
+                              nullKey: AsOfIndex.Entry) {
+  private def entry(row: InternalRow): AsOfIndex.Entry =
+    if (longKey == null) others.get(keyOf(row, false))
+    else if (row.isNullAt(0)) nullKey
+    else longs.getOrNull(longKey(row))
+
+  /** The key of a row (its leading columns), for messages. */
+  def keyName(row: InternalRow): Any = keyOf(row, false)
+
+  /** The right row of the key of spine `row` with the greatest time <= t, or null. */
+  def latest(row: InternalRow, t: Long): InternalRow = {
+    val e = entry(row)
     if (e == null) return null
     var lo = 0
     var hi = e.n - 1
@@ -121,16 +135,36 @@ private object AsOfIndex {
     }
   }
 
+  /** A reader of a single integral key as a long, or null for other keys. */
+  private def longReader(keyTypes: Array[DataType]): InternalRow => Long =
+    if (keyTypes.length != 1) null
+    else keyTypes(0) match {
+      case LongType | TimestampType | TimestampNTZType => _.getLong(0)
+      case IntegerType | DateType => _.getInt(0).toLong
+      case ShortType => _.getShort(0).toLong
+      case ByteType => _.getByte(0).toLong
+      case _ => null
+    }
+
   def build(rows: Iterator[InternalRow], keyTypes: Array[DataType], nKeys: Int): AsOfIndex = {
-    val keyOf = Keys.reader(keyTypes)
-    val entries = new java.util.HashMap[Any, Entry]()
+    val keyOf = Keys.reader(keyTypes.toIndexedSeq)
+    val longKey = longReader(keyTypes)
+    val longs = new mutable.LongMap[Entry]()
+    val others = new java.util.HashMap[Any, Entry]()
+    var nullKey: Entry = null
     rows.foreach { row =>
       if (row.isNullAt(nKeys)) throw new IllegalArgumentException(s"a feature row of key ${keyOf(row, false)} has a null time")
-      var e = entries.get(keyOf(row, false))
-      if (e == null) { e = new Entry; entries.put(keyOf(row, true), e) } // a stable copy only for a new key
+      val e = if (longKey == null) {
+        var e = others.get(keyOf(row, false))
+        if (e == null) { e = new Entry; others.put(keyOf(row, true), e) } // a stable copy only for a new key
+        e
+      } else if (row.isNullAt(0)) {
+        if (nullKey == null) nullKey = new Entry
+        nullKey
+      } else longs.getOrElseUpdate(longKey(row), new Entry)
       e.add(row.getLong(nKeys), row.copy())
     }
-    entries.forEach { (k, e) =>
+    def check(k: Any, e: Entry): Unit = {
       sortByTime(e)
       var i = 1
       while (i < e.n) {
@@ -139,7 +173,10 @@ private object AsOfIndex {
         i += 1
       }
     }
-    new AsOfIndex(entries)
+    others.forEach((k, e) => check(k, e))
+    longs.foreachEntry((k, e) => check(keyOf(e.rows(0), false), e))
+    if (nullKey != null) check(null, nullKey)
+    new AsOfIndex(longKey, longs, keyOf, others, nullKey)
   }
 
   /** Sorts an entry's (time, row) pairs by time, stably (a merge sort of the parallel arrays); rows often arrive
