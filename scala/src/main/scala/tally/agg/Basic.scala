@@ -5,11 +5,12 @@ package tally.agg
 /** Mutable counter IR. */
 final class CountIR(var n: Long)
 
-object Count extends Invertible[CountIR] {
+object Count extends Unboxed[CountIR] {
   private val Format: Byte = 0x01
   def zero() = new CountIR(0L)
-  def update(s: CountIR, value: Any, ts: Long): CountIR = { s.n += 1; s }
-  def remove(s: CountIR, value: Any, ts: Long): CountIR = { s.n -= 1; s }
+  val unboxing: Unboxing = Unboxing.Unread
+  def updateBits(s: CountIR, bits: Long, ts: Long): CountIR = { s.n += 1; s }
+  def removeBits(s: CountIR, bits: Long, ts: Long): CountIR = { s.n -= 1; s }
   def merge(a: CountIR, b: CountIR): CountIR = { a.n += b.n; a }
   def copy(s: CountIR) = new CountIR(s.n)
   def finish(s: CountIR, asOf: Long): Any = s.n
@@ -21,11 +22,12 @@ object Count extends Invertible[CountIR] {
 /** Sum of integers: exact (a sum of longs stays a long; overflow raises instead of wrapping). */
 final class LongSumIR(var sum: Long)
 
-object LongSum extends Invertible[LongSumIR] {
+object LongSum extends Unboxed[LongSumIR] {
   private val Format: Byte = 0x02
   def zero() = new LongSumIR(0L)
-  def update(s: LongSumIR, value: Any, ts: Long): LongSumIR = { s.sum = Math.addExact(s.sum, Num.long(value)); s }
-  def remove(s: LongSumIR, value: Any, ts: Long): LongSumIR = { s.sum = Math.subtractExact(s.sum, Num.long(value)); s }
+  val unboxing: Unboxing = Unboxing.AsLong
+  def updateBits(s: LongSumIR, bits: Long, ts: Long): LongSumIR = { s.sum = Math.addExact(s.sum, bits); s }
+  def removeBits(s: LongSumIR, bits: Long, ts: Long): LongSumIR = { s.sum = Math.subtractExact(s.sum, bits); s }
   def merge(a: LongSumIR, b: LongSumIR): LongSumIR = { a.sum = Math.addExact(a.sum, b.sum); a }
   def copy(s: LongSumIR) = new LongSumIR(s.sum)
   def finish(s: LongSumIR, asOf: Long): Any = s.sum
@@ -40,7 +42,7 @@ object LongSum extends Invertible[LongSumIR] {
   * values (tracked by `nans`). */
 final class DoubleSumIR(var sum: Double, var comp: Double, var nans: Long, var posInf: Long, var negInf: Long)
 
-object DoubleSum extends Invertible[DoubleSumIR] {
+object DoubleSum extends Unboxed[DoubleSumIR] {
   private val Format: Byte = 0x03
   def zero() = new DoubleSumIR(0.0, 0.0, 0L, 0L, 0L)
   private def add(s: DoubleSumIR, v: Double, sign: Int): DoubleSumIR = {
@@ -55,8 +57,9 @@ object DoubleSum extends Invertible[DoubleSumIR] {
     }
     s
   }
-  def update(s: DoubleSumIR, value: Any, ts: Long): DoubleSumIR = add(s, Num.double(value), 1)
-  def remove(s: DoubleSumIR, value: Any, ts: Long): DoubleSumIR = add(s, Num.double(value), -1)
+  val unboxing: Unboxing = Unboxing.AsDouble
+  def updateBits(s: DoubleSumIR, bits: Long, ts: Long): DoubleSumIR = add(s, java.lang.Double.longBitsToDouble(bits), 1)
+  def removeBits(s: DoubleSumIR, bits: Long, ts: Long): DoubleSumIR = add(s, java.lang.Double.longBitsToDouble(bits), -1)
   def merge(a: DoubleSumIR, b: DoubleSumIR): DoubleSumIR = {
     add(a, b.sum, 1); add(a, b.comp, 1)
     a.nans += b.nans; a.posInf += b.posInf; a.negInf += b.negInf; a

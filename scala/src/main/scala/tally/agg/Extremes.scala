@@ -1,8 +1,10 @@
 package tally.agg
 
 /** Min and max over any ordered type (long, double, decimal, string, boolean, timestamp); the result keeps the
-  * input type. Not invertible: over a sliding window the sweep keeps them on a two-stacks queue (amortized O(1)
-  * merges per event); over a lifetime window it folds each event once.
+  * input type. Not invertible: over a sliding window the sweep keeps longs, timestamps and doubles on a monotonic
+  * deque of unboxed values ([[tally.window.MonotonicDeque]], in this order) and the other types on a two-stacks
+  * queue (amortized O(1) merges per event); under `available_at` it folds the window afresh; over a lifetime
+  * window it folds each event once.
   *
   * Order is Spark's (see [[Values.ordering]]): NaN is larger than every other double, so max of a set with a
   * NaN is NaN and min ignores it unless every value is NaN; -0.0 sorts below 0.0. Empty gives null. */

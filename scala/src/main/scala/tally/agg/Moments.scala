@@ -22,12 +22,14 @@ object Moment {
   val all: Seq[Moment] = Seq(Mean, VarSamp, VarPop, StdSamp, StdPop)
 }
 
-final case class Moments(moment: Moment) extends Invertible[MomentsIR] {
+final case class Moments(moment: Moment) extends Unboxed[MomentsIR] {
   private val Format: Byte = 0x05
   def zero() = new MomentsIR(0L, 0.0, 0.0, new Specials())
 
-  def update(s: MomentsIR, value: Any, ts: Long): MomentsIR = {
-    val x = Num.double(value)
+  val unboxing: Unboxing = Unboxing.AsDouble
+
+  def updateBits(s: MomentsIR, bits: Long, ts: Long): MomentsIR = {
+    val x = java.lang.Double.longBitsToDouble(bits)
     if (!s.specials.take(x, 1)) {
       s.n += 1
       val d = x - s.mean
@@ -37,8 +39,8 @@ final case class Moments(moment: Moment) extends Invertible[MomentsIR] {
     s
   }
 
-  def remove(s: MomentsIR, value: Any, ts: Long): MomentsIR = {
-    val x = Num.double(value)
+  def removeBits(s: MomentsIR, bits: Long, ts: Long): MomentsIR = {
+    val x = java.lang.Double.longBitsToDouble(bits)
     if (!s.specials.take(x, -1)) {
       if (s.n <= 1) { s.n = 0; s.mean = 0.0; s.m2 = 0.0 } // reset exactly: no drift survives an empty window
       else {

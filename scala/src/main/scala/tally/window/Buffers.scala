@@ -1,13 +1,22 @@
 package tally.window
 
-import tally.agg.Aggregator
+import tally.agg.{Aggregator, Unboxing}
 
 /** The events of one key still needed by some window, addressed by a running index (0 = the key's first event).
-  * Backed by growable arrays; `dropBefore` forgets old events and reuses the space. */
-final class EventBuffer {
+  * Backed by growable arrays; `dropBefore` forgets old events and reuses the space.
+  *
+  * Besides each event's boxed values (kept only when `keepValues`: some window folds them generically), the buffer
+  * keeps primitive columns, one per (value column, [[Unboxing]]) in `unboxed`: the value's bits and whether it is
+  * null, read by the sweep's unboxed paths. Those arrays are contiguous, so expiring old events from a sliding
+  * window reads memory in order instead of chasing two pointers per event and window. */
+final class EventBuffer(unboxed: IndexedSeq[(Int, Unboxing)] = IndexedSeq.empty, keepValues: Boolean = true) {
+  private val columns: Array[Int] = unboxed.map(_._1).toArray
+  private val unboxings: Array[Unboxing] = unboxed.map(_._2).toArray
   private var tss = new Array[Long](64)
   private var avails = new Array[Long](64)
-  private var vals = new Array[Array[Any]](64)
+  private var vals = new Array[Array[Any]](if (keepValues) 64 else 0)
+  private var bitss = Array.fill(columns.length)(new Array[Long](64))
+  private var nulls = Array.fill(columns.length)(new Array[Boolean](64))
   private var base = 0L  // index of slot `head`
   private var head = 0   // first live slot
   private var size = 0   // live slots
@@ -15,7 +24,7 @@ final class EventBuffer {
   // Only live slots hold references (dropBefore nulls the rest): filling the whole array here cost every key
   // the capacity the hottest key once needed — quadratic on skewed data.
   def clear(): Unit = {
-    java.util.Arrays.fill(vals.asInstanceOf[Array[AnyRef]], head, head + size, null)
+    if (keepValues) java.util.Arrays.fill(vals.asInstanceOf[Array[AnyRef]], head, head + size, null)
     base = 0L; head = 0; size = 0
   }
   def end: Long = base + size
@@ -24,7 +33,16 @@ final class EventBuffer {
   def append(ts: Long, avail: Long, values: Array[Any]): Unit = {
     if (head + size == tss.length) grow()
     val slot = head + size
-    tss(slot) = ts; avails(slot) = avail; vals(slot) = values; size += 1
+    tss(slot) = ts; avails(slot) = avail
+    if (keepValues) vals(slot) = values
+    var c = 0
+    while (c < columns.length) {
+      val v = values(columns(c))
+      if (v == null) nulls(c)(slot) = true
+      else { nulls(c)(slot) = false; bitss(c)(slot) = unboxings(c).bits(v) }
+      c += 1
+    }
+    size += 1
   }
 
   @inline private def slot(idx: Long): Int = {
@@ -34,12 +52,17 @@ final class EventBuffer {
   }
   def ts(idx: Long): Long = tss(slot(idx))
   def avail(idx: Long): Long = avails(slot(idx))
-  def values(idx: Long): Array[Any] = vals(slot(idx))
+  def values(idx: Long): Array[Any] = {
+    if (!keepValues) throw new IllegalStateException("this buffer keeps no boxed values (every window reads them unboxed)")
+    vals(slot(idx))
+  }
+  /** Primitive column c (an index into `unboxed`) of event idx: null or not, and its bits. */
+  def isNull(c: Int, idx: Long): Boolean = nulls(c)(slot(idx))
+  def bits(c: Int, idx: Long): Long = bitss(c)(slot(idx))
 
   def dropBefore(idx: Long): Unit = {
     val n = math.min(math.max(idx - base, 0L), size.toLong).toInt
-    var i = head
-    while (i < head + n) { vals(i) = null; i += 1 }
+    if (keepValues) { var i = head; while (i < head + n) { vals(i) = null; i += 1 } }
     head += n; size -= n; base += n
     if (size == 0) head = 0
   }
@@ -47,10 +70,53 @@ final class EventBuffer {
   /** Compacts to the front when at least half is dead space; doubles otherwise. */
   private def grow(): Unit = {
     val cap = if (size * 2 <= tss.length) tss.length else tss.length * 2
-    val t = new Array[Long](cap); val a = new Array[Long](cap); val v = new Array[Array[Any]](cap)
-    System.arraycopy(tss, head, t, 0, size); System.arraycopy(avails, head, a, 0, size); System.arraycopy(vals, head, v, 0, size)
-    tss = t; avails = a; vals = v; head = 0
+    def moved[A](from: Array[A], to: Array[A]): Array[A] = { System.arraycopy(from, head, to, 0, size); to }
+    tss = moved(tss, new Array[Long](cap)); avails = moved(avails, new Array[Long](cap))
+    if (keepValues) vals = moved(vals, new Array[Array[Any]](cap))
+    bitss = bitss.map(moved(_, new Array[Long](cap))); nulls = nulls.map(moved(_, new Array[Boolean](cap)))
+    head = 0
   }
+}
+
+/** The maximum (or minimum) of a sliding window of longs or doubles whose values leave in the order they entered:
+  * a monotonic deque of (value bits, event index), O(1) amortized per event, nothing boxed. A pushed value drops
+  * every value behind it that it beats or ties (a newer equal value outlives them); the front is the window's
+  * extreme. Order is [[tally.agg.Extreme]]'s for the input type: `Long.compare`, or `Double.compare` on doubles
+  * (NaN above +Infinity, -0.0 below 0.0), so the result equals the generic fold's. */
+final class MonotonicDeque(isMax: Boolean, doubles: Boolean) {
+  private var bitss = new Array[Long](16)
+  private var idxs = new Array[Long](16)
+  private var head = 0 // ring buffer: live entries at head .. head + n - 1 (mod capacity)
+  private var n = 0
+  def size: Int = n
+  def clear(): Unit = { head = 0; n = 0 }
+
+  private def compare(a: Long, b: Long): Int =
+    if (doubles) java.lang.Double.compare(java.lang.Double.longBitsToDouble(a), java.lang.Double.longBitsToDouble(b))
+    else java.lang.Long.compare(a, b)
+  @inline private def at(i: Int): Int = (head + i) & (bitss.length - 1)
+
+  /** The value of event `idx` (indices increase) enters. */
+  def push(bits: Long, idx: Long): Unit = {
+    while (n > 0 && { val c = compare(bits, bitss(at(n - 1))); if (isMax) c >= 0 else c <= 0 }) n -= 1
+    if (n == bitss.length) {
+      val b = new Array[Long](n * 2); val x = new Array[Long](n * 2)
+      var i = 0
+      while (i < n) { b(i) = bitss(at(i)); x(i) = idxs(at(i)); i += 1 }
+      bitss = b; idxs = x; head = 0
+    }
+    bitss(at(n)) = bits; idxs(at(n)) = idx; n += 1
+  }
+
+  /** Every event up to `idx` has left. */
+  def expireThrough(idx: Long): Unit =
+    while (n > 0 && idxs(head) <= idx) { head = (head + 1) & (bitss.length - 1); n -= 1 }
+
+  /** The extreme, boxed as the generic fold boxes it, or null when empty. */
+  def finish: Any =
+    if (n == 0) null
+    else if (doubles) java.lang.Double.valueOf(java.lang.Double.longBitsToDouble(bitss(head)))
+    else java.lang.Long.valueOf(bitss(head))
 }
 
 /** A binary min-heap of (key, index) pairs of longs, without boxing, each with an optional payload (the event's

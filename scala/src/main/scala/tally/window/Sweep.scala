@@ -1,6 +1,6 @@
 package tally.window
 
-import tally.agg.{Aggregator, Invertible}
+import tally.agg.{Aggregator, Extreme, Invertible, Unboxed, Unboxing, VType}
 
 /** One output column: an aggregation of one event value (`column`, or -1 for "every event") over a window. */
 final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, window: Window, default: Any)
@@ -33,6 +33,16 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   *     `event` also moves the windows to its time and compacts whenever the buffer has doubled since the last
   *     compaction: at most twice the window between queries, amortized O(1) per event.
   *
+  * Unboxed paths. Sliding windows read most events twice, as they enter and as they leave, and the leaving ones
+  * are old: reading their boxed values back was a cache miss per event and window (with min and max on the
+  * two-stacks queue, the largest part of the sweep's time on the benchmark). So the buffer also keeps the values
+  * of the columns that [[Unboxed]] aggregators (count, sums, moments) and numeric min and max read as primitive
+  * columns, and those features take them from there: invertible ones through `updateBits`/`removeBits` (the same
+  * arithmetic as their boxed methods), min and max of longs, timestamps and doubles on a [[MonotonicDeque]] when
+  * events leave in the order they entered (no `available_at`). Everything else (lifetime windows, ordered kernels,
+  * sketches, decimals, strings) takes the generic path, and the buffer keeps boxed values only if some feature
+  * does. `specialise = false` sends every feature the generic way: SweepOracleSuite compares the two.
+  *
   * Invariants: times never go backwards within a key (checked with `require`, naming the view and key); a
   * window's admitted events are exactly those with enter passed and exit not passed (kept by construction, pinned
   * by the brute-force oracle in SweepOracleSuite).
@@ -45,8 +55,14 @@ final case class Feature(name: String, agg: Aggregator[AnyRef], column: Int, win
   * [[LadderFold]], with the events of one microsecond in [[Ladder.tieOrder]], exactly as the fetcher folds stored
   * tiles, so a training row and a served value agree to the bit and a rerun gives the same values.
   */
-final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long], withAvailability: Boolean) {
-  private val buffer = new EventBuffer
+final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long], withAvailability: Boolean,
+    specialise: Boolean = true) {
+  private val paths: IndexedSeq[Sweep.Path] = features.map(f => if (specialise) Sweep.pathOf(f, withAvailability) else Sweep.Generic)
+  /** The buffer's primitive columns: one per (value column, unboxing) that an unboxed path reads. */
+  private val unboxedColumns: IndexedSeq[(Int, Unboxing)] = features.indices.collect {
+    case i if paths(i) != Sweep.Generic && features(i).column >= 0 => (features(i).column, paths(i).unboxing)
+  }.distinct
+  private val buffer = new EventBuffer(unboxedColumns, keepValues = paths.contains(Sweep.Generic))
   private val windows: Array[WindowState] = { // an array and while loops: this is the per-event path
     val ttlWindow = ttl.map(l => Window(l, 0L, rightClosed = false))
     val (free, ordered) = features.indices.partition(i => features(i).agg.orderFree)
@@ -147,17 +163,19 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     def moveTo(t: Long): Unit =
       if (waiting == null) {
         while (next < buffer.end && window.entered(buffer.ts(next) + window.delay, t)) {
-          fold(buffer.ts(next), buffer.values(next)); next += 1
+          fold(buffer.ts(next), valuesAt(next)); next += 1
         }
       } else {
         while (next < buffer.end) {
           val ts = buffer.ts(next)
-          waiting.push(math.max(ts + window.delay, buffer.avail(next)), ts, buffer.values(next))
+          waiting.push(math.max(ts + window.delay, buffer.avail(next)), ts, valuesAt(next))
           next += 1
         }
         while (!waiting.isEmpty && window.entered(waiting.minKey, t)) { fold(waiting.minIndex, waiting.minPayload); waiting.pop() }
       }
 
+    /** An event's boxed values, if this window has features to fold them into (a ttl's window has none). */
+    private def valuesAt(idx: Long): Array[Any] = if (feats.length > 0) buffer.values(idx) else null
     private def fold(ts: Long, values: Array[Any]): Unit = {
       admitted += 1
       var i = 0
@@ -172,27 +190,63 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   /** A window of finite length: events enter and leave. Invertible aggregators take each event in and out in
     * O(1) (`update`, `remove`); what the others do is the subclass's. */
   private abstract class SlidingWindow(window: Window, featureIdx: IndexedSeq[Int]) extends WindowState(window, featureIdx) {
-    // The invertible view of each aggregator, or null.
-    protected val inverses: Array[Invertible[AnyRef]] =
-      feats.map { f => f.agg match { case i: Invertible[_] => i.asInstanceOf[Invertible[AnyRef]]; case _ => null } }
+    private val path: Array[Sweep.Path] = featureIdx.map(paths).toArray
+    private val anyGeneric = path.contains(Sweep.Generic)
+    // Per feature: the invertible view of its aggregator (generic path) or null; its unboxed aggregator or null;
+    // its deque or null; the buffer column it reads unboxed (-1: none, every event counts, with `constBits`).
+    protected val inverses: Array[Invertible[AnyRef]] = feats.indices.map { i =>
+      feats(i).agg match { case inv: Invertible[_] if path(i) == Sweep.Generic => inv.asInstanceOf[Invertible[AnyRef]]; case _ => null }
+    }.toArray
+    private val unboxed: Array[Unboxed[AnyRef]] = feats.indices.map { i =>
+      if (path(i) == Sweep.Generic || path(i).isInstanceOf[Sweep.Deque]) null else feats(i).agg.asInstanceOf[Unboxed[AnyRef]]
+    }.toArray
+    protected val deques: Array[MonotonicDeque] = path.map {
+      case Sweep.Deque(isMax, u) => new MonotonicDeque(isMax, doubles = u == Unboxing.AsDouble)
+      case _                     => null
+    }
+    private val slots: Array[Int] = feats.indices.map { i =>
+      if (path(i) == Sweep.Generic || columns(i) < 0) -1 else unboxedColumns.indexOf((columns(i), path(i).unboxing))
+    }.toArray
+    private val constBits: Array[Long] = path.map(p => if (p == Sweep.Generic) 0L else p.unboxing.bits(java.lang.Boolean.TRUE))
+
+    override def reset(): Unit = {
+      super.reset()
+      var i = 0
+      while (i < deques.length) { if (deques(i) != null) deques(i).clear(); i += 1 }
+    }
+    protected def dequesHeld: Int = deques.foldLeft(0)((n, d) => if (d == null) n else n + d.size)
 
     /** The event at `idx` into (or out of) every aggregator of this window. */
     protected def move(idx: Long, adding: Boolean): Unit = {
       admitted += (if (adding) 1 else -1)
       if (feats.length > 0) {
-        val values = buffer.values(idx)
+        val values = if (anyGeneric) buffer.values(idx) else null
         val ts = buffer.ts(idx)
         var i = 0
         while (i < feats.length) {
-          val v = valueIn(values, columns(i))
-          if (v != null) {
-            if (inverses(i) != null) states(i) = if (adding) inverses(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
-            else moveOther(i, v, ts, adding)
+          val c = slots(i)
+          if (unboxed(i) != null) {
+            if (c < 0 || !buffer.isNull(c, idx)) {
+              val bits = if (c < 0) constBits(i) else buffer.bits(c, idx)
+              states(i) = if (adding) unboxed(i).updateBits(states(i), bits, ts) else unboxed(i).removeBits(states(i), bits, ts)
+            }
+          } else if (deques(i) != null) {
+            if (!adding) deques(i).expireThrough(idx)
+            else if (!buffer.isNull(c, idx)) deques(i).push(buffer.bits(c, idx), idx)
+          } else {
+            val v = valueIn(values, columns(i))
+            if (v != null) {
+              if (inverses(i) != null) states(i) = if (adding) inverses(i).update(states(i), v, ts) else inverses(i).remove(states(i), v, ts)
+              else moveOther(i, v, ts, adding)
+            }
           }
           i += 1
         }
       }
     }
+    /** Whether feature i is invertible (on either path): its state is in `states`. */
+    protected def invertible(i: Int): Boolean = inverses(i) != null || unboxed(i) != null
+    override protected def result(i: Int, t: Long): Any = if (deques(i) != null) deques(i).finish else super.result(i, t)
     /** A non-null value of non-invertible aggregator i enters (or leaves) the window. */
     protected def moveOther(i: Int, v: Any, ts: Long, adding: Boolean): Unit
   }
@@ -200,7 +254,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
   /** A sliding window without `available_at`: events enter and leave in buffer order, two pointer walks.
     * Non-invertible aggregators sit on a two-stacks queue (amortized O(1) per event). */
   private final class SlidingInOrder(window: Window, featureIdx: IndexedSeq[Int]) extends SlidingWindow(window, featureIdx) {
-    private val queues = feats.indices.map(i => if (inverses(i) != null) null else new TwoStacks(feats(i).agg)).toArray
+    private val queues = feats.indices.map(i => if (invertible(i) || deques(i) != null) null else new TwoStacks(feats(i).agg)).toArray
     private var nextEnter = 0L // the next buffer index to admit
     private var nextExit = 0L  // the next buffer index to expire
 
@@ -210,7 +264,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
       while (i < queues.length) { if (queues(i) != null) queues(i).clear(); i += 1 }
     }
     def oldestNeeded: Long = nextExit
-    def held: Int = queues.foldLeft(0)((n, q) => if (q == null) n else n + q.size)
+    def held: Int = queues.foldLeft(dequesHeld)((n, q) => if (q == null) n else n + q.size)
 
     def moveTo(t: Long): Unit = {
       while (nextEnter < buffer.end && window.entered(buffer.ts(nextEnter) + window.delay, t)) { move(nextEnter, adding = true); nextEnter += 1 }
@@ -252,7 +306,7 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
     protected def moveOther(i: Int, v: Any, ts: Long, adding: Boolean): Unit = ()
 
     override protected def result(i: Int, t: Long): Any =
-      if (inverses(i) != null) super.result(i, t)
+      if (invertible(i)) super.result(i, t)
       else {
         val f = feats(i)
         var s = f.agg.zero()
@@ -296,6 +350,24 @@ final class Sweep(view: String, features: IndexedSeq[Feature], ttl: Option[Long]
 }
 
 object Sweep {
+  /** How a feature's values reach its aggregator (see "Unboxed paths"). */
+  sealed trait Path { def unboxing: Unboxing }
+  case object Generic extends Path { def unboxing: Unboxing = throw new IllegalStateException("the generic path reads boxed values") }
+  final case class Invert(unboxing: Unboxing) extends Path
+  final case class Deque(isMax: Boolean, unboxing: Unboxing) extends Path
+
+  def pathOf(f: Feature, withAvailability: Boolean): Path =
+    if (f.window.lifetime || !f.agg.orderFree) Generic
+    else (f.agg: Any) match {
+      case u: Unboxed[_] => Invert(u.unboxing)
+      case Extreme(input, isMax) if !withAvailability && f.column >= 0 => input match {
+        case VType.Long | VType.Timestamp => Deque(isMax, Unboxing.AsLong)
+        case VType.Double                 => Deque(isMax, Unboxing.AsDouble)
+        case _                            => Generic
+      }
+      case _ => Generic
+    }
+
   /** Events a key may buffer beyond twice its window before `event` compacts (keeps compaction rare). */
   val CompactSlack: Int = 1024
 }

@@ -221,6 +221,66 @@ class SweepOracleSuite extends munit.FunSuite {
     assert(thin.isEmpty, s"pairs the random cases barely compared (under 10 non-empty results):\n${thin.mkString("\n")}")
   }
 
+  // ---- unboxed paths ----
+
+  /** Values with the edges of the numeric kernels' arithmetic: nulls, NaN, infinities, signed zeros, ties. */
+  private def edgyValue(r: Random, vt: VType): Any =
+    if (r.nextInt(6) == 0) null
+    else vt match {
+      case VType.Double =>
+        val special = Vector(Double.NaN, Double.PositiveInfinity, Double.NegativeInfinity, 0.0, -0.0, 1e300, -1e300, 42.0)
+        java.lang.Double.valueOf(if (r.nextInt(10) == 0) special(r.nextInt(special.length))
+                                 else math.exp(r.nextGaussian() * 3) * (if (r.nextInt(4) == 0) -1 else 1))
+      case VType.Long => java.lang.Long.valueOf(if (r.nextInt(5) == 0) 7L else r.nextInt(2001) - 1000L)
+      case other      => value(r, other)
+    }
+
+  test("the unboxed paths (count, sums, moments, numeric min and max) equal the generic path, bit for bit") {
+    val numeric = Seq(VType.Long, VType.Double, VType.Timestamp, VType.Boolean, VType.Decimal(18, 2))
+    val fns = Seq("count", "sum", "mean", "variance", "stddev_pop", "min", "max")
+    val columns = numeric.toIndexedSeq
+    var specialised = 0
+    var queries = 0
+    for (seed <- 1L to 120L) {
+      val r = new Random(seed * 0x9E3779B97F4A7C15L + 0x2545F4914F6CDD1DL)
+      val withAvail = r.nextInt(3) == 0
+      val ttl = if (r.nextInt(4) == 0) Some(Grid * (1 + r.nextInt(30))) else None
+      val windows = Seq.fill(1 + r.nextInt(4))(randomWindow(r)).distinct
+      val features = (for {
+        (w, wi) <- windows.zipWithIndex
+        fn <- fns
+        (vt, ci) <- columns.zipWithIndex if Aggregators.takes(fn, vt) && r.nextInt(3) == 0
+        column = if (fn == "count" && r.nextBoolean()) -1 else ci
+      } yield Feature(s"$fn($vt)@$wi", Aggregators.build(fn, vt), column, w, null)).toIndexedSeq
+      specialised += features.count(f => Sweep.pathOf(f, withAvail) != Sweep.Generic)
+      val fast = new Sweep("unboxed", features, ttl, withAvail)
+      val slow = new Sweep("generic", features, ttl, withAvail, specialise = false)
+      val (a, b) = (new Array[Any](features.length), new Array[Any](features.length))
+      for (k <- 0 until 1 + r.nextInt(4)) {
+        // Key 0 is hot: thousands of events, so that buffers and deques grow, compact and wrap.
+        val n = if (k == 0) 200 + r.nextInt(3000) else 1 + r.nextInt(60)
+        val span = Grid * (5 + r.nextInt(400))
+        val evTimes = Seq.fill(n)(Grid * r.nextInt((span / Grid).toInt))
+        val qTimes = evTimes.filter(_ => r.nextInt(3) == 0) ++ Seq.fill(n / 3)(r.nextInt(span.toInt + 3 * Grid.toInt).toLong - Grid)
+        fast.reset(s"k$k"); slow.reset(s"k$k")
+        for ((t, isQuery) <- (evTimes.map(t => (t, 0)) ++ qTimes.map(t => (t, 1))).sorted) {
+          if (isQuery == 0) {
+            val avail = if (!withAvail || r.nextInt(3) == 0) Long.MinValue else t + r.nextInt(12 * Grid.toInt) - 4 * Grid
+            val values = columns.map(edgyValue(r, _)).toArray[Any]
+            fast.event(t, avail, values); slow.event(t, avail, values)
+          } else {
+            fast.query(t, a); slow.query(t, b)
+            for (i <- features.indices if !java.util.Objects.equals(a(i), b(i)))
+              fail(s"seed $seed, key k$k, t=$t, feature ${features(i).name} (${features(i).window}, column " +
+                s"${features(i).column}, avail=$withAvail, ttl=$ttl): unboxed ${a(i)}, generic ${b(i)}")
+            queries += 1
+          }
+        }
+      }
+    }
+    assert(specialised > 500 && queries > 20000, s"only $specialised specialised features, $queries queries compared")
+  }
+
   // ---- invariants ----
 
   private def velocity(window: Window) =
