@@ -34,8 +34,8 @@ import tally.window.Ladder
   * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`:
   *    on the driver from the collected rows for a batch up to [[LocalBuildBytes]], else through a shuffle by key.
   * 4. The stored tiles at the batch tiles' addresses are read (one call, [[OnlineStore.at]]) and each batch tile is
-  *    folded into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
-  *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
+  *    folded into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp
+  *    holds the batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
   *    address, so the table's rows are the batch's folds whichever attempt computed them. Where an earlier attempt
   *    may have raised the watermark (the store records the batch, or its watermark is at or past the batch's newest
   *    event), tiles are built from the bootstrap's floor, not the horizon: a raised watermark can move the horizon
