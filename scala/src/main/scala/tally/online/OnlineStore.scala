@@ -63,6 +63,21 @@ trait OnlineStore extends AutoCloseable {
     if (requests.isEmpty) Nil else getTiles(requests)
   }
 
+  /** The tiles the store holds at exactly `addresses` — (key, lengthUs, startUs) of one view version — one answer
+    * per address, in order: the tile there, with its stamp, or None. Why: a stream micro-batch folds each tile it
+    * built into the stored tile at the same address, and needs no other; reading the touched keys' spans instead
+    * would bring every tile of every ladder level over them. One call is one read transaction on SQLite (statements
+    * of many addresses each, in primary-key order) and one pipeline of one HMGET per entity key on Redis. */
+  final def at(view: String, version: Int, addresses: IndexedSeq[(EntityKey, Long, Long)]): IndexedSeq[Option[Tile]] = {
+    Names.checkView(view, version)
+    if (addresses.isEmpty) IndexedSeq.empty
+    else {
+      val found = tilesAt(view, version, addresses)
+      require(found.length == addresses.length, s"view '$view' v$version: ${found.length} answers for ${addresses.length} addresses")
+      found.toIndexedSeq.map(Option(_))
+    }
+  }
+
   /** The newest event time loaded for a view version, if any. Why: `describe` shows how fresh the online view is,
     * and a fetcher can tell a request beyond what is loaded. */
   def watermark(view: String, version: Int): Option[Long]
@@ -118,6 +133,8 @@ trait OnlineStore extends AutoCloseable {
   protected def writeTiles(tiles: Seq[Tile]): Int
   protected def readTiles(queries: Seq[TileQuery]): Seq[Map[EntityKey, Seq[Tile]]]
   protected def getTiles(requests: Seq[TileRequest]): Seq[Map[EntityKey, Seq[Tile]]]
+  /** [[at]]: per address, the tile there or null. */
+  protected def tilesAt(view: String, version: Int, addresses: IndexedSeq[(EntityKey, Long, Long)]): Array[Tile]
   protected def raiseWatermark(view: String, version: Int, eventUs: Long): Unit
   protected def setBatch(stream: String, batchId: Long): Unit
   protected def pruneTiles(view: String, version: Int, beforeUs: Long): Long

@@ -89,6 +89,27 @@ final class RedisStore private (client: UnifiedJedis, newPipeline: () => Abstrac
     }
   }
 
+  protected def tilesAt(view: String, version: Int, addresses: IndexedSeq[(EntityKey, Long, Long)]): Array[Tile] = io("read tiles") {
+    val found = new Array[Tile](addresses.length)
+    withPipeline { p =>
+      val pending = addresses.indices.groupBy(i => addresses(i)._1).toSeq.map { case (k, slots) =>
+        (k, slots, p.hmget(hash(view, version, k).getBytes(UTF_8), slots.map(i => field(addresses(i)._2, addresses(i)._3)): _*))
+      }
+      p.sync()
+      pending.foreach { case (k, slots, values) =>
+        val got = values.get
+        slots.indices.foreach { n =>
+          val value = got.get(n)
+          if (value != null) {
+            val (_, length, start) = addresses(slots(n))
+            found(slots(n)) = tile(view, version, k, length, start, value, hash(view, version, k))
+          }
+        }
+      }
+    }
+    found
+  }
+
   /** The tiles of one hash. */
   private def tilesOf(q: TileQuery, key: EntityKey, fields: java.util.Map[Array[Byte], Array[Byte]]): Seq[Tile] = {
     val h = hash(q.view, q.version, key)

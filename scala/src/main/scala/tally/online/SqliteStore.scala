@@ -64,13 +64,16 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
   }
 
   private def upsert(w: Writer, tiles: Seq[Tile]): Int = {
-    tiles.foreach { t =>
-      val s = w.upsert
-      s.setString(1, t.view); s.setInt(2, t.version); s.setBytes(3, t.key.bytes); s.setLong(4, t.lengthUs)
+    // In primary-key order: consecutive upserts then land on the same or the next b-tree page (a stream batch's
+    // tiles come key by key in the batch's order, each key's ladder levels apart).
+    val s = w.upsert
+    inKeyOrder(tiles.iterator.map(t => Row(t.view, t.version, t.key.bytes, t.lengthUs, t.startUs, t))).foreach { r =>
+      val t = r.of
+      s.setString(1, t.view); s.setInt(2, t.version); s.setBytes(3, r.key); s.setLong(4, t.lengthUs)
       s.setLong(5, t.startUs); s.setLong(6, t.stamp); s.setBytes(7, t.payload)
       s.addBatch()
     }
-    w.upsert.executeBatch().count(_ > 0)
+    s.executeBatch().count(_ > 0)
   }
 
   protected def readTiles(queries: Seq[TileQuery]): Seq[Map[EntityKey, Seq[Tile]]] = withReader { r =>
@@ -107,6 +110,40 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     else r.snapshot(runs.grouped(MaxRunsPerStatement).foreach(select))
     val byRequest = slots.indices.groupBy(i => slots(i)._1)
     requests.indices.map(n => byRequest.getOrElse(n, Nil).map(i => slots(i)._2 -> OnlineStore.ordered(found(i).toSeq)).toMap)
+  }
+
+  protected def tilesAt(view: String, version: Int, addresses: IndexedSeq[(EntityKey, Long, Long)]): Array[Tile] = withReader { r =>
+    // As getTiles, the addresses are rows of a VALUES list (slot, key, length, start) joined on the primary key, one
+    // seek each; up to AtPerStatement per statement, in one read transaction. A statement's row count is a power of
+    // two (the last rows repeat the last address), so a handful of shapes serve every call.
+    val found = new Array[Tile](addresses.length)
+    val rows = inKeyOrder(addresses.indices.iterator.map { i =>
+      val (key, length, start) = addresses(i); Row(view, version, key.bytes, length, start, i)
+    })
+    def select(from: Int): Unit = {
+      val left = rows.length - from
+      val n = if (left >= AtPerStatement) AtPerStatement else Integer.highestOneBit(2 * left - 1)
+      val s = r.tilesAt(n)
+      var p = 1
+      var i = from
+      while (i < from + n) {
+        val row = rows(math.min(i, rows.length - 1))
+        s.setInt(p, row.of); s.setBytes(p + 1, row.key); s.setLong(p + 2, row.length)
+        s.setLong(p + 3, row.start)
+        p += 4; i += 1
+      }
+      s.setString(p, view); s.setInt(p + 1, version)
+      Using.resource(s.executeQuery()) { rs =>
+        while (rs.next()) {
+          val slot = rs.getInt(1)
+          val (key, length, start) = addresses(slot)
+          found(slot) = Tile(view, version, key, start, length, rs.getBytes(3), rs.getLong(2))
+        }
+      }
+    }
+    if (addresses.length <= AtPerStatement) select(0)
+    else r.snapshot((0 until addresses.length by AtPerStatement).foreach(select))
+    found
   }
 
   private def tilesOf(r: Reader, q: TileQuery, key: EntityKey): Seq[Tile] = {
@@ -210,6 +247,9 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
       if (s == null) { s = conn.prepareStatement(selectRuns(n)); byRuns.put(n, s) }
       s
     }
+    // The statement reading n addresses, n a power of two up to AtPerStatement: a dozen shapes at most.
+    private val byAddresses = mutable.Map.empty[Int, PreparedStatement]
+    def tilesAt(n: Int): PreparedStatement = byAddresses.getOrElseUpdate(n, conn.prepareStatement(selectAt(n)))
     val watermark: PreparedStatement = conn.prepareStatement(SelectWatermark)
     val batch: PreparedStatement = conn.prepareStatement(SelectBatch)
 
@@ -268,6 +308,32 @@ object SqliteStore {
         |ON t.view = r.view AND t.version = r.version AND t.key = r.key AND t.length = r.length
         |  AND t.start BETWEEN r.first AND r.last
         |WHERE (t.start - r.first) % t.length = 0""".stripMargin)
+  /** A row to bind, with its key's bytes (computed once) and what it stands for (a tile, a slot). */
+  private final case class Row[A](view: String, version: Int, key: Array[Byte], length: Long, start: Long, of: A)
+
+  /** Rows sorted as the tiles' primary key sorts them: view (identifiers, so UTF-16 order is byte order), version,
+    * key bytes (unsigned, as SQLite compares BLOBs), length, start. */
+  private def inKeyOrder[A](rows: Iterator[Row[A]]): Array[Row[A]] = {
+    val a = rows.toArray[Row[_]]
+    java.util.Arrays.sort(a, RowOrder)
+    a.asInstanceOf[Array[Row[A]]]
+  }
+  private val RowOrder: java.util.Comparator[Row[_]] = (a, b) => {
+    var c = a.view.compareTo(b.view)
+    if (c == 0) c = Integer.compare(a.version, b.version)
+    if (c == 0) c = java.util.Arrays.compareUnsigned(a.key, b.key)
+    if (c == 0) c = java.lang.Long.compare(a.length, b.length)
+    if (c == 0) c = java.lang.Long.compare(a.start, b.start)
+    c
+  }
+
+  // Addresses per statement (4 bound parameters each, within SQLite's 32766), a power of two.
+  private[online] val AtPerStatement = 4096
+  private def selectAt(n: Int): String =
+    Iterator.fill(n)("(?,?,?,?)").mkString("WITH a(slot, key, length, start) AS (VALUES ", ",",
+      """)
+        |SELECT a.slot, t.stamp, t.payload FROM a CROSS JOIN tiles AS t
+        |ON t.view = ? AND t.version = ? AND t.key = a.key AND t.length = a.length AND t.start = a.start""".stripMargin)
   private val RaiseWatermark =
     """INSERT INTO watermarks (view, version, event_us) VALUES (?, ?, ?)
       |ON CONFLICT (view, version) DO UPDATE SET event_us = max(event_us, excluded.event_us)""".stripMargin

@@ -33,9 +33,9 @@ import tally.window.Ladder
   *    lifetime window's coarse ones. The next batch `tally materialize` heals them.
   * 3. The batch's events become tiles with [[TileRows]], the builder `materialize` uses, stamped `stampBase + batchId`:
   *    on the driver from the collected rows for a batch up to [[LocalBuildBytes]], else through a shuffle by key.
-  * 4. The stored tiles of the touched keys over the batch's span are read (one call) and each batch tile is folded
-  *    into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp holds the
-  *    batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
+  * 4. The stored tiles at the batch tiles' addresses are read (one call, [[OnlineStore.at]]) and each batch tile is
+  *    folded into the stored one at its address ([[TileFold]]). A stored tile already carrying the batch's stamp
+  *    holds the batch (an earlier attempt wrote it): it is not written again, and it is what the tile table gets for that
   *    address, so the table's rows are the batch's folds whichever attempt computed them. Where an earlier attempt
   *    may have raised the watermark (the store records the batch, or its watermark is at or past the batch's newest
   *    event), tiles are built from the bootstrap's floor, not the horizon: a raised watermark can move the horizon
@@ -94,9 +94,6 @@ object StreamJob {
       Counts(rows.length.toLong, (times.length - onTime.length).toLong, onTime.maxOption, times.maxOption, failing.toSeq)
     }
   }
-
-  /** Keys per read call: one Redis pipeline, one SQLite statement batch. */
-  private val ReadKeys = 1000
 
   /** The Delta tile table's rows: each tile a batch wrote, as the store holds it after the batch (the fold of the
     * stored tile and the batch's), with the batch's stamp and id. The latest row per (key, length_us, start_us)
@@ -273,7 +270,7 @@ object StreamJob {
       val from = if (replayed) floorUs else horizon
       val layout = prepared.layout
       val eventCount = batch.sparkSession.sparkContext.longAccumulator(s"tally stream $view batch $batchId events")
-      val fresh = Seq.newBuilder[Tile]
+      val fresh = Vector.newBuilder[Tile]
       var (lastKey, entity) = ("", null: EntityKey)
       val chunks = collected match {
         case Some(all) =>
@@ -293,15 +290,10 @@ object StreamJob {
       val tiles = fresh.result()
       lap("build")
       // (tile as the batch leaves it, whether to write it to the store)
-      val folded = tiles.groupBy(_.key).toSeq.grouped(ReadKeys).flatMap { part =>
-        val from = part.iterator.flatMap(_._2).map(_.startUs).min
-        val to = part.iterator.flatMap(_._2).map(_.endUs).max
-        val stored = store.read(view, version, part.map(_._1), from, to)
-        part.flatMap { case (key, mine) =>
-          val at = stored.getOrElse(key, Nil).map(t => t.address -> t).toMap
-          mine.map(t => TileFold.fold(layout, at.get(t.address), t).fold(at(t.address) -> false)(_ -> true))
-        }
-      }.toSeq.filter { case (t, write) =>
+      val stored = store.at(view, version, tiles.map(t => (t.key, t.lengthUs, t.startUs)))
+      val folded = tiles.indices.map { i =>
+        TileFold.fold(layout, stored(i), tiles(i)).fold(stored(i).get -> false)(_ -> true)
+      }.filter { case (t, write) =>
         // A stored tile with the batch's stamp: the table's row, not written again. A tile to write: only a batch the
         // store has not recorded, and on time (below the horizon it is late; its events were not folded before).
         !write || (!recorded && t.endUs > horizon)

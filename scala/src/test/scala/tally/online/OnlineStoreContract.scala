@@ -70,6 +70,33 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     }
   }
 
+  storeTest("at answers each address asked for, in order: the tile there with its stamp, or None") { store =>
+    val a = tile(card1, 0, Hour, "a", stamp = 3)
+    val b = tile(card1, 0, Day, "b")
+    val c = tile(card2, Hour, Hour, "c", stamp = 9)
+    store.write(Seq(a, b, c, tile(card1, Hour / 2, Hour, "off the asked start"), tile(card1, 0, Hour, "v2", version = 2),
+      tile(card1, 0, Hour, "other view", view = "merchant_risk")))
+    val asked = IndexedSeq((card2, Hour, Hour), (card1, Hour, 0L), (EntityKey.of("card_3"), Hour, 0L), (card1, Day, 0L),
+      (card1, Hour, Hour), (card1, 2 * Hour, 0L), (card2, Hour, Hour))
+    assertEquals(store.at("card_velocity", 1, asked), IndexedSeq(Some(c), Some(a), None, Some(b), None, None, Some(c)),
+      "exact addresses only (not a tile starting inside, not another length), each answered, repeats too")
+    assertEquals(store.at("card_velocity", 2, IndexedSeq((card1, Hour, 0L))).map(_.map(text)), IndexedSeq(Some("v2")))
+    assertEquals(store.at("merchant_risk", 1, IndexedSeq((card1, Hour, 0L), (card2, Hour, Hour))).map(_.map(text)),
+      IndexedSeq(Some("other view"), None), "views are apart")
+    assertEquals(store.at("card_velocity", 1, IndexedSeq.empty), IndexedSeq.empty)
+  }
+
+  storeTest("at answers more addresses than one statement binds, in the order asked, whatever the keys' order") { store =>
+    val keys = (0 until 2500).map(i => EntityKey.of(s"card_$i"))
+    store.write(keys.zipWithIndex.flatMap { case (k, i) => Seq(tile(k, 0, Hour, s"h$i"), tile(k, 0, Day, s"d$i", stamp = i.toLong)) })
+    val asked = new scala.util.Random(7).shuffle(keys.zipWithIndex.flatMap { case (k, i) =>
+      Seq((k, Hour, 0L, Some(s"h$i")), (k, Day, 0L, Some(s"d$i")), (k, Hour, Hour, None))
+    })
+    val got = store.at("card_velocity", 1, asked.map { case (k, l, s, _) => (k, l, s) }.toIndexedSeq)
+    assertEquals(got.map(_.map(text)), asked.map(_._4).toIndexedSeq)
+    assert(got.flatten.forall(t => t.lengthUs == Hour && t.stamp == 1L || t.stamp == text(t).drop(1).toLong), "stamps")
+  }
+
   storeTest("a read holds the tiles overlapping [from, to): one ending at from or starting at to is out") { store =>
     store.write(Seq(tile(card1, 10 * Hour, Hour)))
     def hit(from: Long, to: Long) = store.read("card_velocity", 1, Seq(card1), from, to)(card1).nonEmpty
