@@ -4,6 +4,11 @@
 (c) the union + last(ignorenulls) forward-fill idiom, (d) DuckDB ASOF JOIN. All four must agree.
 
     .venv/bin/python bench/asof.py [--spine 2000000 --cards 100000 --days 90] [--keys string|bigint]
+    .venv/bin/python bench/asof.py --keys string|bigint --pairs 5     # tally against the idiom, interleaved
+
+`--pairs N` runs each of tally and the idiom once to warm up, then N pairs alternating which goes first, and prints
+each pair's ratio and their median (no README record): on a machine whose speed drifts from minute to minute, the
+back-to-back runs of the default mode can catch tally and the idiom in different states.
 
 Card keys are strings ("card123", the default) or bigints (123): hashing and comparing string keys costs the
 kernel more than the idiom's window sort, so both are measured; each kind records its own section.
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,6 +109,29 @@ def checksum(df):
     return tuple(float(x) if x is not None else None for x in r)
 
 
+def interleaved(spark, snap, spine, pairs: int) -> None:
+    import statistics
+
+    def run(make) -> float:
+        t = time.perf_counter()
+        make(spark, snap, spine).write.format("noop").mode("overwrite").save()
+        return time.perf_counter() - t
+
+    run(tally_asof), run(union_ffill)
+    kernel, idiom = [], []
+    for p in range(pairs):
+        first, second = (tally_asof, union_ffill) if p % 2 == 0 else (union_ffill, tally_asof)
+        times = {first: run(first), second: run(second)}
+        kernel.append(times[tally_asof])
+        idiom.append(times[union_ffill])
+        print(f"pair {p + 1}: tally {kernel[-1]:.2f} s, idiom {idiom[-1]:.2f} s, idiom / tally {idiom[-1] / kernel[-1]:.2f}",
+              flush=True)
+    ratios = sorted(i / k for k, i in zip(kernel, idiom))
+    print(f"tally {statistics.median(kernel):.2f} s ({min(kernel):.2f}-{max(kernel):.2f}), idiom "
+          f"{statistics.median(idiom):.2f} s ({min(idiom):.2f}-{max(idiom):.2f}); idiom / tally per pair: median "
+          f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}), {pairs} pairs", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spine", type=int, default=2_000_000)
@@ -111,6 +140,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-feast", action="store_true")
     parser.add_argument("--keys", choices=["string", "bigint"], default="string")
+    parser.add_argument("--pairs", type=int, default=0, help="interleave tally and the idiom N times; print only")
     args = parser.parse_args()
 
     import tally as tl
@@ -118,6 +148,8 @@ def main() -> None:
     spark = tl.session(conf={"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "8g"})
     try:
         snap, spine = generate(spark, args.spine, args.cards, args.days, args.keys)
+        if args.pairs:
+            return interleaved(spark, snap, spine, args.pairs)
         runs = {}
         for name, make, repeat in (("tally as-of kernel", lambda: tally_asof(spark, snap, spine), args.repeat),
                                    ("union + last(ignorenulls)", lambda: union_ffill(spark, snap, spine), args.repeat),
