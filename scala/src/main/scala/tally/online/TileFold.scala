@@ -32,7 +32,8 @@ object TileFold {
     * (TileFoldSuite), for less: a stream batch folds some 20,000-50,000 tiles on the driver, and decoding every raw
     * event into objects only to write it back was a good part of the fold (bench/README.md). The IRs merge per
     * kernel as in [[merge]]; raw events pass through as bytes when only one side has any (every IR tile of a source
-    * without `available_at`), and are decoded and ordered only when both do (a minute tile both hold). */
+    * without `available_at`) or when one side's all come before the other's, and are decoded and ordered only
+    * otherwise. */
   def mergeEncoded(layout: TileLayout, a: Array[Byte], b: Array[Byte]): Array[Byte] = {
     val (pa, pb) = (new TilePayload.Parts(a), new TilePayload.Parts(b))
     checkKernels(layout, pa.irs, pb.irs)
@@ -40,9 +41,14 @@ object TileFold {
     var k = 0
     while (k < irs.length) { irs(k) = mergeIr(layout.kernels(k)._1, pa.ir(k), pb.ir(k)); k += 1 }
     val settled = pa.settled + pb.settled
-    if (pb.rawCount == 0) TilePayload.assemble(settled, irs, pa, null, layout.types)
-    else if (pa.rawCount == 0) TilePayload.assemble(settled, irs, pb, null, layout.types)
-    else TilePayload.assemble(settled, irs, null, ordered(pa.raw(layout.types) ++ pb.raw(layout.types)), layout.types)
+    if (pb.rawCount == 0) TilePayload.assemble(settled, irs, Seq(pa), Vector.empty, layout.types)
+    else if (pa.rawCount == 0) TilePayload.assemble(settled, irs, Seq(pb), Vector.empty, layout.types)
+    // Both hold raw events (a minute tile, or unsettled events): in builder order each, so when one side's events all
+    // come before the other's in time, the two run one after the other as they are. A stream's later batch mostly
+    // brings later events. Otherwise (a tie at the seam, events out of order) they are decoded and ordered.
+    else if (pa.lastTs(layout.types) < pb.firstTs) TilePayload.assemble(settled, irs, Seq(pa, pb), Vector.empty, layout.types)
+    else if (pb.lastTs(layout.types) < pa.firstTs) TilePayload.assemble(settled, irs, Seq(pb, pa), Vector.empty, layout.types)
+    else TilePayload.assemble(settled, irs, Nil, ordered(pa.raw(layout.types) ++ pb.raw(layout.types)), layout.types)
   }
 
   /** The payload of one tile holding the events of `a` and of `b` (disjoint): the reference [[mergeEncoded]] is

@@ -72,6 +72,24 @@ object TilePayload {
     /** The raw events' bytes: from after their count to the end. */
     val rawFrom: Int = at(irs) + 4
     def ir(k: Int): Array[Byte] = java.util.Arrays.copyOfRange(bytes, at(k) + 4, at(k + 1))
+    /** The first raw event's time (the events are in the builder's order: by time); rawCount > 0. */
+    def firstTs: Long = buf.getLong(rawFrom)
+    /** The last raw event's time, found by passing over the others' values; rawCount > 0. */
+    def lastTs(columnTypes: IndexedSeq[VType]): Long = {
+      val r = Codec.reader(bytes, Format, "tile")
+      r.skip(rawFrom - 1)
+      var ts = 0L
+      var n = 0
+      while (n < rawCount) {
+        ts = r.long()
+        if (r.bool()) r.skip(8)
+        var i = 0
+        while (i < columnTypes.length) { if (r.bool()) Values.skip(r, columnTypes(i)); i += 1 }
+        n += 1
+      }
+      r.done()
+      ts
+    }
     /** The raw events, decoded. */
     def raw(columnTypes: IndexedSeq[VType]): IndexedSeq[RawEvent] = {
       val r = Codec.reader(bytes, Format, "tile")
@@ -84,13 +102,15 @@ object TilePayload {
 
   /** A payload from its parts: the settled count, the encoded IRs, and the raw events either as another payload's
     * bytes (`rawOf`, passed through) or, when `rawOf` is null, as `raw` encoded here. */
-  private[online] def assemble(settled: Long, irs: Array[Array[Byte]], rawOf: Parts, raw: IndexedSeq[RawEvent],
+  private[online] def assemble(settled: Long, irs: Array[Array[Byte]], rawOf: Seq[Parts], raw: IndexedSeq[RawEvent],
                                columnTypes: IndexedSeq[VType]): Array[Byte] = {
-    val w = Codec.writer(Format, 64 + irs.map(_.length + 4).sum + (if (rawOf == null) 0 else rawOf.bytes.length - rawOf.rawFrom))
+    val w = Codec.writer(Format, 64 + irs.map(_.length + 4).sum + rawOf.map(p => p.bytes.length - p.rawFrom).sum)
     w.int(irs.length).long(settled)
     irs.foreach(w.bytes)
-    if (rawOf != null) w.int(rawOf.rawCount).raw(rawOf.bytes, rawOf.rawFrom, rawOf.bytes.length - rawOf.rawFrom)
-    else { w.int(raw.length); raw.foreach(writeRaw(w, _, columnTypes)) }
+    if (rawOf.nonEmpty) {
+      w.int(rawOf.map(_.rawCount).sum)
+      rawOf.foreach(p => w.raw(p.bytes, p.rawFrom, p.bytes.length - p.rawFrom))
+    } else { w.int(raw.length); raw.foreach(writeRaw(w, _, columnTypes)) }
     w.result()
   }
 }
