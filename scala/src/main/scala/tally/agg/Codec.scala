@@ -24,6 +24,8 @@ object Codec {
       buf.put(x.toByte); this
     }
     def bytes(v: Array[Byte]): Writer = { int(v.length); room(v.length); buf.put(v); this }
+    /** `len` bytes of `v` from `from`, as they are (no length prefix): a part of another encoding passed through. */
+    def raw(v: Array[Byte], from: Int, len: Int): Writer = { room(len); buf.put(v, from, len); this }
     def string(v: String): Writer = bytes(v.getBytes(java.nio.charset.StandardCharsets.UTF_8))
     def decimal(v: java.math.BigDecimal): Writer =
       if (v == null) int(-1) else { int(v.scale); bytes(v.unscaledValue.toByteArray) }
@@ -52,6 +54,8 @@ object Codec {
       val scale = buf.getInt()
       if (scale == -1) null else new java.math.BigDecimal(new java.math.BigInteger(bytes()), scale)
     }
+    /** Passes over `n` bytes: a part the caller reads another way. */
+    def skip(n: Int): Unit = buf.position(buf.position() + n)
     def done(): Unit = require(!buf.hasRemaining, s"trailing bytes after $what IR")
   }
 

@@ -88,4 +88,16 @@ object Values {
       case _                            => java.lang.Boolean.valueOf(r.bool())
     }
   }
+
+  /** Passes over one value [[write]] wrote, reading no more of it than its length: for a reader after what follows. */
+  def skip(r: Codec.Reader, t: VType): Unit = {
+    val got = r.int()
+    require(got == tag(t), s"IR holds values with type tag $got, expected ${tag(t)} ($t)")
+    t match {
+      case VType.Long | VType.Timestamp | VType.Double => r.skip(8)
+      case _: VType.Decimal                            => if (r.int() != -1) r.skip(r.int())
+      case VType.String                                => r.skip(r.int())
+      case _                                           => r.skip(1)
+    }
+  }
 }

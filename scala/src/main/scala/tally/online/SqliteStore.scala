@@ -48,26 +48,43 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     catch { case e: SQLException => throw new OnlineStoreException(s"cannot open the SQLite online store $path: ${e.getMessage}", e) }
   }
 
-  protected def writeTiles(tiles: Seq[Tile]): Int = writer.transaction(upsert(_, tiles))
+  protected def writeTiles(tiles: Seq[Tile]): Int = { val rows = tileRows(tiles); writer.transaction(upsert(_, rows)) }
 
   /** One transaction: tiles, watermark and batch record commit together or not at all. */
   override def closeBatch(tiles: Seq[Tile], view: String, version: Int, watermarkUs: Option[Long], stream: String,
                           batchId: Long): Int = {
-    checkDistinct(tiles); Names.checkStream(stream)
+    Names.checkStream(stream)
     Names.checkView(view, version); watermarkUs.foreach(checkWatermark(view, version, _))
+    // Sorted once, which also finds two tiles at one address (neighbours then), before anything is written: a
+    // stream batch's close binds some 20,000-50,000 tiles, and a hash set of their addresses cost as much as the sort.
+    val rows = tileRows(tiles)
+    var i = 1
+    while (i < rows.length) {
+      require(RowOrder.compare(rows(i - 1), rows(i)) != 0, {
+        val t = rows(i).of
+        s"view '${t.view}' v${t.version} key ${t.key.encoded}: two tiles at [${t.startUs}, +${t.lengthUs}) in one write; " +
+          "fold them into one before writing"
+      })
+      i += 1
+    }
     writer.transaction { w =>
-      val applied = if (tiles.isEmpty) 0 else upsert(w, tiles)
+      val applied = if (rows.isEmpty) 0 else upsert(w, rows)
       watermarkUs.foreach(w.raise(view, version, _))
       w.record(stream, batchId)
       applied
     }
   }
 
-  private def upsert(w: Writer, tiles: Seq[Tile]): Int = {
-    // In primary-key order: consecutive upserts then land on the same or the next b-tree page (a stream batch's
-    // tiles come key by key in the batch's order, each key's ladder levels apart).
+  /** Tiles as rows in primary-key order: consecutive upserts then land on the same or the next b-tree page (a stream
+    * batch's tiles come key by key in the batch's order, each key's ladder levels apart). */
+  private def tileRows(tiles: Seq[Tile]): Array[Row[Tile]] = {
+    val bytes = new KeyBytes
+    inKeyOrder(tiles.iterator.map(t => Row(t.view, t.version, bytes(t.key), t.lengthUs, t.startUs, t)))
+  }
+
+  private def upsert(w: Writer, rows: Array[Row[Tile]]): Int = {
     val s = w.upsert
-    inKeyOrder(tiles.iterator.map(t => Row(t.view, t.version, t.key.bytes, t.lengthUs, t.startUs, t))).foreach { r =>
+    rows.foreach { r =>
       val t = r.of
       s.setString(1, t.view); s.setInt(2, t.version); s.setBytes(3, r.key); s.setLong(4, t.lengthUs)
       s.setLong(5, t.startUs); s.setLong(6, t.stamp); s.setBytes(7, t.payload)
@@ -117,8 +134,9 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
     // seek each; up to AtPerStatement per statement, in one read transaction. A statement's row count is a power of
     // two (the last rows repeat the last address), so a handful of shapes serve every call.
     val found = new Array[Tile](addresses.length)
+    val bytes = new KeyBytes
     val rows = inKeyOrder(addresses.indices.iterator.map { i =>
-      val (key, length, start) = addresses(i); Row(view, version, key.bytes, length, start, i)
+      val (key, length, start) = addresses(i); Row(view, version, bytes(key), length, start, i)
     })
     def select(from: Int): Unit = {
       val left = rows.length - from
@@ -312,19 +330,32 @@ object SqliteStore {
   private final case class Row[A](view: String, version: Int, key: Array[Byte], length: Long, start: Long, of: A)
 
   /** Rows sorted as the tiles' primary key sorts them: view (identifiers, so UTF-16 order is byte order), version,
-    * key bytes (unsigned, as SQLite compares BLOBs), length, start. */
+    * key bytes (unsigned, as SQLite compares BLOBs), length, start. A stream batch's rows come nearly sorted (key by
+    * key), so the sort (TimSort) is about one comparison a row, and rows of one key share one byte array
+    * ([[KeyBytes]]), which the comparison recognizes before comparing bytes. */
   private def inKeyOrder[A](rows: Iterator[Row[A]]): Array[Row[A]] = {
     val a = rows.toArray[Row[_]]
     java.util.Arrays.sort(a, RowOrder)
     a.asInstanceOf[Array[Row[A]]]
   }
   private val RowOrder: java.util.Comparator[Row[_]] = (a, b) => {
-    var c = a.view.compareTo(b.view)
+    var c = if (a.view eq b.view) 0 else a.view.compareTo(b.view)
     if (c == 0) c = Integer.compare(a.version, b.version)
-    if (c == 0) c = java.util.Arrays.compareUnsigned(a.key, b.key)
+    if (c == 0 && (a.key ne b.key)) c = java.util.Arrays.compareUnsigned(a.key, b.key)
     if (c == 0) c = java.lang.Long.compare(a.length, b.length)
     if (c == 0) c = java.lang.Long.compare(a.start, b.start)
     c
+  }
+
+  /** An entity key's bytes, encoded once for a run of rows of that key (a batch's tiles and addresses come key by
+    * key), so those rows share one array. */
+  private final class KeyBytes {
+    private var last: EntityKey = null
+    private var bytes: Array[Byte] = null
+    def apply(key: EntityKey): Array[Byte] = {
+      if (!(key eq last) && (last == null || key != last)) { last = key; bytes = key.bytes }
+      bytes
+    }
   }
 
   // Addresses per statement (4 bound parameters each, within SQLite's 32766), a power of two.

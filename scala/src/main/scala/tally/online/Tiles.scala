@@ -22,18 +22,26 @@ object TilePayload {
     w.int(p.irs.length).long(p.settled)
     p.irs.foreach(w.bytes)
     w.int(p.raw.length)
-    p.raw.foreach { e =>
-      w.long(e.ts).bool(e.avail != Long.MinValue)
-      if (e.avail != Long.MinValue) w.long(e.avail)
-      var i = 0
-      while (i < columnTypes.length) {
-        val v = e.values(i)
-        w.bool(v != null)
-        if (v != null) Values.write(w, columnTypes(i), v.asInstanceOf[AnyRef])
-        i += 1
-      }
-    }
+    p.raw.foreach(writeRaw(w, _, columnTypes))
     w.result()
+  }
+
+  private def writeRaw(w: Codec.Writer, e: RawEvent, columnTypes: IndexedSeq[VType]): Unit = {
+    w.long(e.ts).bool(e.avail != Long.MinValue)
+    if (e.avail != Long.MinValue) w.long(e.avail)
+    var i = 0
+    while (i < columnTypes.length) {
+      val v = e.values(i)
+      w.bool(v != null)
+      if (v != null) Values.write(w, columnTypes(i), v.asInstanceOf[AnyRef])
+      i += 1
+    }
+  }
+
+  private def readRaw(r: Codec.Reader, columnTypes: IndexedSeq[VType]): RawEvent = {
+    val ts = r.long()
+    val avail = if (r.bool()) r.long() else Long.MinValue
+    RawEvent(ts, avail, Array.tabulate[Any](columnTypes.length)(i => if (r.bool()) Values.read(r, columnTypes(i)) else null))
   }
 
   def decode(bytes: Array[Byte], columnTypes: IndexedSeq[VType]): TilePayload = {
@@ -41,13 +49,69 @@ object TilePayload {
     val nIrs = r.int()
     val settled = r.long()
     val irs = IndexedSeq.fill(nIrs)(r.bytes())
-    val raw = IndexedSeq.fill(r.int()) {
-      val ts = r.long()
-      val avail = if (r.bool()) r.long() else Long.MinValue
-      RawEvent(ts, avail, Array.tabulate[Any](columnTypes.length)(i => if (r.bool()) Values.read(r, columnTypes(i)) else null))
-    }
+    val raw = IndexedSeq.fill(r.int())(readRaw(r, columnTypes))
     r.done()
     TilePayload(settled, irs, raw)
+  }
+
+  /** An encoded payload's parts, located without decoding its raw events: what [[TileFold]] needs to pass a side's
+    * raw events through as bytes (their encoding is one function of the events, so the bytes are what `encode` of
+    * the decoded events writes). */
+  private[online] final class Parts(val bytes: Array[Byte]) {
+    private val buf = java.nio.ByteBuffer.wrap(bytes) // big-endian, as Codec writes
+    require(bytes.nonEmpty && bytes(0) == Format,
+      s"cannot decode a tile: format byte ${if (bytes.isEmpty) "missing" else f"0x${bytes(0)}%02x"}, expected 0x40 " +
+        "(written by another tally version?)")
+    val irs: Int = buf.getInt(1)
+    val settled: Long = buf.getLong(5)
+    /** Where IR k's length prefix sits, then where the raw events' count does. */
+    private val at: Array[Int] = new Array[Int](irs + 1)
+    at(0) = 13
+    (0 until irs).foreach(k => at(k + 1) = at(k) + 4 + buf.getInt(at(k)))
+    val rawCount: Int = buf.getInt(at(irs))
+    /** The raw events' bytes: from after their count to the end. */
+    val rawFrom: Int = at(irs) + 4
+    def ir(k: Int): Array[Byte] = java.util.Arrays.copyOfRange(bytes, at(k) + 4, at(k + 1))
+    /** The first raw event's time (the events are in the builder's order: by time); rawCount > 0. */
+    def firstTs: Long = buf.getLong(rawFrom)
+    /** The last raw event's time, found by passing over the others' values; rawCount > 0. */
+    def lastTs(columnTypes: IndexedSeq[VType]): Long = {
+      val r = Codec.reader(bytes, Format, "tile")
+      r.skip(rawFrom - 1)
+      var ts = 0L
+      var n = 0
+      while (n < rawCount) {
+        ts = r.long()
+        if (r.bool()) r.skip(8)
+        var i = 0
+        while (i < columnTypes.length) { if (r.bool()) Values.skip(r, columnTypes(i)); i += 1 }
+        n += 1
+      }
+      r.done()
+      ts
+    }
+    /** The raw events, decoded. */
+    def raw(columnTypes: IndexedSeq[VType]): IndexedSeq[RawEvent] = {
+      val r = Codec.reader(bytes, Format, "tile")
+      r.skip(rawFrom - 1)
+      val out = IndexedSeq.fill(rawCount)(readRaw(r, columnTypes))
+      r.done()
+      out
+    }
+  }
+
+  /** A payload from its parts: the settled count, the encoded IRs, and the raw events either as another payload's
+    * bytes (`rawOf`, passed through) or, when `rawOf` is null, as `raw` encoded here. */
+  private[online] def assemble(settled: Long, irs: Array[Array[Byte]], rawOf: Seq[Parts], raw: IndexedSeq[RawEvent],
+                               columnTypes: IndexedSeq[VType]): Array[Byte] = {
+    val w = Codec.writer(Format, 64 + irs.map(_.length + 4).sum + rawOf.map(p => p.bytes.length - p.rawFrom).sum)
+    w.int(irs.length).long(settled)
+    irs.foreach(w.bytes)
+    if (rawOf.nonEmpty) {
+      w.int(rawOf.map(_.rawCount).sum)
+      rawOf.foreach(p => w.raw(p.bytes, p.rawFrom, p.bytes.length - p.rawFrom))
+    } else { w.int(raw.length); raw.foreach(writeRaw(w, _, columnTypes)) }
+    w.result()
   }
 }
 

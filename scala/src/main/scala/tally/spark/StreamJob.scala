@@ -223,6 +223,28 @@ object StreamJob {
     }
   }
 
+  /** A batch's tiles by key, then length and start: the order of the stores' keys (SQLite's primary key, for keys
+    * of UTF-8 up to U+FFFF), so the read of the stored tiles and the close, which each sort their rows that way,
+    * find them sorted (one comparison a row instead of a sort of 20,000-50,000 rows, twice). The builder hands out
+    * each key's tiles together, in the order keys first appear in the batch: the key runs are sorted by key (one
+    * comparison of keys per run, not per tile), and the few tiles of a run by length and start. Any order is
+    * correct; this one is cheaper downstream. */
+  private def inKeyOrder(tiles: Vector[Tile]): IndexedSeq[Tile] = {
+    val runs = scala.collection.mutable.ArrayBuffer.empty[(Int, Int)]  // [from, until) of one key's tiles
+    var from = 0
+    while (from < tiles.length) {
+      var until = from + 1
+      while (until < tiles.length && tiles(until).key == tiles(from).key) until += 1
+      runs += from -> until
+      from = until
+    }
+    val byTile: Ordering[Tile] = (a, b) => {
+      val c = java.lang.Long.compare(a.lengthUs, b.lengthUs)
+      if (c != 0) c else java.lang.Long.compare(a.startUs, b.startUs)
+    }
+    runs.sortBy(r => tiles(r._1).key.encoded).iterator.flatMap { case (f, u) => tiles.slice(f, u).sorted(byTile) }.toVector
+  }
+
   /** One micro-batch, steps 1-5. `flags`: boolean columns of `batch`, each true for the rows failing one check of the
     * source's contract (`streaming.check_batch`), counted in the same read as the batch's events: if any row fails,
     * the batch stops there, nothing written, and `failing` (per flag, the rows) says so; the caller raises.
@@ -287,7 +309,7 @@ object StreamJob {
         if (key != lastKey) { lastKey = key; entity = EntityKey.decode(key) }
         fresh += Tile(view, version, entity, start, length, payload, stamp)
       })
-      val tiles = fresh.result()
+      val tiles = inKeyOrder(fresh.result())
       lap("build")
       // (tile as the batch leaves it, whether to write it to the store)
       val stored = store.at(view, version, tiles.map(t => (t.key, t.lengthUs, t.startUs)))

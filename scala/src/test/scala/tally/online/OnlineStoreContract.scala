@@ -236,6 +236,14 @@ abstract class OnlineStoreContract extends munit.FunSuite {
     assertEquals(store.read("card_velocity", 1, Seq(card1, card2), 0, Day).values.flatten.toSeq, Nil)
   }
 
+  storeTest("a batch close holding two tiles at one address is refused and writes nothing") { store =>
+    val e = intercept[IllegalArgumentException](store.closeBatch(Seq(tile(card1, 0), tile(card2, 0), tile(card1, Hour),
+      tile(card1, 0, payload = "y")), "card_velocity", 1, Some(Hour), "s", 3))
+    assert(e.getMessage.contains("card_velocity") && e.getMessage.contains(card1.encoded), e.getMessage)
+    assertEquals(store.read("card_velocity", 1, Seq(card1, card2), 0, Day).values.flatten.toSeq, Nil)
+    assertEquals((store.watermark("card_velocity", 1), store.lastBatch("s")), (None, None))
+  }
+
   storeTest("watermarks only rise, and each view version has its own") { store =>
     assertEquals(store.watermark("card_velocity", 1), None)
     store.advanceWatermark("card_velocity", 1, 10 * Hour)

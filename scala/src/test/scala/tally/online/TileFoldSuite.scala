@@ -79,4 +79,38 @@ class TileFoldSuite extends munit.FunSuite {
       assert(Ladder.lengths.forall(l => store.keys.exists(_._4 == l)), "every ladder level was folded")
     }
   }
+
+  for (fn <- Aggregators.functions; vt <- VType.scalars if Aggregators.takes(fn, vt)) {
+    test(s"$fn($vt): mergeEncoded is encode(merge(decode, decode)), byte for byte, with raw events on neither, one or both sides") {
+      val params = Catalogue.cases.find(_.function == fn).map(_.params).getOrElse(Map.empty)
+      val spec = ViewSpec("folded", 1, Seq("k"), "ts", Some("avail"), None,
+        Seq(FeatureSpec("f", fn, Some("v"), Some(24 * H), 0L, "left", H, params, None)))
+      val layout = new TileLayout(spec, Map("v" -> vt))
+      val r = new Random(fn.hashCode * 17 + vt.hashCode)
+      // Two disjoint sets of events over a few keys and hours, each built into tiles: the stored side and the batch.
+      // `half`: every event in the first (0) or second (1) half of its minute, or anywhere (-1), so that one side's
+      // raw events come before the other's in some folds, with ties at the seam in others.
+      def events(n: Int, unsettled: Int, half: Int = -1) = (0 until n).map { _ =>
+        val any = if (r.nextInt(4) == 0) r.nextLong(3 * H) / M * M else r.nextLong(3 * H) // ties
+        val ts = T0 + (if (half < 0) any else any / M * M + half * (M / 2) + (if (r.nextInt(4) == 0) 0 else r.nextLong(M / 2)))
+        val avail = if (r.nextInt(unsettled) != 0) Long.MinValue else ts + r.nextLong(2 * H)
+        (s"k${r.nextInt(4)}", ts, avail, Array[Any](if (r.nextInt(10) == 0) null else gen(vt)(r)))
+      }
+      val pairs = for {
+        (na, ua, ha, nb, ub, hb) <- Seq((200, 3, -1, 200, 3, -1), (200, 1000000, -1, 60, 2, -1), (30, 2, -1, 300, 1000000, -1),
+          (5, 1000000, -1, 5, 1000000, -1), (300, 3, 0, 300, 3, 1), (300, 3, 1, 300, 3, 0), (300, 1000000, 0, 300, 1000000, 0))
+        a = build(layout, 1L, events(na, ua, ha)).map(t => t.address -> t).toMap
+        t <- build(layout, 2L, events(nb, ub, hb)) if a.contains(t.address)
+      } yield (a(t.address), t)
+      def raws(t: Tile) = TilePayload.decode(t.payload, layout.types).raw.nonEmpty
+      val kinds = pairs.map { case (a, b) => (raws(a), raws(b)) }.toSet
+      assertEquals(kinds, Set((false, false), (false, true), (true, false), (true, true)), "every raw-events case is covered")
+      pairs.foreach { case (a, b) =>
+        val want = TilePayload.encode(TileFold.merge(layout, TilePayload.decode(a.payload, layout.types),
+          TilePayload.decode(b.payload, layout.types)), layout.types)
+        assertEquals(TileFold.mergeEncoded(layout, a.payload, b.payload).toSeq, want.toSeq, s"tile ${a.address}")
+        assertEquals(TileFold.fold(layout, Some(a), b).map(_.payload.toSeq), Some(want.toSeq))
+      }
+    }
+  }
 }
