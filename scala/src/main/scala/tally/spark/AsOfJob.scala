@@ -4,7 +4,7 @@ import scala.collection.mutable
 
 import org.apache.spark.sql.DataFrame
 import org.apache.spark.sql.catalyst.InternalRow
-import org.apache.spark.sql.catalyst.expressions.{BoundReference, GenericInternalRow, JoinedRow, UnsafeProjection}
+import org.apache.spark.sql.catalyst.expressions.{BoundReference, GenericInternalRow, JoinedRow, UnsafeProjection, UnsafeRow}
 import org.apache.spark.sql.functions._
 import org.apache.spark.sql.tally.SparkInternals
 import org.apache.spark.sql.types._
@@ -16,7 +16,8 @@ import org.apache.spark.sql.types._
   *  1. Right rows are projected to (keys, time in microseconds, values) and spine rows to (keys, time, the other
   *     spine columns); each side is shuffled once by key into the same number of partitions, so partition i of
   *     both holds the same keys.
-  *  2. Per partition, the right rows (the build side) are indexed in memory: key -> its times, sorted, and rows.
+  *  2. Per partition, the right rows (the build side) are indexed in memory: key -> its times, sorted, and its rows'
+  *     addresses in one [[RowArena]] per task (no object per row).
   *     The partition count grows with the right side's size, so that index stays small (about
   *     [[AsOfJob.BuildBytesPerPartition]] of input per task). Feature tables hold one row per key and day, so no
   *     key is hot on this side.
@@ -63,7 +64,6 @@ object AsOfJob {
     val outSchema = StructType(spine.schema.fields ++ valueFields)
     val nKeys = keys.size
     val nValues = valueCols.size
-    val keyTypes = rights.schema.fields.take(nKeys).map(_.dataType)
     val spineWidth = queries.schema.length
     // The output row, projected (generated code, no boxing) from the spine row joined with the matched right row
     // (or a row of nulls): each spine column where the shuffled spine row holds it, then the values.
@@ -74,9 +74,10 @@ object AsOfJob {
       val at = nKeys + 1 + j
       BoundReference(spineWidth + at, rights.schema(at).dataType, nullable = true)
     }
-    val rightWidth = rights.schema.length
+    val rightSchema = rights.schema
+    val rightWidth = rightSchema.length
     val rows = build.zipPartitions[InternalRow, InternalRow](probe) { (rightRows, spineRows) =>
-      val index = AsOfIndex.build(rightRows, keyTypes, nKeys)
+      val index = AsOfIndex.build(rightRows, rightSchema, nKeys)
       val project = UnsafeProjection.create(output)
       val joined = new JoinedRow()
       val none = new GenericInternalRow(rightWidth)
@@ -93,14 +94,15 @@ object AsOfJob {
   }
 }
 
-/** The build side of one partition: per key, its rows (copies) sorted by time (column `nKeys`, microseconds). A
-  * single integral key (bigint, int, date, timestamp, ...) is looked up as a primitive long in an open-addressing
-  * map, without boxing; other keys (strings, composites) by their [[Keys.reader]] value in a HashMap. Measured (JFR,
-  * bench/asof.py --keys bigint): the boxed lookups were a third of the kernel's samples. Rows of a null key match
-  * spine rows of a null key, as in the HashMap. */
-private final class AsOfIndex(longKey: InternalRow => Long, longs: mutable.LongMap[AsOfIndex.Entry],
+/** The build side of one partition: per key, its rows' times sorted (column `nKeys`, microseconds) and the
+  * rows' addresses in a [[RowArena]] (no object per row). A single integral key (bigint, int, date, timestamp,
+  * ...) is looked up as a primitive long in an open-addressing map, without boxing; other keys (strings,
+  * composites) by their [[Keys.reader]] value in a HashMap. Measured (JFR, bench/asof.py --keys bigint): the boxed
+  * lookups were a third of the kernel's samples. Rows of a null key match spine rows of a null key, as in the
+  * HashMap. */
+private final class AsOfIndex(longKey: AsOfIndex.LongKey, longs: mutable.LongMap[AsOfIndex.Entry],
                               keyOf: (InternalRow, Boolean) => Any, others: java.util.HashMap[Any, AsOfIndex.Entry],
-                              nullKey: AsOfIndex.Entry) {
+                              nullKey: AsOfIndex.Entry, arena: RowArena) {
   private def entry(row: InternalRow): AsOfIndex.Entry =
     if (longKey == null) others.get(keyOf(row, false))
     else if (row.isNullAt(0)) nullKey
@@ -109,7 +111,7 @@ private final class AsOfIndex(longKey: InternalRow => Long, longs: mutable.LongM
   /** The key of a row (its leading columns), for messages. */
   def keyName(row: InternalRow): Any = keyOf(row, false)
 
-  /** The right row of the key of spine `row` with the greatest time <= t, or null. */
+  /** The right row of the key of spine `row` with the greatest time <= t, or null; valid until the next call. */
   def latest(row: InternalRow, t: Long): InternalRow = {
     val e = entry(row)
     if (e == null) return null
@@ -120,38 +122,45 @@ private final class AsOfIndex(longKey: InternalRow => Long, longs: mutable.LongM
       val mid = (lo + hi) >>> 1
       if (e.times(mid) <= t) { found = mid; lo = mid + 1 } else hi = mid - 1
     }
-    if (found < 0) null else e.rows(found)
+    if (found < 0) null else arena.get(e.rows(found))
   }
 }
 
 private object AsOfIndex {
+  /** One key's rows: times and arena addresses, in parallel. */
   final class Entry {
     var times = new Array[Long](4)
-    var rows = new Array[InternalRow](4)
+    var rows = new Array[Long](4)
     var n = 0
-    def add(t: Long, row: InternalRow): Unit = {
+    def add(t: Long, row: Long): Unit = {
       if (n == times.length) { times = java.util.Arrays.copyOf(times, n * 2); rows = java.util.Arrays.copyOf(rows, n * 2) }
       times(n) = t; rows(n) = row; n += 1
     }
   }
 
+  /** A single integral key read as a primitive long: a `InternalRow => Long` function would box it. */
+  abstract class LongKey { def apply(row: InternalRow): Long }
+
   /** A reader of a single integral key as a long, or null for other keys. */
-  private def longReader(keyTypes: Array[DataType]): InternalRow => Long =
+  private def longReader(keyTypes: Array[DataType]): LongKey =
     if (keyTypes.length != 1) null
     else keyTypes(0) match {
-      case LongType | TimestampType | TimestampNTZType => _.getLong(0)
-      case IntegerType | DateType => _.getInt(0).toLong
-      case ShortType => _.getShort(0).toLong
-      case ByteType => _.getByte(0).toLong
+      case LongType | TimestampType | TimestampNTZType => new LongKey { def apply(row: InternalRow) = row.getLong(0) }
+      case IntegerType | DateType => new LongKey { def apply(row: InternalRow) = row.getInt(0).toLong }
+      case ShortType => new LongKey { def apply(row: InternalRow) = row.getShort(0).toLong }
+      case ByteType => new LongKey { def apply(row: InternalRow) = row.getByte(0).toLong }
       case _ => null
     }
 
-  def build(rows: Iterator[InternalRow], keyTypes: Array[DataType], nKeys: Int): AsOfIndex = {
+  def build(rows: Iterator[InternalRow], schema: StructType, nKeys: Int): AsOfIndex = {
+    val keyTypes = schema.fields.take(nKeys).map(_.dataType)
     val keyOf = Keys.reader(keyTypes.toIndexedSeq)
     val longKey = longReader(keyTypes)
     val longs = new mutable.LongMap[Entry]()
     val others = new java.util.HashMap[Any, Entry]()
     var nullKey: Entry = null
+    val arena = new RowArena(schema.length)
+    lazy val toUnsafe = UnsafeProjection.create(schema) // the shuffle hands back UnsafeRows; anything else is converted
     rows.foreach { row =>
       if (row.isNullAt(nKeys)) throw new IllegalArgumentException(s"a feature row of key ${keyOf(row, false)} has a null time")
       val e = if (longKey == null) {
@@ -161,10 +170,15 @@ private object AsOfIndex {
       } else if (row.isNullAt(0)) {
         if (nullKey == null) nullKey = new Entry
         nullKey
-      } else longs.getOrElseUpdate(longKey(row), new Entry)
-      e.add(row.getLong(nKeys), row.copy())
+      } else {
+        val k = longKey(row)
+        var e = longs.getOrNull(k)
+        if (e == null) { e = new Entry; longs.update(k, e) }
+        e
+      }
+      e.add(row.getLong(nKeys), arena.add(row match { case u: UnsafeRow => u; case r => toUnsafe(r) }))
     }
-    def check(k: Any, e: Entry): Unit = {
+    def check(k: => Any, e: Entry): Unit = {
       sortByTime(e)
       var i = 1
       while (i < e.n) {
@@ -174,9 +188,9 @@ private object AsOfIndex {
       }
     }
     others.forEach((k, e) => check(k, e))
-    longs.foreachEntry((k, e) => check(keyOf(e.rows(0), false), e))
+    longs.foreachEntry((_, e) => check(keyOf(arena.get(e.rows(0)), false), e))
     if (nullKey != null) check(null, nullKey)
-    new AsOfIndex(longKey, longs, keyOf, others, nullKey)
+    new AsOfIndex(longKey, longs, keyOf, others, nullKey, arena)
   }
 
   /** Sorts an entry's (time, row) pairs by time, stably (a merge sort of the parallel arrays); rows often arrive
@@ -184,14 +198,16 @@ private object AsOfIndex {
   private def sortByTime(e: Entry): Unit = {
     var i = 1
     while (i < e.n && e.times(i - 1) <= e.times(i)) i += 1
-    if (i < e.n) mergeSort(e.times, e.rows, new Array[Long](e.n), new Array[InternalRow](e.n), 0, e.n)
+    if (i < e.n) mergeSort(e.times, e.rows, new Array[Long](e.n), new Array[Long](e.n), 0, e.n)
   }
 
-  private def mergeSort(ts: Array[Long], rs: Array[InternalRow], tt: Array[Long], tr: Array[InternalRow], from: Int, until: Int): Unit =
+  private def mergeSort(ts: Array[Long], rs: Array[Long], tt: Array[Long], tr: Array[Long], from: Int, until: Int): Unit =
     if (until - from > 1) {
       val mid = (from + until) >>> 1
       mergeSort(ts, rs, tt, tr, from, mid); mergeSort(ts, rs, tt, tr, mid, until)
-      var (a, b, o) = (from, mid, from)
+      var a = from
+      var b = mid
+      var o = from
       while (o < until) {
         if (b >= until || (a < mid && ts(a) <= ts(b))) { tt(o) = ts(a); tr(o) = rs(a); a += 1 }
         else { tt(o) = ts(b); tr(o) = rs(b); b += 1 }
