@@ -45,43 +45,52 @@ _QUIET_CDS = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
 def write_class_archive(path: str | Path) -> None:
-    """Runs what a CLI call runs — Delta and parquet reads and writes, a training set with a separate spine, an
-    as-of join of a backfilled snapshot view — in a session whose JVM writes every class it loaded to `path` when
-    it exits. Call it in a process of its own (`make setup` does), after the JARs it will be used with are built."""
-    import datetime as dt
+    """Runs `representative_workload` in a session whose JVM writes every class it loaded to `path` when it exits.
+    Call it in a process of its own (`make setup` does), after the JARs it will be used with are built."""
     import tempfile
+
+    import tally as tl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spark = tl.session(warehouse=tmp, conf={
+            "spark.driver.extraJavaOptions": f"-XX:ArchiveClassesAtExit={Path(path).resolve()} {_QUIET_CDS}"})
+        try:
+            representative_workload(spark, tmp)
+        finally:
+            spark.stop()
+
+
+def representative_workload(spark, folder: str) -> None:
+    """What a CLI call runs, small, in `folder`: Delta and parquet reads and writes, a training set with a separate
+    spine, an as-of join of a backfilled snapshot view. The class archive records the classes it loads; a long-lived
+    driver (`tally.driver`) runs it to warm its session before it serves."""
+    import datetime as dt
 
     from pyspark.sql import functions as F
 
     import tally as tl
     from tally import store
 
-    with tempfile.TemporaryDirectory() as tmp:
-        spark = tl.session(warehouse=tmp, conf={
-            "spark.driver.extraJavaOptions": f"-XX:ArchiveClassesAtExit={Path(path).resolve()} {_QUIET_CDS}"})
-        try:
-            start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-            rows = (spark.range(5000).select(F.concat(F.lit("c"), (F.col("id") % 97).cast("string")).alias("card_id"),
-                                             (F.lit(start).cast("timestamp") + F.make_interval(
-                                                 mins=(F.col("id") * 7 % 20160).cast("int"))).alias("created"),
-                                             (F.col("id") % 1000).cast("decimal(18,0)").alias("amount")))
-            rows.write.format("delta").save(f"{tmp}/charges")
-            rows.write.parquet(f"{tmp}/spine")
-            charges = tl.Source("charges", path=f"{tmp}/charges", format="delta", timestamp="created")
-            card = tl.Entity("card", keys=["card_id"])
-            aggregations = [tl.Aggregation("count", windows=["1h", "7d"]), tl.Aggregation("sum", column="amount", windows=["1d"]),
-                            tl.Aggregation("approx_distinct", column="amount", windows=["7d"]),
-                            tl.Aggregation("approx_percentile", column="amount", windows=["7d"], params={"quantiles": [0.5]})]
-            live = tl.FeatureView("live", entity=card, source=charges, aggregations=aggregations)
-            daily = tl.FeatureView("daily", entity=card, source=charges, accuracy="snapshot", ttl="30d",
-                                   aggregations=aggregations[:2])
-            store.backfill(spark, daily, start.date(), start.date() + dt.timedelta(days=13), warehouse=tmp)
-            out = tl.training_set(spark, spark.read.parquet(f"{tmp}/spine"), [live, daily], timestamp="created",
-                                  warehouse=tmp, allow_missing=True)
-            out.write.format("delta").save(f"{tmp}/training_set")
-            out.write.parquet(f"{tmp}/training_set.parquet")
-        finally:
-            spark.stop()
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    rows = (spark.range(5000).select(F.concat(F.lit("c"), (F.col("id") % 97).cast("string")).alias("card_id"),
+                                     (F.lit(start).cast("timestamp") + F.make_interval(
+                                         mins=(F.col("id") * 7 % 20160).cast("int"))).alias("created"),
+                                     (F.col("id") % 1000).cast("decimal(18,0)").alias("amount")))
+    rows.write.format("delta").save(f"{folder}/charges")
+    rows.write.parquet(f"{folder}/spine")
+    charges = tl.Source("charges", path=f"{folder}/charges", format="delta", timestamp="created")
+    card = tl.Entity("card", keys=["card_id"])
+    aggregations = [tl.Aggregation("count", windows=["1h", "7d"]), tl.Aggregation("sum", column="amount", windows=["1d"]),
+                    tl.Aggregation("approx_distinct", column="amount", windows=["7d"]),
+                    tl.Aggregation("approx_percentile", column="amount", windows=["7d"], params={"quantiles": [0.5]})]
+    live = tl.FeatureView("live", entity=card, source=charges, aggregations=aggregations)
+    daily = tl.FeatureView("daily", entity=card, source=charges, accuracy="snapshot", ttl="30d",
+                           aggregations=aggregations[:2])
+    store.backfill(spark, daily, start.date(), start.date() + dt.timedelta(days=13), warehouse=folder)
+    out = tl.training_set(spark, spark.read.parquet(f"{folder}/spine"), [live, daily], timestamp="created",
+                          warehouse=folder, allow_missing=True)
+    out.write.format("delta").save(f"{folder}/training_set")
+    out.write.parquet(f"{folder}/training_set.parquet")
 
 
 def is_local(master: str) -> bool:
