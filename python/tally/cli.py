@@ -667,6 +667,94 @@ def _keys(_ctx, param, values) -> dict[str, str]:
     return out
 
 
+@cli.group("driver")
+def driver_group() -> None:
+    """A long-lived driver: one warm Spark session that runs this project's commands (docs/cli.md, "The driver").
+
+    \b
+    A fresh `tally` process pays several seconds before its first result (the JVM, the session, the first plans).
+    While a driver runs for the project's warehouse, every command but stream, serve and demo runs in it, with the
+    same output and exit code; a command whose settings or build differ from the driver's runs in its own process.
+
+    \b
+    Examples:
+      tally driver start && tally training-set --spine spine.parquet --timestamp created --features card_velocity --out t
+      tally driver status
+      tally driver stop
+    """
+
+
+def _group_flags(ctx) -> list[str]:
+    """The group's flags as given (--warehouse, --master, ...), for the driver process to resolve the same project."""
+    params = ctx.find_root().params
+    return [arg for name, value in params.items() if value is not None
+            for arg in (f"--{name.replace('_', '-')}", value)]
+
+
+@driver_group.command("start")
+@click.option("--no-warm-up", "no_warm_up", is_flag=True, help="Serve at once, without the warm-up workload.")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Seconds to wait for the driver to serve.")
+@click.pass_context
+def driver_start(ctx, no_warm_up, timeout) -> None:
+    """Start the driver in the background; return when it serves."""
+    from tally import driver
+
+    c = ctx.find_object(Context)
+    info = driver.start(c.config, _group_flags(ctx), warm_up=not no_warm_up, timeout=timeout)
+    if info["already"]:
+        click.echo(f"a driver already serves {info['warehouse']} (pid {info['pid']}); log {info['log']}")
+        return
+    click.echo(f"driver serves {info['warehouse']} (pid {info['pid']}, master {info['master']}, warm-up "
+               f"{info['warm_up_s']:.1f} s); log {info['log']}; stop it with: tally driver stop")
+
+
+@driver_group.command("run")
+@click.option("--no-warm-up", "no_warm_up", is_flag=True, help="Serve at once, without the warm-up workload.")
+@pass_ctx
+def driver_run(c: Context, no_warm_up) -> None:
+    """Run the driver in the foreground until Ctrl-C, SIGTERM or `tally driver stop` (what start runs)."""
+    from tally import driver
+
+    def announce(info: dict) -> None:
+        click.echo(f"driver serves {info['warehouse']} at {info['socket']} (pid {info['pid']}, warm-up "
+                   f"{info['warm_up_s']:.1f} s)")
+
+    driver.run(c.store, warm_up=not no_warm_up, announce=announce)
+    click.echo("driver stopped")
+
+
+@driver_group.command("status")
+@_json_flag
+@pass_ctx
+def driver_status(c: Context) -> None:
+    """Is a driver serving this project, since when, and what is it running? Exit code 3 when none is."""
+    from tally import driver
+
+    status = driver.ask(driver.paths(c.config.warehouse), "status")
+
+    def text(s: dict) -> list[str]:
+        if not s["running"]:
+            return [f"no driver serves {c.config.warehouse}"]
+        busy = f"running: tally {' '.join(s['busy'])}" if s["busy"] else "idle"
+        return [f"driver pid {s['pid']} serves {s['warehouse']} (master {s['master']}), up {s['uptime_s']:.0f} s, "
+                f"{s['commands']} commands; {busy}; log {s['log']}"]
+
+    c.output.emit({"running": status is not None, **(status or {})}, text)
+    if status is None:
+        raise click.exceptions.Exit(3)
+
+
+@driver_group.command("stop")
+@pass_ctx
+def driver_stop(c: Context) -> None:
+    """Stop the driver once its running command ends."""
+    from tally import driver
+
+    stopped = driver.stop(c.config)
+    click.echo(f"no driver serves {c.config.warehouse}" if stopped is None else f"driver pid {stopped['pid']} stopped")
+
+
 @cli.command("online-get")
 @click.argument("features", nargs=-1, required=True)
 @click.option("--key", "keys", multiple=True, required=True, callback=_keys, help="An entity key: COLUMN=VALUE (repeatable).")
@@ -699,16 +787,25 @@ def online_get(c: Context, features, keys, at, url, online_store) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the click group and maps errors to exit codes (0 ok, 1 data, 2 usage).
+    """Entry point: the command runs in this project's long-lived driver when one serves it (`tally.driver`), else
+    here (`run`)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    from tally import driver
+
+    code = driver.forward(args)
+    return run(args) if code is None else code
+
+
+def run(args: list[str]) -> int:
+    """Runs the click group in this process and maps errors to exit codes (0 ok, 1 data, 2 usage).
 
     Under --json it prints the one JSON document stdout gets: the command's result, or on an error the result so
     far (`plan` keeps its views) with an "error" object. Messages and tracebacks go to stderr as without --json.
     """
-    args = sys.argv[1:] if argv is None else list(argv)
     out = Output(deferred=True)
     error = None
     try:
-        cli.main(args=args, standalone_mode=False, obj=out)
+        result = cli.main(args=args, prog_name="tally", standalone_mode=False, obj=out)
     except TallyError as err:
         click.echo(f"error: {err}", err=True)
         error = {"kind": err.code, "message": err.message, "hint": err.hint, "exit_code": err.exit_code,
@@ -730,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     if error is None:
         if out.document is not None:
             click.echo(reports.to_json(out.document))
-        return 0
+        return result if isinstance(result, int) else 0  # an exit code of a command's own (`driver status`: 3)
     if _wants_json(out, args):
         click.echo(reports.to_json({**(out.document or {}), "error": error}, lenient=True))
     return error["exit_code"]
