@@ -10,6 +10,9 @@ takes the general path (a union of spine and events, the spine's columns carried
 - **tally warm**: `tl.training_set` with that spine, written to parquet, in one process after a first run;
 - **tally cold**: the same in a fresh Python process per run, timed from the process's start (imports, the JVM,
   the session, the first plans: what every `tally training-set` call pays);
+- **tally CLI through a driver**: `tally training-set` in a fresh client process (timed from outside, from its
+  start to its exit) while `tally driver start` keeps a warm session for the project (`tally.driver`); the first
+  call after the driver's start apart from the later ones;
 - **DuckDB**: the same windows over the charges, joined to the spine on charge_id, written to parquet.
 
 Every result is checked against DuckDB's (bench/engine.py's `check`).
@@ -93,6 +96,54 @@ def child(data: Path, spine: Path, out: Path) -> None:
         spark.stop()
 
 
+PROJECT_FEATURES = """import tally as tl
+
+card = tl.Entity("card", keys=["card_id"])
+charges = tl.Source("charges", path={data!r}, format="parquet", timestamp="created")
+bench = tl.FeatureView(name="bench", entity=card, source=charges, aggregations=[
+    tl.Aggregation(fn, column=col, windows={windows!r}) for fn, col in {functions!r}])
+"""
+
+
+def run_driver(data: Path, spine: Path, out: Path, with_max: bool, runs: int) -> tuple[float, list[float], Path]:
+    """`tally driver start` for a project holding the bench view, then `runs` + 1 `tally training-set` calls, each a
+    fresh client process timed from outside. Returns the driver's start, the calls' times (the first one first) and
+    the last output, its columns renamed as `run_tally` names them."""
+    import engine
+    import pyarrow.parquet as pq
+
+    project = OUT / "userpath_project"
+    shutil.rmtree(project, ignore_errors=True)
+    (project / "features").mkdir(parents=True)
+    functions = [("count", None), ("sum", "amount")] + ([("max", "amount")] if with_max else [])
+    (project / "features" / "bench.py").write_text(
+        PROJECT_FEATURES.format(data=str(data), windows=list(engine.WINDOWS), functions=functions))
+    (project / "tally.toml").write_text('warehouse = "warehouse"\nrepo = "features"\n[spark]\n'
+                                        '"spark.driver.memory" = "8g"\n"spark.sql.shuffle.partitions" = "8"\n')
+    tally = [str(Path(sys.executable).with_name("tally"))]
+    result = project / "train.parquet"
+    t = time.perf_counter()
+    subprocess.run([*tally, "driver", "start"], cwd=project, check=True, capture_output=True, text=True)
+    started = time.perf_counter() - t
+    calls = []
+    try:
+        for _ in range(runs + 1):
+            t = time.perf_counter()
+            done = subprocess.run([*tally, "training-set", "--spine", str(spine), "--timestamp", "created",
+                                   "--features", "bench", "--out", str(result)], cwd=project, capture_output=True,
+                                  text=True)
+            calls.append(time.perf_counter() - t)
+            if done.returncode:
+                raise RuntimeError(f"tally training-set failed through the driver:\n{done.stderr}")
+            print(f"tally CLI through the driver: {calls[-1]:.1f} s", flush=True)
+    finally:
+        subprocess.run([*tally, "driver", "stop"], cwd=project, check=True, capture_output=True)
+    table = pq.read_table(result)
+    renamed = out
+    pq.write_table(table.rename_columns([c.removeprefix("bench__") for c in table.column_names]), renamed)
+    return started, calls, renamed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--charges", type=int, default=2_000_000)
@@ -108,7 +159,7 @@ def main() -> int:
 
     data = engine.generate(args.charges)
     spine = spine_file(data)
-    outs = {name: OUT / f"userpath_{name}_{args.charges}.parquet" for name in ("tally", "tally_cold", "duckdb")}
+    outs = {name: OUT / f"userpath_{name}_{args.charges}.parquet" for name in ("tally", "tally_cold", "tally_driver", "duckdb")}
     for p in outs.values():
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -132,14 +183,15 @@ def main() -> int:
             print(f"tally warm: {warm[-1]:.1f} s", flush=True)
     finally:
         spark.stop()
+    driver_start, calls, outs["tally_driver"] = run_driver(data, spine, outs["tally_driver"], with_max, args.runs)
     duck = []
     for _ in range(args.runs):
         t = time.perf_counter()
         run_duckdb(data, spine, outs["duckdb"], with_max)
         duck.append(time.perf_counter() - t)
         print(f"duckdb: {duck[-1]:.1f} s", flush=True)
-    problems = engine.check({"duckdb": outs["duckdb"], "tally": outs["tally"], "tally cold": outs["tally_cold"]},
-                            with_max)
+    problems = engine.check({"duckdb": outs["duckdb"], "tally": outs["tally"], "tally cold": outs["tally_cold"],
+                             "tally CLI through the driver": outs["tally_driver"]}, with_max)
     d = statistics.median(duck)
     text = (f"`.venv/bin/python bench/userpath.py --charges {args.charges} --runs {args.runs}`: {args.charges:,} charges "
             f"(bench/engine.py's workload, {12 if with_max else 8} features), the spine a separate parquet file of "
@@ -148,11 +200,17 @@ def main() -> int:
             "| run | time | DuckDB / tally |\n|---|---|---|\n"
             f"| tally warm (one process, after a first call) | {spread(warm)} | {d / statistics.median(warm):.1f}x |\n"
             f"| tally cold (a fresh process, from its start) | {spread(cold)} | {d / statistics.median(cold):.1f}x |\n"
+            f"| `tally training-set` through a driver, first call after `tally driver start` ({driver_start:.1f} s) "
+            f"| {calls[0]:.1f} s | {d / calls[0]:.1f}x |\n"
+            f"| `tally training-set` through the driver, later calls (a fresh client process each) | {spread(calls[1:])} "
+            f"| {d / statistics.median(calls[1:]):.1f}x |\n"
             f"| DuckDB (windows over the charges, joined to the spine) | {spread(duck)} | 1.0x |\n\n"
             "Where a cold run's time goes (medians): "
             + ", ".join(f"{k} {statistics.median(p[k] for p in phases):.1f} s" for k in phases[0] if k != "total")
             + f"; the warm run's {statistics.median(warm):.1f} s is what the training set itself costs once the JVM "
-            "has run it.\n")
+            f"has run it. A CLI call through the driver costs {statistics.median(calls[1:]) - statistics.median(warm):.1f}"
+            f" s more than that (the first after the start {calls[0] - statistics.median(warm):.1f} s), against "
+            f"{statistics.median(cold) - statistics.median(warm):.1f} s for a fresh process.\n")
     print(text)
     if args.record:
         record("The user's path: a separate spine, a fresh process", text)
