@@ -719,6 +719,7 @@ def driver_run(c: Context, no_warm_up) -> None:
     def announce(info: dict) -> None:
         click.echo(f"driver serves {info['warehouse']} at {info['socket']} (pid {info['pid']}, warm-up "
                    f"{info['warm_up_s']:.1f} s)")
+        sys.stdout.flush()  # its log is a file: say it now
 
     driver.run(c.store, warm_up=not no_warm_up, announce=announce)
     click.echo("driver stopped")

@@ -278,20 +278,18 @@ class Driver:
                 handlers = [h for h in handlers if h.is_alive()] + [t]
         finally:
             self._unpublish()
-            for t in handlers:
+            for t in handlers:  # the running command ends; those waiting are told to run again
                 t.join()
-            spark.sparkContext.cancelAllJobs()
 
     def stop(self, *_args) -> None:
         self.stopping.set()
 
     def _unpublish(self) -> None:
         """Gone from the folder first, so that no new client comes while the running command ends."""
-        if read_info(self.p) and read_info(self.p).get("pid") == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                self.p.info.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                self.p.socket.unlink()
+        if (read_info(self.p) or {}).get("pid") == os.getpid():
+            for path in (self.p.info, self.p.socket):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if self.listener is not None:
             self.listener.close()
 
@@ -336,7 +334,8 @@ class Driver:
             self.lock.acquire()
         try:
             if self.stopping.is_set():
-                return send({"err": "tally: the driver is stopping; run the command again\n", "exit": 1})
+                send({"err": "tally: the driver stopped before this command's turn; run it again\n"})
+                return send({"exit": 1})
             self.busy = argv
             group = f"tally-driver-{os.getpid()}-{self.served}"
             done = threading.Event()
@@ -387,7 +386,7 @@ class Driver:
                 try:
                     return cli.run(argv)
                 except SystemExit as exc:
-                    return exc.code if isinstance(exc.code, int) else 1
+                    return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
                 except BaseException:  # a bug: its traceback goes to the client, as it would to a local stderr
                     traceback.print_exc()
                     return 1
