@@ -177,6 +177,9 @@ def forward(args: list[str]) -> int | None:
         except KeyboardInterrupt:
             print("aborted (the driver cancels the command's Spark jobs)", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # the reader of our output left (`tally list | head`): so do we, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     print(f"tally: the driver (pid {info.get('pid')}) went away before the command ended; see {p.log}",
           file=sys.stderr)
     return 1
@@ -203,7 +206,7 @@ def _forwardable(args: list[str]):
             return None
         config = config_module.load(None, **ctx.params)
         return paths(config.warehouse), config
-    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, UsageError):
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, UsageError, OSError):
         return None  # the local run reports it
 
 
@@ -341,8 +344,13 @@ class Driver:
             done = threading.Event()
             threading.Thread(target=self._watch, args=(conn, group, gone, done), daemon=True).start()
             t0 = time.perf_counter()
-            code = self._command(argv, request, send, group)
-            done.set()
+            try:
+                code = self._command(argv, request, send, group)
+            except OSError as exc:  # the client's folder is gone
+                send({"err": f"tally: the driver cannot run a command in {request['cwd']}: {exc}\n"})
+                code = 1
+            finally:
+                done.set()
             self.served += 1
             send({"exit": code})
             print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} tally {' '.join(argv)}: exit {code} in "
@@ -373,7 +381,7 @@ class Driver:
         out = io.TextIOWrapper(_Sink(send, "out", tty_out), encoding="utf-8", write_through=True)
         err = io.TextIOWrapper(_Sink(send, "err", tty_err), encoding="utf-8", write_through=True)
         saved_env = {k: v for k, v in os.environ.items() if k.startswith("TALLY_")}
-        saved_cwd = os.getcwd()
+        saved_cwd, jvm_dir = os.getcwd(), None
         sc = self.store.spark.sparkContext
         try:
             for key in saved_env:
@@ -395,7 +403,8 @@ class Driver:
                     err.flush()
         finally:
             sc._jsc.clearJobGroup()  # PySpark has no clearJobGroup of its own
-            _jvm_working_dir(self.store.spark, jvm_dir)
+            if jvm_dir is not None:
+                _jvm_working_dir(self.store.spark, jvm_dir)
             os.chdir(saved_cwd)
             for key in [k for k in os.environ if k.startswith("TALLY_")]:
                 del os.environ[key]
