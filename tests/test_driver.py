@@ -183,3 +183,36 @@ def test_the_driver_folder_must_be_private(project, tmp_path):
     shared.chmod(0o777)
     out = tally(project, "driver", "status", env={"TALLY_RUNTIME_DIR": str(shared)})
     assert out.returncode == 2 and f"driver folder {shared} is not private" in out.stderr, out.stderr
+
+
+def test_an_idle_driver_stops_by_itself_and_leaves_nothing_behind(spark, tmp_path, monkeypatch):
+    """In this process (its session stands in for the driver's own): no command for the idle timeout, and it stops."""
+    import threading
+
+    from tally import driver as driver_module
+    from tally.feature_store import FeatureStore
+
+    runtime = tmp_path / "rt"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("TALLY_RUNTIME_DIR", str(runtime))
+    store = FeatureStore(tmp_path, warehouse=str(tmp_path / "wh"))
+    p = driver_module.paths(store.config.warehouse)
+    d = driver_module.Driver(store, p, driver_module.idle_seconds("2s"))
+    served = threading.Thread(target=d.serve, args=(False, lambda info: None))
+    began = time.monotonic()
+    served.start()
+    try:
+        deadline = time.monotonic() + 30
+        while driver_module.ask(p, "status") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        answer = driver_module.ask(p, "status")  # asking is not a command: it keeps no driver alive
+        assert answer["idle_timeout_s"] == 2.0 and answer["busy"] is None
+    finally:
+        served.join(timeout=30)
+    assert not served.is_alive(), "an idle driver kept serving"
+    assert time.monotonic() - began >= 2.0, "it stopped before its idle timeout"
+    assert not p.socket.exists() and not p.info.exists()
+    assert driver_module.ask(p, "status") is None
+    with pytest.raises(Exception, match="'soon' is not a duration"):
+        driver_module.idle_seconds("soon")
+    assert driver_module.idle_seconds("never") is None and driver_module.idle_seconds("30m") == 1800

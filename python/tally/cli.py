@@ -691,17 +691,26 @@ def _group_flags(ctx) -> list[str]:
             for arg in (f"--{name.replace('_', '-')}", value)]
 
 
+def _idle_timeout(f):
+    from tally.driver import IDLE_TIMEOUT
+
+    return click.option("--idle-timeout", "idle_timeout", default=IDLE_TIMEOUT, show_default=True,
+                        help="Stop after this long without a command (30m, 8h; 0: never).")(f)
+
+
 @driver_group.command("start")
 @click.option("--no-warm-up", "no_warm_up", is_flag=True, help="Serve at once, without the warm-up workload.")
+@_idle_timeout
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
               help="Seconds to wait for the driver to serve.")
 @click.pass_context
-def driver_start(ctx, no_warm_up, timeout) -> None:
+def driver_start(ctx, no_warm_up, idle_timeout, timeout) -> None:
     """Start the driver in the background; return when it serves."""
     from tally import driver
 
     c = ctx.find_object(Context)
-    info = driver.start(c.config, _group_flags(ctx), warm_up=not no_warm_up, timeout=timeout)
+    info = driver.start(c.config, _group_flags(ctx), warm_up=not no_warm_up, idle_timeout=idle_timeout,
+                        timeout=timeout)
     if info["already"]:
         click.echo(f"a driver already serves {info['warehouse']} (pid {info['pid']}); log {info['log']}")
         return
@@ -711,8 +720,9 @@ def driver_start(ctx, no_warm_up, timeout) -> None:
 
 @driver_group.command("run")
 @click.option("--no-warm-up", "no_warm_up", is_flag=True, help="Serve at once, without the warm-up workload.")
+@_idle_timeout
 @pass_ctx
-def driver_run(c: Context, no_warm_up) -> None:
+def driver_run(c: Context, no_warm_up, idle_timeout) -> None:
     """Run the driver in the foreground until Ctrl-C, SIGTERM or `tally driver stop` (what start runs)."""
     from tally import driver
 
@@ -721,7 +731,7 @@ def driver_run(c: Context, no_warm_up) -> None:
                    f"{info['warm_up_s']:.1f} s)")
         sys.stdout.flush()  # its log is a file: say it now
 
-    driver.run(c.store, warm_up=not no_warm_up, announce=announce)
+    driver.run(c.store, warm_up=not no_warm_up, idle_timeout=idle_timeout, announce=announce)
     click.echo("driver stopped")
 
 
@@ -738,6 +748,8 @@ def driver_status(c: Context) -> None:
         if not s["running"]:
             return [f"no driver serves {c.config.warehouse}"]
         busy = f"running: tally {' '.join(s['busy'])}" if s["busy"] else "idle"
+        if s["idle_timeout_s"]:
+            busy += f" (stops after {s['idle_timeout_s'] / 3600:g} h without a command)"
         return [f"driver pid {s['pid']} serves {s['warehouse']} (master {s['master']}), up {s['uptime_s']:.0f} s, "
                 f"{s['commands']} commands; {busy}; log {s['log']}"]
 

@@ -17,6 +17,8 @@ costing its own work plus the client's Python start.
 - **One at a time.** Commands run one after another in the one session; a waiting client says what it waits for.
 - **Ctrl-C.** A client that goes away cancels its command's Spark jobs; the command fails as any failed run does
   (nothing half-written is committed).
+- **Idle.** A driver that has run no command for its idle timeout (default 3 h, as build daemons do) stops by
+  itself, so that a forgotten one does not hold its memory for good.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tally.errors import UsageError
 
 LOCAL_COMMANDS = frozenset({"driver", "stream", "serve", "demo"})
 PROTOCOL = 1
+IDLE_TIMEOUT = "3h"
 
 
 @dataclass(frozen=True)
@@ -235,14 +238,19 @@ class _Sink(io.RawIOBase):
 class Driver:
     """The serving loop of `tally driver run`: accepts connections, runs their commands one at a time."""
 
-    def __init__(self, store, p: Paths):
-        self.store, self.p = store, p
+    def __init__(self, store, p: Paths, idle_s: float | None = None):
+        self.store, self.p, self.idle_s = store, p, idle_s
         self.lock = threading.Lock()
         self.busy: list[str] | None = None
         self.served = 0
         self.stopping = threading.Event()
         self.started = time.time()
+        self.last = time.monotonic()  # when the last command ended (or the driver began to serve)
         self.listener: socket.socket | None = None
+
+    def idle(self) -> bool:
+        return (self.idle_s is not None and not self.lock.locked()
+                and time.monotonic() - self.last > self.idle_s)
 
     def serve(self, warm_up: bool, announce) -> None:
         spark = self.store.spark
@@ -267,12 +275,16 @@ class Driver:
         tmp.write_text(json.dumps(info))
         tmp.replace(self.p.info)
         announce(info)
+        self.last = time.monotonic()
         handlers = []
         try:
             while not self.stopping.is_set():
                 try:
                     conn, _ = self.listener.accept()
                 except TimeoutError:
+                    if self.idle():
+                        print(f"no command for {self.idle_s:.0f} s: stopping", file=sys.__stdout__, flush=True)
+                        break
                     continue
                 except OSError:
                     break
@@ -328,7 +340,7 @@ class Driver:
     def status(self) -> dict:
         return {"pid": os.getpid(), "warehouse": self.store.config.warehouse, "master": self.store.config.master,
                 "started": self.started, "uptime_s": round(time.time() - self.started, 1), "commands": self.served,
-                "busy": self.busy, "log": str(self.p.log)}
+                "busy": self.busy, "idle_timeout_s": self.idle_s, "log": str(self.p.log)}
 
     def _run(self, request: dict, conn: socket.socket, send, gone: threading.Event) -> None:
         argv = [str(a) for a in request["argv"]]
@@ -351,6 +363,7 @@ class Driver:
                 code = 1
             finally:
                 done.set()
+                self.last = time.monotonic()
             self.served += 1
             send({"exit": code})
             print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} tally {' '.join(argv)}: exit {code} in "
@@ -421,13 +434,28 @@ def _jvm_working_dir(spark, folder) -> object:
     return previous
 
 
-def run(store, *, warm_up: bool = True, announce=lambda info: None) -> None:
-    """Serve this project's commands until `tally driver stop`, SIGTERM or Ctrl-C (what `tally driver run` does)."""
+def idle_seconds(text: str) -> float | None:
+    """An idle timeout ('3h', '30m'; '0' or 'never': none) in seconds."""
+    from tally.definitions import parse_duration
+    from tally.errors import DefinitionError
+
+    if str(text).strip().lower() in ("0", "never"):
+        return None
+    try:
+        return parse_duration(text, where="--idle-timeout") / 1e6
+    except DefinitionError as err:
+        raise UsageError(err.message, hint=err.hint) from None
+
+
+def run(store, *, warm_up: bool = True, idle_timeout: str = IDLE_TIMEOUT, announce=lambda info: None) -> None:
+    """Serve this project's commands until `tally driver stop`, SIGTERM, Ctrl-C or `idle_timeout` without a command
+    (what `tally driver run` does)."""
+    idle_s = idle_seconds(idle_timeout)
     p = paths(store.config.warehouse)
     if ask(p, "status") is not None:
         raise UsageError(f"a driver already runs for {store.config.warehouse} (pid {read_info(p).get('pid')})",
                          hint="tally driver status; tally driver stop")
-    driver = Driver(store, p)
+    driver = Driver(store, p, idle_s)
     previous = {s: signal.signal(s, driver.stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         driver.serve(warm_up, announce)
@@ -436,15 +464,18 @@ def run(store, *, warm_up: bool = True, announce=lambda info: None) -> None:
             signal.signal(s, handler)
 
 
-def start(config, args: list[str], *, warm_up: bool = True, timeout: float = 300.0) -> dict:
+def start(config, args: list[str], *, warm_up: bool = True, idle_timeout: str = IDLE_TIMEOUT,
+          timeout: float = 300.0) -> dict:
     """Start `tally ARGS driver run` in the background, its output in the log, and wait until it serves."""
+    idle_seconds(idle_timeout)  # a bad value is refused here, not in the background
     p = paths(config.warehouse)
     info = read_info(p)
     if info is not None and ask(p, "status") is not None:
         return {**info, "already": True}
     p.log.parent.mkdir(parents=True, exist_ok=True)
     with open(p.log, "ab") as log:
-        command = [sys.executable, "-m", "tally.cli", *args, "driver", "run", *([] if warm_up else ["--no-warm-up"])]
+        command = [sys.executable, "-m", "tally.cli", *args, "driver", "run", "--idle-timeout", idle_timeout,
+                   *([] if warm_up else ["--no-warm-up"])]
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "TALLY_DRIVER": "off"})
     deadline = time.monotonic() + timeout
