@@ -265,3 +265,43 @@ def test_bad_arguments_are_usage_errors(spark, tmp_path):
     with pytest.raises(UsageError, match="unknown format 'csv'"):
         datagen.write(spark, str(tmp_path), 100, 30, SEED, format="csv")
     assert not any(tmp_path.iterdir()), "nothing is written for bad arguments"
+
+
+def test_expressions_as_columns_give_the_rows_of_expressions_as_sql_text(spark, monkeypatch):
+    """`_sql` renders shallow expressions as SQL text and combines deeper ones as Columns: every operation and
+    function the generator uses gives the same values both ways (all text, all Columns)."""
+    from tally.datagen import _sql as S
+    from tally.datagen._auth import local_hour, usd
+    from tally.datagen._rng import Rng, scramble_id, zipf_rank
+
+    def expressions():
+        rng, row = Rng(SEED), S.col("id")
+        u = rng.uniform("u", row)
+        return {
+            "normal": rng.normal("n", row),
+            "choice": rng.choice("c", [0.5, 0.2, 0.2, 0.1], row),
+            "index": rng.index("i", row % 7 + 1, row),
+            "zipf": zipf_rank(u, S.lit(90), 1.15),
+            "ident": S.lpad(S.concat(S.lit("x'\\"), scramble_id(row, SEED, "t")), 16, "0"),
+            "case": S.when(u < 0.3, "low").when(u.isNull() | (u >= 2.0), S.lit(None).cast("string")).otherwise("hi"),
+            "logic": ~(row.isin(1, 2, 3) & row.isNotNull()) | (row != 4) & (-row <= -2),
+            "math": S.round(S.exp(S.log(u + 1.0)) * S.sqrt(u) - S.cos(u) / 2.0 + S.pmod(row, 3) % 2),
+            "bits": S.shiftright(row.bitwiseAND(1023).bitwiseXOR(77), 2) + S.shiftrightunsigned(row, 1),
+            "bounds": S.least(S.greatest(S.floor(u * 10.0), S.lit(2)), S.coalesce(S.lit(None).cast("long"), row)),
+            "array": S.element_at(S.array(S.lit(1), row, S.lit(3)), S.size(S.array(row, row)).cast("int")),
+            "filter": S.size(S.filter(S.array(row, row + 5, row - 5), lambda x: x > row)),
+            "struct": S.struct(a=row, b=u).cast("struct<a:bigint,b:double>"),
+            "time": S.unix_micros(S.timestamp_micros(row * 3_000_000_000_000 + 1)),
+            "hour": local_hour(row * 3_600_000_000, S.lit("JP")),
+            "literals": (S.lit(0.1) + S.lit(0.2)) * (row + 1) + S.lit(3_000_000_000) - S.lit(-2),
+            "usd": usd(row * 100, S.lit("USD")) + usd(row, S.when(u < 0.5, "EUR").otherwise("JPY")),
+        }
+
+    def rows():
+        exprs = expressions()
+        return spark.range(0, 500, 1, 2).select("id", *[e.alias(name) for name, e in exprs.items()]).orderBy("id").collect()
+
+    monkeypatch.setattr(S, "MAX_DEPTH", 1000)
+    as_text = rows()
+    monkeypatch.setattr(S, "MAX_DEPTH", 0)
+    assert rows() == as_text

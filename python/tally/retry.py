@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from tally.datagen import _auth
 from tally.datagen import _catalog as cat
+from tally.datagen import _sql as S
 from tally.datagen._charges import charges_with_truth
 from tally.datagen._plan import MICROS_PER_DAY, Plan, make_plan
 from tally.errors import UsageError
@@ -84,8 +85,8 @@ def _features(df: DataFrame, rates: DataFrame, start_us: int) -> DataFrame:
         index(_ADVICE, "advice_code").alias("advice_idx"),
         F.log1p((F.col("_next") - F.col("_t_last")) / F.lit(float(HOUR))).alias("log_since_prev_h"),
         F.log1p((F.col("_next") - F.col("_t0")) / F.lit(float(HOUR))).alias("log_since_first_h"),
-        _auth.local_hour(F.col("_next"), F.col("card_country")).cast("double").alias("local_hour"),
-        F.log(_auth.usd(F.col("amount"), F.col("currency"))).alias("log_usd"),
+        _auth.local_hour(S.col("_next"), S.col("card_country")).cast("double").alias("local_hour"),
+        S.log(_auth.usd(S.col("amount"), S.col("currency"))).alias("log_usd"),
     ).fillna({"issuer_rate": -1.0})
 
 
@@ -210,7 +211,7 @@ def replay(spark: SparkSession, plan: Plan, pending: DataFrame, policy, caps: Ca
 
     One row per retry: _row, charge_id, card_id, retry (1-based), _t (micros after start), attempted, p (the
     truth), approved, usd."""
-    pending = pending.where(_auth.category(F.col("code")) == "soft").select(
+    pending = pending.where((_auth.category(S.col("code")) == "soft").column).select(
         "*", F.col("_t0").alias("_t_last"), F.array(F.col("_t0")).alias("_prior"))
     ledger = spark.createDataFrame([], "card_id string, _t long")
     done = []
@@ -219,15 +220,15 @@ def replay(spark: SparkSession, plan: Plan, pending: DataFrame, policy, caps: Ca
         proposed = proposed.where(F.col("_next") - F.col("_t0") <= F.lit(HORIZON_H * HOUR))
         admitted = _admit(proposed, ledger, caps).localCheckpoint()
         t = F.col("_next")
-        p = _auth.retry_probability(plan, t, F.col("_prior"))
+        p = _auth.retry_probability(plan, S.col("_next"), S.col("_prior"))
         tried = admitted.select(
             "*", F.lit(n).alias("retry"), p.alias("p"),
-            (_auth.retry_uniform(plan.seed, F.col("_row"), n) < p).alias("approved_now"),
+            (_auth.retry_uniform(plan.seed, S.col("_row"), n) < p).alias("approved_now"),
         ).localCheckpoint()  # fmt: skip
         done.append(tried.select(
             "_row", "charge_id", "card_id", "retry", t.alias("_t"),
             F.timestamp_micros(F.lit(plan.start_micros) + t).alias("attempted"), "p",
-            F.col("approved_now").alias("approved"), _auth.usd(F.col("amount"), F.col("currency")).alias("usd"),
+            F.col("approved_now").alias("approved"), _auth.usd(S.col("amount"), S.col("currency")).alias("usd"),
         ))  # fmt: skip
         ledger = ledger.unionByName(tried.select("card_id", t.alias("_t"))).localCheckpoint()
         base = [c for c in pending.columns if c not in ("_t_last", "_prior")]
@@ -267,8 +268,9 @@ def evaluate(spark: SparkSession, charges: int = 50_000, days: int = 30, seed: i
     pending = declines(spark, plan, train_days).cache()
     counts = pending.agg(
         F.count(F.lit(1)).alias("declines"),
-        F.sum((_auth.category(F.col("code")) == "soft").cast("int")).alias("soft"),
-        F.sum(F.when(_auth.category(F.col("code")) == "soft", _auth.usd(F.col("amount"), F.col("currency")))).alias("usd"),
+        F.sum((_auth.category(S.col("code")) == "soft").cast("int").column).alias("soft"),
+        F.sum(S.when(_auth.category(S.col("code")) == "soft", _auth.usd(S.col("amount"), S.col("currency"))).column)
+        .alias("usd"),
     ).first()
     out = {"data": {"charges": charges, "days": days, "seed": seed, "start": start, "train_days": train_days,
                     "declines": int(counts["declines"]), "soft_declines": int(counts["soft"] or 0),

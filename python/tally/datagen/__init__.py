@@ -11,15 +11,16 @@ What it models and the rates it produces: docs/datagen.md.
 
 Modules: `_plan` sizes, `_rng` counter-based randomness, `_catalog` reference data, `_dims` issuers,
 merchants, customers and cards, `_charges` the charges and their outcomes, `_labels` disputes and refunds,
-`_auth` authorization attempts and retries (with their ground truth), `_describe` rates.
+`_auth` authorization attempts and retries (with their ground truth), `_describe` rates; their column
+expressions are `_sql.Expr`s (mostly SQL text: few py4j calls), which become Columns where a DataFrame takes them.
 """
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from tally.datagen import _dims
+from tally.datagen import _sql as S
 from tally.datagen._auth import AUTH_COLUMNS, TRUTH_COLUMNS, attempts_with_truth
 from tally.datagen._charges import CHARGE_COLUMNS, COMMUNITIES, charges_with_truth, customer_communities
 from tally.datagen._describe import describe
@@ -85,9 +86,9 @@ def dimensions(
         *([_community_of_merchant(plan).alias("community")] if plan.communities else []))
     customers = _dims.customers(spark, plan)
     if plan.communities:
-        primary, secondary = customer_communities(Rng(plan.seed), F.col("id"))
+        primary, secondary = customer_communities(Rng(plan.seed), S.col("id"))
         customers = spark.range(0, plan.customers, 1, plan.partitions).select(
-            _dims.customer_id(Rng(plan.seed), F.col("id")).alias("customer_id"),
+            _dims.customer_id(Rng(plan.seed), S.col("id")).alias("customer_id"),
             primary.alias("primary_community"), secondary.alias("secondary_community")).join(customers, "customer_id")
     return {
         "issuers": _dims.issuers(spark).select("issuer", "card_country", "card_brand"),
@@ -100,11 +101,11 @@ def dimensions(
 def _community_of_merchant(plan):
     """A merchant's community: its rank within its country modulo COMMUNITIES (`_charges._merchant_in`)."""
     offsets = plan.merchant_offsets()
-    mi = F.col("_mi")
-    offset = F.lit(0)
+    mi = S.col("_mi")
+    offset = S.lit(0)
     for o in offsets[1:]:
-        offset = F.when(mi >= F.lit(o), F.lit(o)).otherwise(offset)
-    return F.pmod(mi - offset, F.lit(COMMUNITIES))
+        offset = S.when(mi >= S.lit(o), S.lit(o)).otherwise(offset)
+    return S.pmod(mi - offset, S.lit(COMMUNITIES))
 
 
 def write(

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from tally.datagen import _catalog as cat
+from tally.datagen import _sql as S
 from tally.datagen._plan import MICROS_PER_DAY, Plan
 from tally.datagen._rng import Rng, scramble_id, seeded_constants
+from tally.datagen._sql import Expr
 
 HOUR = 3_600_000_000
 AUTH_COLUMNS = tuple(
@@ -67,156 +69,152 @@ def outages(plan: Plan) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-def in_outage(plan: Plan, issuer_idx: Column, t: Column) -> Column:
-    cond = F.lit(False)
+def in_outage(plan: Plan, issuer_idx: Expr, t: Expr) -> Expr:
+    cond = S.lit(False)
     for issuer, lo, hi in outages(plan):
-        cond = cond | ((issuer_idx == F.lit(issuer)) & (t >= F.lit(lo)) & (t < F.lit(hi)))
+        cond = cond | ((issuer_idx == S.lit(issuer)) & (t >= S.lit(lo)) & (t < S.lit(hi)))
     return cond
 
 
-def local_hour(t: Column, country: Column) -> Column:
+def local_hour(t: Expr, country: Expr) -> Expr:
     """Hour of day in `country` at t (micros since the epoch or since `start`: both are midnight UTC based)."""
-    offsets = F.create_map(*[x for c in cat.COUNTRIES for x in (F.lit(c.code), F.lit(int(c.utc_offset_h * HOUR)))])
-    return F.floor(F.pmod(t + offsets[country], F.lit(MICROS_PER_DAY)) / F.lit(HOUR)).cast("int")
+    offsets = S.create_map(*[x for c in cat.COUNTRIES for x in (S.lit(c.code), S.lit(int(c.utc_offset_h * HOUR)))])
+    return S.floor(S.pmod(t + offsets[country], S.lit(MICROS_PER_DAY)) / S.lit(HOUR)).cast("int")
 
 
-def _night(plan: Plan, t: Column) -> Column:
-    return local_hour(t, F.col("card_country")).isin(*cat.AUTH_NIGHT_HOURS)
+def _night(plan: Plan, t: Expr) -> Expr:
+    return local_hour(t, S.col("card_country")).isin(*cat.AUTH_NIGHT_HOURS)
 
 
-def _extra_declines(rng: Rng, plan: Plan, t: Column, recent: Column) -> dict[str, Column]:
+def _extra_declines(rng: Rng, plan: Plan, t: Expr, recent: Expr) -> dict[str, Expr]:
     """The issuer's extra decline chances at time t, by cause (in the order a decline code is chosen)."""
     return {
-        "outage": F.when(in_outage(plan, F.col("_issuer_idx"), t), F.lit(cat.AUTH_OUTAGE_DECLINE)).otherwise(0.0),
-        "recent": F.lit(1.0) - F.pow(F.lit(cat.AUTH_RECENT_FACTOR), recent.cast("double")),
-        "bin": F.lit(cat.AUTH_BIN_DECLINE_MAX) * rng.uniform("auth.bin_strict", F.col("bin")),
-        "night": F.when(_night(plan, t), F.lit(cat.AUTH_NIGHT_DECLINE)).otherwise(0.0),
+        "outage": S.when(in_outage(plan, S.col("_issuer_idx"), t), S.lit(cat.AUTH_OUTAGE_DECLINE)).otherwise(0.0),
+        "recent": S.lit(1.0) - S.pow(S.lit(cat.AUTH_RECENT_FACTOR), recent.cast("double")),
+        "bin": S.lit(cat.AUTH_BIN_DECLINE_MAX) * rng.uniform("auth.bin_strict", S.col("bin")),
+        "night": S.when(_night(plan, t), S.lit(cat.AUTH_NIGHT_DECLINE)).otherwise(0.0),
     }
 
 
-def approval_probability(plan: Plan, t: Column, recent: Column, recovered: Column) -> Column:
+def approval_probability(plan: Plan, t: Expr, recent: Expr, recovered: Expr) -> Expr:
     """P(approved) of an attempt at t (micros after start) on a context row: the ground truth."""
     rng = Rng(plan.seed)
-    p = F.lit(1.0) - F.col("_p_decline")
+    p = S.lit(1.0) - S.col("_p_decline")
     for e in _extra_declines(rng, plan, t, recent).values():
-        p = p * (F.lit(1.0) - e)
-    return p * F.when(recovered, F.lit(1.0)).otherwise(F.lit(cat.AUTH_LEAK))
+        p = p * (S.lit(1.0) - e)
+    return p * S.when(recovered, S.lit(1.0)).otherwise(S.lit(cat.AUTH_LEAK))
 
 
-def recent_declines(prior_times: Column, t: Column) -> Column:
+def recent_declines(prior_times: Expr, t: Expr) -> Expr:
     """The card's declines before the first attempt plus the payment's own declines in the 24 h before t."""
-    return F.col("_card_recent") + F.size(F.filter(prior_times, lambda x: x > t - F.lit(MICROS_PER_DAY)))
+    return S.col("_card_recent") + S.size(S.filter(prior_times, lambda x: x > t - S.lit(MICROS_PER_DAY)))
 
 
-def retry_probability(plan: Plan, t: Column, prior_times: Column) -> Column:
+def retry_probability(plan: Plan, t: Expr, prior_times: Expr) -> Expr:
     """P(approved) of a retry at t of a payment whose attempts at `prior_times` were all declined: the truth."""
-    recovered = F.col("_recover_at").isNotNull() & (t >= F.col("_recover_at"))
+    recovered = S.col("_recover_at").isNotNull() & (t >= S.col("_recover_at"))
     return approval_probability(plan, t, recent_declines(prior_times, t), recovered)
 
 
-def retry_uniform(seed: int, row: Column, n: Column | int) -> Column:
+def retry_uniform(seed: int, row: Expr, n: Expr | int) -> Expr:
     """The random number deciding retry n (1-based) of charge `row`, whatever its timing: common randomness."""
     return Rng(seed).uniform("auth.retry", row, n)
 
 
-def retry_code(plan: Plan, t: Column) -> Column:
+def retry_code(plan: Plan, t: Expr) -> Expr:
     """A declined retry's code: try_again_later during an outage of the issuer, else the first decline's."""
-    return F.when(in_outage(plan, F.col("_issuer_idx"), t), F.lit("try_again_later")).otherwise(F.col("code"))
+    return S.when(in_outage(plan, S.col("_issuer_idx"), t), S.lit("try_again_later")).otherwise(S.col("code"))
 
 
-def advice_for(code: Column) -> Column:
+def advice_for(code: Expr) -> Expr:
     return (
-        F.when(code == "try_again_later", F.lit(cat.ADVICE_TRY_LATER))
-        .when(code == "expired_card", F.lit(cat.ADVICE_NEW_ACCOUNT_INFO))
-        .when(code.isin(*cat.HARD_CODES), F.lit(cat.ADVICE_DO_NOT_RETRY))
+        S.when(code == "try_again_later", S.lit(cat.ADVICE_TRY_LATER))
+        .when(code == "expired_card", S.lit(cat.ADVICE_NEW_ACCOUNT_INFO))
+        .when(code.isin(*cat.HARD_CODES), S.lit(cat.ADVICE_DO_NOT_RETRY))
     )
 
 
-def category(code: Column) -> Column:
-    return F.when(code.isin(*cat.HARD_CODES), F.lit("hard")).when(code.isNotNull(), F.lit("soft"))
+def category(code: Expr) -> Expr:
+    return S.when(code.isin(*cat.HARD_CODES), S.lit("hard")).when(code.isNotNull(), S.lit("soft"))
 
 
-def usd(amount: Column, currency: Column) -> Column:
+def usd(amount: Expr, currency: Expr) -> Expr:
     """An amount in minor units of `currency` as US dollars (the catalog's rates)."""
     rates = {c.currency: c.per_usd * 10**c.exponent for c in cat.COUNTRIES}  # EUR is two countries'
-    minor = F.create_map(*[x for cur, r in rates.items() for x in (F.lit(cur), F.lit(r))])
+    minor = S.create_map(*[x for cur, r in rates.items() for x in (S.lit(cur), S.lit(r))])
     return amount.cast("double") / minor[currency]
 
 
 # -- the attempts ------------------------------------------------------------------------------------------
 
 
-def _with(df: DataFrame, **cols: Column) -> DataFrame:
-    return df.select("*", *[v.alias(k) for k, v in cols.items()])
-
-
 def first_attempts(truth: DataFrame, plan: Plan) -> DataFrame:
     """Step 1 and 2: one row per charge with CONTEXT_COLUMNS, `approved` and `_p` (its approval probability)."""
     rng = Rng(plan.seed)
-    row = F.col("_row")
-    t0 = F.unix_micros("created") - F.lit(plan.start_micros)
+    row = S.col("_row")
+    t0 = S.unix_micros("created") - S.lit(plan.start_micros)
     day = Window.partitionBy("card_id").orderBy("_t0").rangeBetween(-MICROS_PER_DAY, -1)
     df = truth.select("*", t0.alias("_t0"))
-    df = _with(df, _card_recent=F.coalesce(F.sum((F.col("outcome") == "declined").cast("int")).over(day), F.lit(0)))
-    extra = _extra_declines(rng, plan, F.col("_t0"), F.col("_card_recent"))
+    df = S.with_columns(df, _card_recent=F.coalesce(F.sum((F.col("outcome") == "declined").cast("int")).over(day), F.lit(0)))
+    extra = _extra_declines(rng, plan, S.col("_t0"), S.col("_card_recent"))
     fired = {k: rng.uniform(f"auth.extra.{k}", row) < e for k, e in extra.items()}
     extra_code = (
-        F.when(fired["outage"], F.lit("try_again_later"))
-        .when(fired["recent"], F.lit("card_velocity_exceeded"))
-        .when(fired["bin"] | fired["night"], F.lit("do_not_honor"))
+        S.when(fired["outage"], S.lit("try_again_later"))
+        .when(fired["recent"], S.lit("card_velocity_exceeded"))
+        .when(fired["bin"] | fired["night"], S.lit("do_not_honor"))
     )
-    code = F.when(F.col("outcome") == "declined", F.col("decline_code")).otherwise(extra_code)
-    df = _with(df, code=code, _p=approval_probability(plan, F.col("_t0"), F.col("_card_recent"), F.lit(True)))
-    df = df.withColumn("approved", F.col("code").isNull())
+    code = S.when(S.col("outcome") == "declined", S.col("decline_code")).otherwise(extra_code)
+    df = S.with_columns(df, code=code, _p=approval_probability(plan, S.col("_t0"), S.col("_card_recent"), S.lit(True)))
+    df = df.withColumn("approved", S.col("code").isNull().column)
 
     # the latent recovery of a soft decline, and the advice the issuer gives
     rec = {r.code: r for r in cat.RECOVERY}
-    never = F.lit(1.0)
-    median, sigma = F.lit(1.0), F.lit(1.0)
+    never = S.lit(1.0)
+    median, sigma = S.lit(1.0), S.lit(1.0)
     for c, r in rec.items():
-        hit = F.col("code") == c
-        never = F.when(hit, F.lit(r.never)).otherwise(never)
-        median = F.when(hit, F.lit(math.log(r.median_h))).otherwise(median)
-        sigma = F.when(hit, F.lit(r.sigma)).otherwise(sigma)
-    hours = F.exp(median + sigma * rng.normal("auth.recovery", row))
-    recoverable = (category(F.col("code")) == "soft") & (rng.uniform("auth.never", row) >= never)
-    df = _with(df, _recover_h=F.when(recoverable, hours))
-    hint_h = F.when(recoverable, F.col("_recover_h")).otherwise(
-        F.exp(F.lit(math.log(cat.EXPERIMENT_GAP_H[1])) * rng.uniform("auth.noise_hint", row))
+        hit = S.col("code") == c
+        never = S.when(hit, S.lit(r.never)).otherwise(never)
+        median = S.when(hit, S.lit(math.log(r.median_h))).otherwise(median)
+        sigma = S.when(hit, S.lit(r.sigma)).otherwise(sigma)
+    hours = S.exp(median + sigma * rng.normal("auth.recovery", row))
+    recoverable = (category(S.col("code")) == "soft") & (rng.uniform("auth.never", row) >= never)
+    df = S.with_columns(df, _recover_h=S.when(recoverable, hours))
+    hint_h = S.when(recoverable, S.col("_recover_h")).otherwise(
+        S.exp(S.lit(math.log(cat.EXPERIMENT_GAP_H[1])) * rng.uniform("auth.noise_hint", row))
     )
-    hint = F.lit(cat.ADVICE_RETRY_AFTER[0][0])
+    hint = S.lit(cat.ADVICE_RETRY_AFTER[0][0])
     for advice, after in cat.ADVICE_RETRY_AFTER[1:]:
-        hint = F.when(hint_h >= F.lit(after), F.lit(advice)).otherwise(hint)
-    hinted = rng.uniform("auth.hint", row) < F.when(recoverable, F.lit(cat.AUTH_ADVICE_SHARE)).otherwise(
-        F.lit(cat.AUTH_ADVICE_NOISE)
+        hint = S.when(hint_h >= S.lit(after), S.lit(advice)).otherwise(hint)
+    hinted = rng.uniform("auth.hint", row) < S.when(recoverable, S.lit(cat.AUTH_ADVICE_SHARE)).otherwise(
+        S.lit(cat.AUTH_ADVICE_NOISE)
     )
-    soft_hint = F.when((F.col("code") != "try_again_later") & hinted, hint)
-    df = _with(
+    soft_hint = S.when((S.col("code") != "try_again_later") & hinted, hint)
+    df = S.with_columns(
         df,
-        advice_code=F.when(category(F.col("code")) == "hard", advice_for(F.col("code"))).otherwise(
-            F.coalesce(advice_for(F.col("code")), soft_hint)
+        advice_code=S.when(category(S.col("code")) == "hard", advice_for(S.col("code"))).otherwise(
+            S.coalesce(advice_for(S.col("code")), soft_hint)
         ),
-        _recover_at=F.col("_t0") + F.floor(F.col("_recover_h") * F.lit(float(HOUR))).cast("long"),
+        _recover_at=S.col("_t0") + S.floor(S.col("_recover_h") * S.lit(float(HOUR))).cast("long"),
     )
     return df.select(*CONTEXT_COLUMNS, "approved", "_p")
 
 
-def _retry_times(rng: Rng, row: Column) -> list[Column]:
+def _retry_times(rng: Rng, row: Expr) -> list[Expr]:
     """Step 3: the times of retries 1..MAX_RETRIES, micros after start (fixed schedule or experiment)."""
-    experiment = rng.uniform("auth.arm", row) < F.lit(cat.EXPERIMENT_SHARE)
+    experiment = rng.uniform("auth.arm", row) < S.lit(cat.EXPERIMENT_SHARE)
     lo, hi = (math.log(h) for h in cat.EXPERIMENT_GAP_H)
-    times, t = [], F.col("_t0")
+    times, t = [], S.col("_t0")
     for n, fixed_h in enumerate(cat.FIXED_RETRY_HOURS, start=1):
-        gap_h = F.exp(F.lit(lo) + F.lit(hi - lo) * rng.uniform("auth.gap", row, n))
-        jitter = F.floor(rng.uniform("auth.jitter", row, n) * F.lit(300e6)).cast("long")  # within 5 minutes
-        fixed = F.col("_t0") + F.lit(int(fixed_h * HOUR)) + jitter
-        t = F.when(experiment, t + F.floor(gap_h * F.lit(float(HOUR))).cast("long")).otherwise(fixed)
+        gap_h = S.exp(S.lit(lo) + S.lit(hi - lo) * rng.uniform("auth.gap", row, n))
+        jitter = S.floor(rng.uniform("auth.jitter", row, n) * S.lit(300e6)).cast("long")  # within 5 minutes
+        fixed = S.col("_t0") + S.lit(int(fixed_h * HOUR)) + jitter
+        t = S.when(experiment, t + S.floor(gap_h * S.lit(float(HOUR))).cast("long")).otherwise(fixed)
         times.append(t)
     return times
 
 
-def _attempt_id(plan: Plan, n: Column) -> Column:
-    return F.concat(F.lit("att_"), scramble_id(F.col("_row") * F.lit(MAX_RETRIES + 1) + n - F.lit(1), plan.seed, "attempt"))
+def _attempt_id(plan: Plan, n: Expr) -> Expr:
+    return S.concat(S.lit("att_"), scramble_id(S.col("_row") * S.lit(MAX_RETRIES + 1) + n - S.lit(1), plan.seed, "attempt"))
 
 
 def attempts_with_truth(truth: DataFrame, plan: Plan) -> DataFrame:
@@ -224,40 +222,40 @@ def attempts_with_truth(truth: DataFrame, plan: Plan) -> DataFrame:
     rng = Rng(plan.seed)
     first = first_attempts(truth, plan)
     firsts = first.select(
-        *CONTEXT_COLUMNS, "approved", F.lit(1).alias("attempt"), F.col("_t0").alias("_t"), F.col("_p").alias("_pr")
+        *CONTEXT_COLUMNS, "approved", S.lit(1).alias("attempt"), S.col("_t0").alias("_t"), S.col("_p").alias("_pr")
     )
-    chains = first.where(~F.col("approved") & (category(F.col("code")) == "soft"))
-    chains = _with(chains, **{f"_t{n}": t for n, t in enumerate(_retry_times(rng, F.col("_row")), start=1)})
-    retries, prior, outcomes = [], [F.col("_t0")], []
+    chains = first.where((~S.col("approved") & (category(S.col("code")) == "soft")).column)
+    chains = S.with_columns(chains, **{f"_t{n}": t for n, t in enumerate(_retry_times(rng, S.col("_row")), start=1)})
+    retries, prior, outcomes = [], [S.col("_t0")], []
     for n in range(1, MAX_RETRIES + 1):
-        t = F.col(f"_t{n}")
-        p = retry_probability(plan, t, F.array(*prior))
-        ok = retry_uniform(plan.seed, F.col("_row"), n) < p
+        t = S.col(f"_t{n}")
+        p = retry_probability(plan, t, S.array(*prior))
+        ok = retry_uniform(plan.seed, S.col("_row"), n) < p
         outcomes.append(ok)
-        retries.append(F.struct(F.lit(n + 1).alias("attempt"), t.alias("_t"), p.alias("_pr"), ok.alias("approved")))
+        retries.append(S.struct(attempt=S.lit(n + 1), _t=t, _pr=p, approved=ok))
         prior.append(t)
-    stop = F.lit(MAX_RETRIES)
+    stop = S.lit(MAX_RETRIES)
     for n in range(MAX_RETRIES - 1, 0, -1):  # the first approved retry ends the chain
-        stop = F.when(outcomes[n - 1], F.lit(n)).otherwise(stop)
-    chains = _with(chains, _stop=stop, _r=F.explode(F.array(*retries)))
-    retried = chains.where(F.col("_r.attempt") - F.lit(1) <= F.col("_stop")).select(
+        stop = S.when(outcomes[n - 1], S.lit(n)).otherwise(stop)
+    chains = S.with_columns(chains, _stop=stop, _r=S.explode(S.array(*retries)))
+    retried = chains.where((S.col("_r.attempt") - S.lit(1) <= S.col("_stop")).column).select(
         *CONTEXT_COLUMNS, "_r.approved", "_r.attempt", "_r._t", "_r._pr"
     )
     both = firsts.unionByName(retried)
-    t = F.col("_t")
-    declined_code = F.when(F.col("attempt") == 1, F.col("code")).otherwise(retry_code(plan, t))
-    code = F.when(~F.col("approved"), declined_code)
+    t = S.col("_t")
+    declined_code = S.when(S.col("attempt") == 1, S.col("code")).otherwise(retry_code(plan, t))
+    code = S.when(~S.col("approved"), declined_code)
     return both.select(
-        _attempt_id(plan, F.col("attempt")).alias("attempt_id"),
+        _attempt_id(plan, S.col("attempt")).alias("attempt_id"),
         "charge_id", "customer_id", "card_id", "merchant_id", "issuer", "bin", "amount", "currency",
         "card_country", "merchant_country", "mcc",
-        F.timestamp_micros(F.lit(plan.start_micros) + t).alias("attempted"),
+        S.timestamp_micros(S.lit(plan.start_micros) + t).alias("attempted"),
         "approved",
         code.alias("code"),
         category(code).alias("category"),
-        F.when(~F.col("approved"), F.when(code == "try_again_later", F.lit(cat.ADVICE_TRY_LATER))
-               .otherwise(F.col("advice_code"))).alias("advice_code"),
-        F.col("attempt").cast("int").alias("attempt"),
-        F.when(F.col("attempt") > 1, _attempt_id(plan, F.col("attempt") - F.lit(1))).alias("retry_of"),
-        F.col("_pr").alias("approval_probability"),
+        S.when(~S.col("approved"), S.when(code == "try_again_later", S.lit(cat.ADVICE_TRY_LATER))
+               .otherwise(S.col("advice_code"))).alias("advice_code"),
+        S.col("attempt").cast("int").alias("attempt"),
+        S.when(S.col("attempt") > 1, _attempt_id(plan, S.col("attempt") - S.lit(1))).alias("retry_of"),
+        S.col("_pr").alias("approval_probability"),
     )  # fmt: skip

@@ -34,10 +34,11 @@ from __future__ import annotations
 import math
 from datetime import date
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from tally.datagen import _catalog as cat
+from tally.datagen import _sql as S
 from tally.datagen._dims import (
     card_columns,
     cards_of,
@@ -49,6 +50,7 @@ from tally.datagen._dims import (
 )
 from tally.datagen._plan import BURST_LEN, COMPROMISED_SPREE_SHARE, MICROS_PER_DAY, SPREE_LEN, Plan
 from tally.datagen._rng import Rng, inverse_cdf, scramble_id, zipf_rank
+from tally.datagen._sql import Expr
 
 # The public schema of `charges`, in order (types: docs/datagen.md, pinned by tests/test_datagen.py).
 CHARGE_COLUMNS = tuple(
@@ -72,64 +74,59 @@ def _country_weights() -> list[float]:
     return [c.weight for c in cat.COUNTRIES]
 
 
-def _local_time(rng: Rng, plan: Plan, ci: Column, row: Column) -> Column:
+def _local_time(rng: Rng, plan: Plan, ci: Expr, row: Expr) -> Expr:
     """Weekly x diurnal cycle: a day weighted by its weekday, an hour by local hour, then shifted to UTC."""
     weekday0 = date.fromisoformat(plan.start).weekday()
     day_w = [cat.WEEKLY[(weekday0 + d) % 7] for d in range(plan.days)]
     day = rng.choice("t.day", day_w, row).cast("long")
     hour = rng.choice("t.hour", cat.HOURLY, row).cast("long")
-    within = F.floor(rng.uniform("t.within", row) * F.lit(HOUR)).cast("long")
+    within = S.floor(rng.uniform("t.within", row) * S.lit(HOUR)).cast("long")
     offset = lookup([int(c.utc_offset_h * HOUR) for c in cat.COUNTRIES], ci).cast("long")
-    local = day * F.lit(MICROS_PER_DAY) + hour * F.lit(HOUR) + within
-    return F.pmod(local - offset, F.lit(plan.span_micros))
+    local = day * S.lit(MICROS_PER_DAY) + hour * S.lit(HOUR) + within
+    return S.pmod(local - offset, S.lit(plan.span_micros))
 
 
-def _merchant_in(plan: Plan, ci: Column, u: Column, community: Column | None = None) -> Column:
+def _merchant_in(plan: Plan, ci: Expr, u: Expr, community: Expr | None = None) -> Expr:
     """Merchant index of zipf rank drawn from u within country ci; with a `community` (null: any), the rank is
     moved within its block of COMMUNITIES ranks to that community's (so popularity stays zipf-like by block)."""
     offsets, sizes = plan.merchant_offsets(), plan.merchants_by_country
     rank = zipf_rank(u, lookup(sizes, ci), ZIPF_S)
     if community is not None:
-        k = F.lit(COMMUNITIES).cast("long")
-        moved = rank - F.pmod(rank, k) + community
-        moved = F.when(moved >= lookup(sizes, ci), moved - k).otherwise(moved)
-        rank = F.when(community.isNull() | (moved < 0), rank).otherwise(moved)
-    return F.coalesce(lookup(offsets, ci).cast("long") + rank, F.lit(0).cast("long"))  # non-null join key
+        k = S.lit(COMMUNITIES).cast("long")
+        moved = rank - S.pmod(rank, k) + community
+        moved = S.when(moved >= lookup(sizes, ci), moved - k).otherwise(moved)
+        rank = S.when(community.isNull() | (moved < 0), rank).otherwise(moved)
+    return S.coalesce(lookup(offsets, ci).cast("long") + rank, S.lit(0).cast("long"))  # non-null join key
 
 
-def customer_communities(rng: Rng, c: Column) -> tuple[Column, Column]:
+def customer_communities(rng: Rng, c: Expr) -> tuple[Expr, Expr]:
     """The customer's primary and (different) secondary merchant community."""
     primary = rng.index("s.primary", COMMUNITIES, c)
-    return primary, F.pmod(primary + F.lit(1) + rng.index("s.secondary", COMMUNITIES - 1, c), F.lit(COMMUNITIES))
+    return primary, S.pmod(primary + S.lit(1) + rng.index("s.secondary", COMMUNITIES - 1, c), S.lit(COMMUNITIES))
 
 
-def foreign_community(rng: Rng, c: Column, row: Column) -> Column:
+def foreign_community(rng: Rng, c: Expr, row: Expr) -> Expr:
     """A community other than customer c's two, uniformly (the j-th, skipping theirs)."""
     primary, secondary = customer_communities(rng, c)
-    low, high = F.least(primary, secondary), F.greatest(primary, secondary)
+    low, high = S.least(primary, secondary), S.greatest(primary, secondary)
     g = rng.index("s.foreign_community", COMMUNITIES - 2, row)
-    g = F.when(g >= low, g + F.lit(1)).otherwise(g)
-    return F.when(g >= high, g + F.lit(1)).otherwise(g)
+    g = S.when(g >= low, g + S.lit(1)).otherwise(g)
+    return S.when(g >= high, g + S.lit(1)).otherwise(g)
 
 
-def community_merchant(rng: Rng, c: Column, u: Column) -> Column:
+def community_merchant(rng: Rng, c: Expr, u: Expr) -> Expr:
     """The community a domestic charge's merchant is drawn in (u uniform): primary, secondary, or null (any)."""
     primary, secondary = customer_communities(rng, c)
-    return (F.when(u < F.lit(COMMUNITY_SHARES[0]), primary)
-            .when(u < F.lit(sum(COMMUNITY_SHARES)), secondary)
-            .otherwise(F.lit(None).cast("long")))
+    return (S.when(u < S.lit(COMMUNITY_SHARES[0]), primary)
+            .when(u < S.lit(sum(COMMUNITY_SHARES)), secondary)
+            .otherwise(S.lit(None).cast("long")))
 
 
-def _with(df: DataFrame, **cols: Column) -> DataFrame:
-    """Add columns as one stage: later stages refer to them by name, so each is computed once per row."""
-    return df.select("*", *[value.alias(name) for name, value in cols.items()])
-
-
-def _card_of(rng: Rng, df: DataFrame, c: Column, u_card: Column, skew: float = 1.0) -> DataFrame:
+def _card_of(rng: Rng, df: DataFrame, c: Expr, u_card: Expr, skew: float = 1.0) -> DataFrame:
     """Stage the customer `_c`, their home country `_home` and the card slot `_k` (skew > 1: first card)."""
-    df = _with(df, _c=c)
-    df = _with(df, _home=customer_country(rng, F.col("_c")), _ncards=cards_of(rng, F.col("_c")))
-    return _with(df, _k=F.floor(F.pow(u_card, F.lit(skew)) * F.col("_ncards")).cast("long"))
+    df = S.with_columns(df, _c=c)
+    df = S.with_columns(df, _home=customer_country(rng, S.col("_c")), _ncards=cards_of(rng, S.col("_c")))
+    return S.with_columns(df, _k=S.floor(S.pow(u_card, S.lit(skew)) * S.col("_ncards")).cast("long"))
 
 
 DRAW_COLUMNS = ("id", "_c", "_k", "_home", "_mi", "_t", "_kind")
@@ -138,30 +135,30 @@ DRAW_COLUMNS = ("id", "_c", "_k", "_home", "_mi", "_t", "_kind")
 def ordinary_charges(spark: SparkSession, plan: Plan) -> DataFrame:
     """Ordinary charges (step 1, first kind)."""
     rng = Rng(plan.seed)
-    row = F.col("id")
+    row = S.col("id")
     df = spark.range(0, plan.ordinary_rows, 1, plan.partitions)
-    u_c = F.pow(rng.uniform("o.customer", row), F.lit(CUSTOMER_SKEW))
-    df = _card_of(rng, df, F.floor(u_c * F.lit(plan.customers)).cast("long"), rng.uniform("o.card", row), 1.8)
-    df = _with(df, _regular=rng.uniform("o.regular", row) < F.lit(REGULAR_MERCHANT_SHARE))
-    abroad = ~F.col("_regular") & (rng.uniform("o.abroad", row) < F.lit(CROSS_BORDER_SHARE))
+    u_c = S.pow(rng.uniform("o.customer", row), S.lit(CUSTOMER_SKEW))
+    df = _card_of(rng, df, S.floor(u_c * S.lit(plan.customers)).cast("long"), rng.uniform("o.card", row), 1.8)
+    df = S.with_columns(df, _regular=rng.uniform("o.regular", row) < S.lit(REGULAR_MERCHANT_SHARE))
+    abroad = ~S.col("_regular") & (rng.uniform("o.abroad", row) < S.lit(CROSS_BORDER_SHARE))
     slot = rng.index("o.regular_slot", 5, row)
-    df = _with(
+    df = S.with_columns(
         df,
-        _ci=F.when(abroad, rng.choice("o.country", _country_weights(), row)).otherwise(F.col("_home")),
-        _um=F.when(F.col("_regular"), rng.uniform("o.regular_merchant", F.col("_c"), slot)).otherwise(
+        _ci=S.when(abroad, rng.choice("o.country", _country_weights(), row)).otherwise(S.col("_home")),
+        _um=S.when(S.col("_regular"), rng.uniform("o.regular_merchant", S.col("_c"), slot)).otherwise(
             rng.uniform("o.merchant", row)
         ),
     )
     community = None
     if plan.communities:  # a regular merchant's community is fixed per (customer, slot); abroad: any merchant
-        u_comm = F.when(F.col("_regular"), rng.uniform("s.regular_community", F.col("_c"), slot)).otherwise(
+        u_comm = S.when(S.col("_regular"), rng.uniform("s.regular_community", S.col("_c"), slot)).otherwise(
             rng.uniform("s.community", row))
-        community = F.when(F.col("_ci") == F.col("_home"), community_merchant(rng, F.col("_c"), u_comm))
-    df = _with(
+        community = S.when(S.col("_ci") == S.col("_home"), community_merchant(rng, S.col("_c"), u_comm))
+    df = S.with_columns(
         df,
-        _mi=_merchant_in(plan, F.col("_ci"), F.col("_um"), community),
-        _t=_local_time(rng, plan, F.col("_ci"), row),
-        _kind=F.lit("ordinary"),
+        _mi=_merchant_in(plan, S.col("_ci"), S.col("_um"), community),
+        _t=_local_time(rng, plan, S.col("_ci"), row),
+        _kind=S.lit("ordinary"),
     )
     return df.select(*DRAW_COLUMNS)
 
@@ -170,23 +167,23 @@ def card_testing(spark: SparkSession, plan: Plan) -> DataFrame:
     """Bursts: one card, BURST_LEN small charges 8-60 s apart, each at a random merchant."""
     rng = Rng(plan.seed)
     lo = plan.ordinary_rows
-    row = F.col("id")
+    row = S.col("id")
     df = spark.range(lo, lo + plan.testing_rows, 1, max(1, plan.partitions // 16))
-    df = _with(df, _e=F.floor((row - F.lit(lo)) / F.lit(BURST_LEN)).cast("long"))
-    burst, pos = F.col("_e"), (row - F.lit(lo)) % F.lit(BURST_LEN)
+    df = S.with_columns(df, _e=S.floor((row - S.lit(lo)) / S.lit(BURST_LEN)).cast("long"))
+    burst, pos = S.col("_e"), (row - S.lit(lo)) % S.lit(BURST_LEN)
     df = _card_of(rng, df, rng.index("ct.customer", plan.customers, burst), rng.uniform("ct.card", burst))
     span = float(max(plan.span_micros - HOUR, 1))
-    df = _with(
+    df = S.with_columns(
         df,
-        _start=F.floor(rng.uniform("ct.start", burst) * F.lit(span)).cast("long"),
-        _gap=F.floor((F.lit(8.0) + F.lit(52.0) * rng.uniform("ct.gap", burst)) * F.lit(1e6)).cast("long"),
+        _start=S.floor(rng.uniform("ct.start", burst) * S.lit(span)).cast("long"),
+        _gap=S.floor((S.lit(8.0) + S.lit(52.0) * rng.uniform("ct.gap", burst)) * S.lit(1e6)).cast("long"),
     )
-    jitter = F.floor(rng.uniform("ct.jitter", row) * F.col("_gap").cast("double")).cast("long")
-    df = _with(
+    jitter = S.floor(rng.uniform("ct.jitter", row) * S.col("_gap").cast("double")).cast("long")
+    df = S.with_columns(
         df,
         _mi=rng.index("ct.merchant", plan.merchants, row),
-        _t=F.col("_start") + pos * F.col("_gap") + jitter,
-        _kind=F.lit("card_testing"),
+        _t=S.col("_start") + pos * S.col("_gap") + jitter,
+        _kind=S.lit("card_testing"),
     )
     return df.select(*DRAW_COLUMNS)
 
@@ -195,51 +192,51 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
     """Sprees: the compromise visit (position 0), then SPREE_LEN - 1 fraudulent charges (see module doc)."""
     rng = Rng(plan.seed)
     lo = plan.ordinary_rows + plan.testing_rows
-    row = F.col("id")
+    row = S.col("id")
     span = float(plan.span_micros)
     df = spark.range(lo, plan.spree_end, 1, max(1, plan.partitions // 16))
-    df = _with(df, _e=F.floor((row - F.lit(lo)) / F.lit(SPREE_LEN)).cast("long"))
-    spree, pos = F.col("_e"), (row - F.lit(lo)) % F.lit(SPREE_LEN)
+    df = S.with_columns(df, _e=S.floor((row - S.lit(lo)) / S.lit(SPREE_LEN)).cast("long"))
+    spree, pos = S.col("_e"), (row - S.lit(lo)) % S.lit(SPREE_LEN)
     df = _card_of(rng, df, rng.index("sp.customer", plan.customers, spree), rng.uniform("sp.card", spree))
 
     # The compromise: at a compromised merchant during its breach, or (stolen otherwise) anywhere early.
-    at_breach = rng.uniform("sp.breached", spree) < F.lit(COMPROMISED_SPREE_SHARE)
+    at_breach = rng.uniform("sp.breached", spree) < S.lit(COMPROMISED_SPREE_SHARE)
     j = rng.index("sp.breach", len(plan.compromised), spree)
     breach_mi = lookup([mi for mi, _ in plan.compromised], j).cast("long")
-    breach_t = lookup([s for _, s in plan.compromised], j).cast("long") + F.floor(
-        rng.uniform("sp.breach_t", spree) * F.lit(float(plan.breach_micros))
+    breach_t = lookup([s for _, s in plan.compromised], j).cast("long") + S.floor(
+        rng.uniform("sp.breach_t", spree) * S.lit(float(plan.breach_micros))
     ).cast("long")
-    usual_mi = _merchant_in(plan, F.col("_home"), rng.uniform("sp.usual", spree))
-    anytime = F.floor(rng.uniform("sp.t0", spree) * F.lit(0.6 * span)).cast("long")
-    df = _with(
+    usual_mi = _merchant_in(plan, S.col("_home"), rng.uniform("sp.usual", spree))
+    anytime = S.floor(rng.uniform("sp.t0", spree) * S.lit(0.6 * span)).cast("long")
+    df = S.with_columns(
         df,
-        _t0=F.when(at_breach, breach_t).otherwise(anytime),
-        _mi0=F.when(at_breach, breach_mi).otherwise(usual_mi),
-        _gap=F.floor(
-            F.exp(F.lit(math.log(3.0)) + F.lit(0.8) * rng.normal("sp.gap", spree)) * F.lit(float(HOUR))
+        _t0=S.when(at_breach, breach_t).otherwise(anytime),
+        _mi0=S.when(at_breach, breach_mi).otherwise(usual_mi),
+        _gap=S.floor(
+            S.exp(S.lit(math.log(3.0)) + S.lit(0.8) * rng.normal("sp.gap", spree)) * S.lit(float(HOUR))
         ).cast("long"),
     )
 
     # The spree: days after the compromise, hours apart, at random (new) merchants, mostly abroad.
-    delay = F.floor((F.lit(0.05) + F.lit(0.15) * rng.uniform("sp.delay", spree)) * F.lit(span)).cast("long")
-    jitter = F.floor(rng.uniform("sp.jitter", row) * F.col("_gap").cast("double")).cast("long")
-    t_fraud = F.col("_t0") + delay + (pos - F.lit(1)) * F.col("_gap") + jitter
-    abroad = rng.uniform("sp.abroad", row) < F.lit(0.6)
-    df = _with(
-        df, _ci=F.when(abroad, rng.index("sp.country", len(cat.COUNTRIES), row)).otherwise(F.col("_home"))
+    delay = S.floor((S.lit(0.05) + S.lit(0.15) * rng.uniform("sp.delay", spree)) * S.lit(span)).cast("long")
+    jitter = S.floor(rng.uniform("sp.jitter", row) * S.col("_gap").cast("double")).cast("long")
+    t_fraud = S.col("_t0") + delay + (pos - S.lit(1)) * S.col("_gap") + jitter
+    abroad = rng.uniform("sp.abroad", row) < S.lit(0.6)
+    df = S.with_columns(
+        df, _ci=S.when(abroad, rng.index("sp.country", len(cat.COUNTRIES), row)).otherwise(S.col("_home"))
     )
-    fraud_mi = lookup(plan.merchant_offsets(), F.col("_ci")).cast("long") + rng.index(
-        "sp.merchant", lookup(plan.merchants_by_country, F.col("_ci")), row
+    fraud_mi = lookup(plan.merchant_offsets(), S.col("_ci")).cast("long") + rng.index(
+        "sp.merchant", lookup(plan.merchants_by_country, S.col("_ci")), row
     )
     if plan.structure:  # merchants as popular as the card's usual ones, in a community the card never shops in
-        fraud_mi = _merchant_in(plan, F.col("_ci"), rng.uniform("s.spree_merchant", row),
-                                foreign_community(rng, F.col("_c"), row) if plan.communities else None)
-    is_seed = pos == F.lit(0)
-    df = _with(
+        fraud_mi = _merchant_in(plan, S.col("_ci"), rng.uniform("s.spree_merchant", row),
+                                foreign_community(rng, S.col("_c"), row) if plan.communities else None)
+    is_seed = pos == S.lit(0)
+    df = S.with_columns(
         df,
-        _mi=F.when(is_seed, F.col("_mi0")).otherwise(fraud_mi),
-        _t=F.pmod(F.when(is_seed, F.col("_t0")).otherwise(t_fraud), F.lit(plan.span_micros)),
-        _kind=F.when(is_seed, F.lit("compromise")).otherwise(F.lit("spree")),
+        _mi=S.when(is_seed, S.col("_mi0")).otherwise(fraud_mi),
+        _t=S.pmod(S.when(is_seed, S.col("_t0")).otherwise(t_fraud), S.lit(plan.span_micros)),
+        _kind=S.when(is_seed, S.lit("compromise")).otherwise(S.lit("spree")),
     )
     return df.select(*DRAW_COLUMNS)
 
@@ -247,54 +244,54 @@ def stolen_card_spree(spark: SparkSession, plan: Plan) -> DataFrame:
 def quiet_fraud(spark: SparkSession, plan: Plan) -> DataFrame:
     """Quiet fraud: single charges that aggregates cannot tell from ordinary domestic ones (see module doc)."""
     rng = Rng(plan.seed)
-    row = F.col("id")
+    row = S.col("id")
     df = spark.range(plan.spree_end, plan.charges, 1, max(1, plan.partitions // 16))
-    u_c = F.pow(rng.uniform("q.customer", row), F.lit(CUSTOMER_SKEW))
-    df = _card_of(rng, df, F.floor(u_c * F.lit(plan.customers)).cast("long"), rng.uniform("q.card", row), 1.8)
-    community = foreign_community(rng, F.col("_c"), row) if plan.communities else None
-    df = _with(
+    u_c = S.pow(rng.uniform("q.customer", row), S.lit(CUSTOMER_SKEW))
+    df = _card_of(rng, df, S.floor(u_c * S.lit(plan.customers)).cast("long"), rng.uniform("q.card", row), 1.8)
+    community = foreign_community(rng, S.col("_c"), row) if plan.communities else None
+    df = S.with_columns(
         df,
-        _mi=_merchant_in(plan, F.col("_home"), rng.uniform("q.merchant", row), community),
-        _t=_local_time(rng, plan, F.col("_home"), row),
-        _kind=F.lit("quiet"),
+        _mi=_merchant_in(plan, S.col("_home"), rng.uniform("q.merchant", row), community),
+        _t=_local_time(rng, plan, S.col("_home"), row),
+        _kind=S.lit("quiet"),
     )
     return df.select(*DRAW_COLUMNS)
 
 
-def amount_usd(rng: Rng, kind: Column, row: Column) -> Column:
+def amount_usd(rng: Rng, kind: Expr, row: Expr) -> Expr:
     """Lognormal around the merchant's price level; sprees buy dearer, card testers spend a dollar or two."""
     z = rng.normal("amount", row)
-    ordinary = F.exp(F.col("_log_median") + F.col("_sigma") * z)
-    spree = F.exp(F.col("_log_median") + F.lit(0.9) + F.col("_sigma") * z)
-    testing = F.least(F.greatest(F.exp(F.lit(math.log(1.5)) + F.lit(0.6) * z), F.lit(0.5)), F.lit(20.0))
-    return F.when(kind == "card_testing", testing).when(kind == "spree", spree).otherwise(ordinary)
+    ordinary = S.exp(S.col("_log_median") + S.col("_sigma") * z)
+    spree = S.exp(S.col("_log_median") + S.lit(0.9) + S.col("_sigma") * z)
+    testing = S.least(S.greatest(S.exp(S.lit(math.log(1.5)) + S.lit(0.6) * z), S.lit(0.5)), S.lit(20.0))
+    return S.when(kind == "card_testing", testing).when(kind == "spree", spree).otherwise(ordinary)
 
 
-def decline_logit(kind: Column, usd: Column, cross: Column, ecommerce: Column) -> Column:
+def decline_logit(kind: Expr, usd: Expr, cross: Expr, ecommerce: Expr) -> Expr:
     """The issuer's model for ordinary charges; stolen cards trip it more; card tests mostly bounce."""
     ordinary = (
-        F.col("_iss_base")
-        + F.col("_iss_cross") * cross.cast("double")
-        + F.col("_iss_amount") * F.log(usd / F.lit(50.0))
-        + F.col("_iss_ecom") * ecommerce.cast("double")
+        S.col("_iss_base")
+        + S.col("_iss_cross") * cross.cast("double")
+        + S.col("_iss_amount") * S.log(usd / S.lit(50.0))
+        + S.col("_iss_ecom") * ecommerce.cast("double")
     )
     return (
-        F.when(kind == "card_testing", F.lit(1.7) + F.lit(0.4) * (F.col("_iss_base") + F.lit(2.6)))
-        .when(kind == "spree", ordinary + F.lit(1.2))
+        S.when(kind == "card_testing", S.lit(1.7) + S.lit(0.4) * (S.col("_iss_base") + S.lit(2.6)))
+        .when(kind == "spree", ordinary + S.lit(1.2))
         .otherwise(ordinary)
     )
 
 
-def _decline_code(rng: Rng, kind: Column, cross: Column, row: Column) -> Column:
+def _decline_code(rng: Rng, kind: Expr, cross: Expr, row: Expr) -> Expr:
     def pick(stream, table):
         return lookup(
             [code for code, _ in table], inverse_cdf(rng.uniform(stream, row), [w for _, w in table])
         )
 
     return (
-        F.when(kind == "card_testing", pick("code.testing", cat.DECLINE_CARD_TESTING))
+        S.when(kind == "card_testing", pick("code.testing", cat.DECLINE_CARD_TESTING))
         .when(kind == "spree", pick("code.stolen", cat.DECLINE_STOLEN))
-        .when(cross & (rng.uniform("code.cross", row) < F.lit(0.35)), F.lit(cat.DECLINE_CROSS_BORDER))
+        .when(cross & (rng.uniform("code.cross", row) < S.lit(0.35)), S.lit(cat.DECLINE_CROSS_BORDER))
         .otherwise(pick("code.ordinary", cat.DECLINE_ORDINARY))
     )
 
@@ -310,42 +307,42 @@ def charges_with_truth(spark: SparkSession, plan: Plan) -> DataFrame:
     if plan.quiet_rows:
         draws = draws.unionByName(quiet_fraud(spark, plan))
 
-    row, kind = F.col("id"), F.col("_kind")
-    card = card_columns(rng, F.col("_c"), F.col("_k"), F.col("_home"))
+    row, kind = S.col("id"), S.col("_kind")
+    card = card_columns(rng, S.col("_c"), S.col("_k"), S.col("_home"))
     df = draws.join(F.broadcast(merchants(spark, plan)), on="_mi", how="inner")
-    df = issuer_columns(_with(df, **card), issuers(spark))
+    df = issuer_columns(S.with_columns(df, **card), issuers(spark))
 
     ecommerce = (
-        F.when(kind == "card_testing", F.lit(True))
-        .when(kind == "spree", rng.uniform("channel", row) < F.greatest(F.col("_ecom_share"), F.lit(0.7)))
-        .otherwise(rng.uniform("channel", row) < F.col("_ecom_share"))
+        S.when(kind == "card_testing", S.lit(True))
+        .when(kind == "spree", rng.uniform("channel", row) < S.greatest(S.col("_ecom_share"), S.lit(0.7)))
+        .otherwise(rng.uniform("channel", row) < S.col("_ecom_share"))
     )
-    df = _with(
+    df = S.with_columns(
         df,
         _usd=amount_usd(rng, kind, row),
         _ecom=ecommerce,
-        _cross=F.col("card_country") != F.col("merchant_country"),
+        _cross=S.col("card_country") != S.col("merchant_country"),
     )
-    p_decline = F.lit(1.0) / (
-        F.lit(1.0) + F.exp(-decline_logit(kind, F.col("_usd"), F.col("_cross"), F.col("_ecom")))
+    p_decline = S.lit(1.0) / (
+        S.lit(1.0) + S.exp(-decline_logit(kind, S.col("_usd"), S.col("_cross"), S.col("_ecom")))
     )
-    df = _with(df, _p_decline=p_decline)
-    df = _with(df, _declined=rng.uniform("decline", row) < F.col("_p_decline"))
-    declined, cross = F.col("_declined"), F.col("_cross")
-    minor = F.greatest(F.round(F.col("_usd") * F.col("_per_usd") * F.col("_minor")), F.lit(1.0))
+    df = S.with_columns(df, _p_decline=p_decline)
+    df = S.with_columns(df, _declined=rng.uniform("decline", row) < S.col("_p_decline"))
+    declined, cross = S.col("_declined"), S.col("_cross")
+    minor = S.greatest(S.round(S.col("_usd") * S.col("_per_usd") * S.col("_minor")), S.lit(1.0))
 
     derived = {
-        "charge_id": F.concat(F.lit("ch_"), scramble_id(row, plan.seed, "charge")),
-        "created": F.timestamp_micros(F.lit(plan.start_micros) + F.col("_t")),
+        "charge_id": S.concat(S.lit("ch_"), scramble_id(row, plan.seed, "charge")),
+        "created": S.timestamp_micros(S.lit(plan.start_micros) + S.col("_t")),
         "amount": minor.cast("decimal(18,0)"),
-        "channel": F.when(F.col("_ecom"), F.lit("ecommerce")).otherwise(F.lit("card_present")),
-        "outcome": F.when(declined, F.lit("declined")).otherwise(F.lit("authorized")),
-        "decline_code": F.when(declined, _decline_code(rng, kind, cross, row)),
+        "channel": S.when(S.col("_ecom"), S.lit("ecommerce")).otherwise(S.lit("card_present")),
+        "outcome": S.when(declined, S.lit("declined")).otherwise(S.lit("authorized")),
+        "decline_code": S.when(declined, _decline_code(rng, kind, cross, row)),
     }
     return df.select(
-        *[derived[name].alias(name) if name in derived else F.col(name) for name in CHARGE_COLUMNS],
+        *[derived[name].alias(name) if name in derived else name for name in CHARGE_COLUMNS],
         row.alias("_row"),
-        kind,
+        "_kind",
         kind.isin("card_testing", "spree", "quiet").alias("_fraud"),
         # for the authorization attempts (`_auth`): the issuer's decline probability, the card's issuer, USD
         "_p_decline",

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import math
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from tally.datagen import _catalog as cat
+from tally.datagen import _sql as S
 from tally.datagen._plan import Plan
 from tally.datagen._rng import Rng, inverse_cdf, scramble_id
+from tally.datagen._sql import Expr
 
 MAX_CARDS = len(cat.CARDS_PER_CUSTOMER)
 COUNTRY_CODES = [c.code for c in cat.COUNTRIES]
 
 
-def lookup(values, index: Column) -> Column:
+def lookup(values, index: Expr) -> Expr:
     """values[index] for a small Python list and a 0-based index column."""
-    return F.element_at(F.array(*[F.lit(v) for v in values]), index.cast("int") + F.lit(1))
+    return S.element_at(S.array(*[S.lit(v) for v in values]), index.cast("int") + S.lit(1))
 
 
 def _issuer_blocks() -> tuple[list[int], list[int]]:
@@ -45,24 +47,24 @@ ISSUER_OFFSETS, ISSUER_COUNTRY_COUNTS = _issuer_blocks()
 # -- customers and cards: inline expressions ---------------------------------------------------------------
 
 
-def customer_country(rng: Rng, c: Column) -> Column:
+def customer_country(rng: Rng, c: Expr) -> Expr:
     return rng.choice("customer.country", [x.weight for x in cat.COUNTRIES], c)
 
 
-def cards_of(rng: Rng, c: Column) -> Column:
+def cards_of(rng: Rng, c: Expr) -> Expr:
     """How many cards customer c holds (1..4)."""
-    return rng.choice("customer.cards", cat.CARDS_PER_CUSTOMER, c) + F.lit(1)
+    return rng.choice("customer.cards", cat.CARDS_PER_CUSTOMER, c) + S.lit(1)
 
 
-def customer_id(rng: Rng, c: Column) -> Column:
-    return F.concat(F.lit("cus_"), scramble_id(c, rng.seed, "customer"))
+def customer_id(rng: Rng, c: Expr) -> Expr:
+    return S.concat(S.lit("cus_"), scramble_id(c, rng.seed, "customer"))
 
 
-def card_key(c: Column, k: Column) -> Column:
-    return c * F.lit(MAX_CARDS) + k
+def card_key(c: Expr, k: Expr) -> Expr:
+    return c * S.lit(MAX_CARDS) + k
 
 
-def card_columns(rng: Rng, c: Column, k: Column, home: Column | None = None) -> dict[str, Column]:
+def card_columns(rng: Rng, c: Expr, k: Expr, home: Expr | None = None) -> dict[str, Expr]:
     """Card k of customer c: its fingerprint and the issuer index (an issuer of the customer's country).
 
     `home` may pass the customer's country when the caller has it staged already.
@@ -73,10 +75,10 @@ def card_columns(rng: Rng, c: Column, k: Column, home: Column | None = None) -> 
         "card.issuer", lookup(ISSUER_COUNTRY_COUNTS, home), key
     )
     return {
-        "card_id": F.concat(F.lit("card_"), scramble_id(key, rng.seed, "card")),
+        "card_id": S.concat(S.lit("card_"), scramble_id(key, rng.seed, "card")),
         "customer_id": customer_id(rng, c),
         # coalesce: a non-null join key, so Spark adds no `isnotnull` filter that recomputes it
-        "_issuer_idx": F.coalesce(issuer_idx.cast("int"), F.lit(0)),
+        "_issuer_idx": S.coalesce(issuer_idx.cast("int"), S.lit(0)),
         "_bin_u": rng.uniform("card.bin", key),
     }
 
@@ -84,13 +86,13 @@ def card_columns(rng: Rng, c: Column, k: Column, home: Column | None = None) -> 
 def issuer_columns(df: DataFrame, issuers: DataFrame) -> DataFrame:
     """Attach issuer, bin, card_country, card_brand and the issuer's decline parameters (broadcast join)."""
     joined = df.join(F.broadcast(issuers), on="_issuer_idx", how="inner")
-    bin_ = F.element_at(F.col("_bins"), F.floor(F.col("_bin_u") * F.size("_bins")).cast("int") + F.lit(1))
-    return joined.withColumn("bin", bin_).drop("_bins", "_bin_u")
+    bin_ = S.element_at(S.col("_bins"), S.floor(S.col("_bin_u") * S.size("_bins")).cast("int") + S.lit(1))
+    return joined.withColumn("bin", bin_.column).drop("_bins", "_bin_u")
 
 
 def customers(spark: SparkSession, plan: Plan) -> DataFrame:
     rng = Rng(plan.seed)
-    c = F.col("id")
+    c = S.col("id")
     return spark.range(0, plan.customers, 1, plan.partitions).select(
         customer_id(rng, c).alias("customer_id"),
         lookup(COUNTRY_CODES, customer_country(rng, c)).alias("country"),
@@ -101,10 +103,10 @@ def customers(spark: SparkSession, plan: Plan) -> DataFrame:
 def cards(spark: SparkSession, plan: Plan) -> DataFrame:
     rng = Rng(plan.seed)
     slots = spark.range(0, plan.customers * MAX_CARDS, 1, plan.partitions).select(
-        F.floor(F.col("id") / MAX_CARDS).cast("long").alias("c"), (F.col("id") % MAX_CARDS).alias("k")
+        S.floor(S.col("id") / MAX_CARDS).cast("long").alias("c"), (S.col("id") % MAX_CARDS).alias("k")
     )
-    held = slots.where(F.col("k") < cards_of(rng, F.col("c")))
-    cols = card_columns(rng, F.col("c"), F.col("k"))
+    held = slots.where((S.col("k") < cards_of(rng, S.col("c"))).column)
+    cols = card_columns(rng, S.col("c"), S.col("k"))
     with_card = held.select(*[v.alias(n) for n, v in cols.items()])
     return issuer_columns(with_card, issuers(spark)).select(
         "card_id", "customer_id", "bin", "issuer", "card_country", "card_brand"
@@ -142,18 +144,18 @@ def merchants(spark: SparkSession, plan: Plan) -> DataFrame:
     Each merchant has a category (mcc) and its own price level (a lognormal factor on the category's median).
     """
     rng = Rng(plan.seed)
-    m = F.col("id")
+    m = S.col("id")
     ci = inverse_cdf(
-        (m.cast("double") + F.lit(0.5)) / F.lit(float(plan.merchants)), plan.merchants_by_country
+        (m.cast("double") + S.lit(0.5)) / S.lit(float(plan.merchants)), plan.merchants_by_country
     )
     cat_idx = rng.choice("merchant.mcc", [x.weight for x in cat.CATEGORIES], m)
-    log_median = lookup([math.log(x.median_usd) for x in cat.CATEGORIES], cat_idx) + F.lit(0.3) * rng.normal(
+    log_median = lookup([math.log(x.median_usd) for x in cat.CATEGORIES], cat_idx) + S.lit(0.3) * rng.normal(
         "merchant.price", m
     )
     compromised = [mi for mi, _ in plan.compromised]
     return spark.range(0, plan.merchants, 1, max(1, plan.partitions // 8)).select(
         m.alias("_mi"),
-        F.concat(F.lit("mer_"), scramble_id(m, plan.seed, "merchant")).alias("merchant_id"),
+        S.concat(S.lit("mer_"), scramble_id(m, plan.seed, "merchant")).alias("merchant_id"),
         lookup([x.mcc for x in cat.CATEGORIES], cat_idx).alias("mcc"),
         lookup(COUNTRY_CODES, ci).alias("merchant_country"),
         lookup([x.currency for x in cat.COUNTRIES], ci).alias("currency"),

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
+from tally.datagen import _sql as S
 from tally.datagen._rng import Rng
+from tally.datagen._sql import Expr
 
 DAY = 86_400_000_000
 P_DISPUTE_SPREE = 0.9  # stolen-card charges the cardholder notices
@@ -28,54 +29,54 @@ P_REFUND_FULL = 0.75
 
 
 def _lag(
-    rng: Rng, stream: str, row: Column, floor_days: float, median_days: float, cap_days: float
-) -> Column:
-    days = F.lit(floor_days) + F.exp(F.lit(math.log(median_days)) + F.lit(0.6) * rng.normal(stream, row))
-    return F.floor(F.least(days, F.lit(cap_days)) * F.lit(float(DAY))).cast("long")
+    rng: Rng, stream: str, row: Expr, floor_days: float, median_days: float, cap_days: float
+) -> Expr:
+    days = S.lit(floor_days) + S.exp(S.lit(math.log(median_days)) + S.lit(0.6) * rng.normal(stream, row))
+    return S.floor(S.least(days, S.lit(cap_days)) * S.lit(float(DAY))).cast("long")
 
 
-def _after(ts: Column, micros: Column) -> Column:
-    return F.timestamp_micros(F.unix_micros(ts) + micros)
+def _after(ts: Expr, micros: Expr) -> Expr:
+    return S.timestamp_micros(S.unix_micros(ts) + micros)
 
 
 def disputes(truth: DataFrame, seed: int) -> DataFrame:
     rng = Rng(seed)
-    row, kind = F.col("_row"), F.col("_kind")
+    row, kind = S.col("_row"), S.col("_kind")
     u = rng.uniform("dispute", row)
     p = (
-        F.when(kind == "spree", F.lit(P_DISPUTE_SPREE))
-        .when(kind == "quiet", F.lit(P_DISPUTE_QUIET))
-        .when(kind == "card_testing", F.lit(P_DISPUTE_CARD_TESTING))
-        .otherwise(F.lit(P_DISPUTE_OTHER))
+        S.when(kind == "spree", S.lit(P_DISPUTE_SPREE))
+        .when(kind == "quiet", S.lit(P_DISPUTE_QUIET))
+        .when(kind == "card_testing", S.lit(P_DISPUTE_CARD_TESTING))
+        .otherwise(S.lit(P_DISPUTE_OTHER))
     )
-    fraud = F.col("_fraud")
-    lag = F.when(fraud, _lag(rng, "dispute.lag", row, 3.0, 14.0, 90.0)).otherwise(
+    fraud = S.col("_fraud")
+    lag = S.when(fraud, _lag(rng, "dispute.lag", row, 3.0, 14.0, 90.0)).otherwise(
         _lag(rng, "dispute.lag", row, 5.0, 18.0, 110.0)
     )
-    return truth.where((u < p) & (F.col("outcome") == "authorized")).select(
+    return truth.where(((u < p) & (S.col("outcome") == "authorized")).column).select(
         "charge_id",
-        F.col("created").alias("charge_created"),
-        _after(F.col("created"), lag).alias("dispute_created"),
-        F.when(fraud, F.lit("fraudulent")).otherwise(F.lit("other")).alias("reason"),
+        S.col("created").alias("charge_created"),
+        _after(S.col("created"), lag).alias("dispute_created"),
+        S.when(fraud, S.lit("fraudulent")).otherwise(S.lit("other")).alias("reason"),
     )
 
 
 def refunds(truth: DataFrame, seed: int) -> DataFrame:
     rng = Rng(seed)
-    row = F.col("_row")
-    ordinary = ~F.col("_fraud")
-    not_disputed = rng.uniform("dispute", row) >= F.lit(P_DISPUTE_OTHER)
-    chosen = (rng.uniform("refund", row) < F.lit(P_REFUND)) & ordinary & not_disputed
-    full = rng.uniform("refund.full", row) < F.lit(P_REFUND_FULL)
-    share = F.lit(0.1) + F.lit(0.8) * rng.uniform("refund.share", row)
-    partial = F.greatest(F.round(F.col("amount").cast("double") * share), F.lit(1.0)).cast("decimal(18,0)")
-    hours = F.exp(F.lit(math.log(72.0)) + F.lit(1.0) * rng.normal("refund.lag", row))
-    lag = F.floor(F.least(F.greatest(hours, F.lit(1.0)), F.lit(60 * 24.0)) * F.lit(3_600_000_000.0)).cast(
+    row = S.col("_row")
+    ordinary = ~S.col("_fraud")
+    not_disputed = rng.uniform("dispute", row) >= S.lit(P_DISPUTE_OTHER)
+    chosen = (rng.uniform("refund", row) < S.lit(P_REFUND)) & ordinary & not_disputed
+    full = rng.uniform("refund.full", row) < S.lit(P_REFUND_FULL)
+    share = S.lit(0.1) + S.lit(0.8) * rng.uniform("refund.share", row)
+    partial = S.greatest(S.round(S.col("amount").cast("double") * share), S.lit(1.0)).cast("decimal(18,0)")
+    hours = S.exp(S.lit(math.log(72.0)) + S.lit(1.0) * rng.normal("refund.lag", row))
+    lag = S.floor(S.least(S.greatest(hours, S.lit(1.0)), S.lit(60 * 24.0)) * S.lit(3_600_000_000.0)).cast(
         "long"
     )
-    return truth.where(chosen & (F.col("outcome") == "authorized")).select(
+    return truth.where((chosen & (S.col("outcome") == "authorized")).column).select(
         "charge_id",
-        F.col("created").alias("charge_created"),
-        _after(F.col("created"), lag).alias("refund_created"),
-        F.when(full, F.col("amount")).otherwise(partial).alias("amount"),
+        S.col("created").alias("charge_created"),
+        _after(S.col("created"), lag).alias("refund_created"),
+        S.when(full, S.col("amount")).otherwise(partial).alias("amount"),
     )

@@ -15,54 +15,54 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
+from tally.datagen import _sql as S
+from tally.datagen._sql import Expr
 
 _TWO_53 = float(1 << 53)
 _MASK_40 = (1 << 40) - 1
 
 
-def _col(value) -> Column:
-    return value if isinstance(value, Column) else F.lit(value)
+def _col(value) -> Expr:
+    return value if isinstance(value, Expr) else S.lit(value)
 
 
 class Rng:
-    """Named random streams over Spark columns, keyed by a seed."""
+    """Named random streams over column expressions (`_sql.Expr`), keyed by a seed."""
 
     def __init__(self, seed: int):
         self.seed = int(seed)
 
-    def hash(self, stream: str, *keys) -> Column:
-        return F.xxhash64(F.lit(self.seed).cast("long"), F.lit(stream), *map(_col, keys))
+    def hash(self, stream: str, *keys) -> Expr:
+        return S.xxhash64(S.lit(self.seed).cast("long"), S.lit(stream), *map(_col, keys))
 
-    def uniform(self, stream: str, *keys) -> Column:
+    def uniform(self, stream: str, *keys) -> Expr:
         """Uniform on [0, 1): the top 53 bits of the hash, so every double is exactly representable."""
-        return F.shiftrightunsigned(self.hash(stream, *keys), 11).cast("double") / F.lit(_TWO_53)
+        return S.shiftrightunsigned(self.hash(stream, *keys), 11).cast("double") / S.lit(_TWO_53)
 
-    def normal(self, stream: str, *keys) -> Column:
+    def normal(self, stream: str, *keys) -> Expr:
         """Standard normal by Box-Muller on two sub-streams."""
-        u1 = F.lit(1.0) - self.uniform(stream + ".r", *keys)  # in (0, 1]: log is finite
+        u1 = S.lit(1.0) - self.uniform(stream + ".r", *keys)  # in (0, 1]: log is finite
         u2 = self.uniform(stream + ".a", *keys)
-        return F.sqrt(F.lit(-2.0) * F.log(u1)) * F.cos(F.lit(2 * math.pi) * u2)
+        return S.sqrt(S.lit(-2.0) * S.log(u1)) * S.cos(S.lit(2 * math.pi) * u2)
 
-    def index(self, stream: str, n, *keys) -> Column:
+    def index(self, stream: str, n, *keys) -> Expr:
         """Uniform integer in [0, n); `n` may be a column (always >= 1)."""
-        return F.floor(self.uniform(stream, *keys) * _col(n)).cast("long")
+        return S.floor(self.uniform(stream, *keys) * _col(n)).cast("long")
 
-    def choice(self, stream: str, weights: Sequence[float], *keys) -> Column:
+    def choice(self, stream: str, weights: Sequence[float], *keys) -> Expr:
         """Index drawn with the given weights (inverse CDF, a balanced CASE tree: log2(len) comparisons)."""
         return inverse_cdf(self.uniform(stream, *keys), weights)
 
 
-def zipf_rank(u: Column, n: Column, s: float) -> Column:
+def zipf_rank(u: Expr, n: Expr, s: float) -> Expr:
     """Rank in [0, n), P(rank) ~ (rank + 1)^-s, from a uniform u: the bounded-Pareto inverse CDF, floored."""
     n = n.cast("double")
     a = 1.0 - s
-    x = F.pow((F.pow(n, F.lit(a)) - F.lit(1.0)) * u + F.lit(1.0), F.lit(1.0 / a))
-    return F.least(F.floor(x).cast("long") - F.lit(1), n.cast("long") - F.lit(1))
+    x = S.pow((S.pow(n, S.lit(a)) - S.lit(1.0)) * u + S.lit(1.0), S.lit(1.0 / a))
+    return S.least(S.floor(x).cast("long") - S.lit(1), n.cast("long") - S.lit(1))
 
 
-def inverse_cdf(u: Column, weights: Sequence[float]) -> Column:
+def inverse_cdf(u: Expr, weights: Sequence[float]) -> Expr:
     """The index i with cum[i-1] <= u < cum[i] (cumulative shares), as a balanced CASE tree."""
     total = float(sum(weights))
     cum, acc = [], 0.0
@@ -70,11 +70,11 @@ def inverse_cdf(u: Column, weights: Sequence[float]) -> Column:
         acc += w
         cum.append(acc / total)
 
-    def node(lo: int, hi: int) -> Column:  # index in [lo, hi]
+    def node(lo: int, hi: int) -> Expr:  # index in [lo, hi]
         if lo == hi:
-            return F.lit(lo)
+            return S.lit(lo)
         mid = (lo + hi) // 2
-        return F.when(u < F.lit(cum[mid]), node(lo, mid)).otherwise(node(mid + 1, hi))
+        return S.when(u < S.lit(cum[mid]), node(lo, mid)).otherwise(node(mid + 1, hi))
 
     return node(0, len(weights) - 1)
 
@@ -84,7 +84,7 @@ def _constants(seed: int, salt: str, count: int) -> list[int]:
     return [int.from_bytes(digest[4 * i : 4 * i + 4], "little") for i in range(count)]
 
 
-def scramble_id(key: Column, seed: int, salt: str) -> Column:
+def scramble_id(key: Expr, seed: int, salt: str) -> Expr:
     """A bijection on [0, 2^40) keyed by (seed, salt), as 10 hex digits: unique ids that reveal no order.
 
     Three rounds of (odd multiply + add) mod 2^40 and an xor-shift; multipliers stay below 2^22 so the long
@@ -95,9 +95,9 @@ def scramble_id(key: Column, seed: int, salt: str) -> Column:
     for r in range(3):
         mul = (c[2 * r] & ((1 << 22) - 1)) | 1
         add = (c[2 * r + 1] << 8) & _MASK_40
-        x = (x * F.lit(mul) + F.lit(add)).bitwiseAND(F.lit(_MASK_40))
-        x = x.bitwiseXOR(F.shiftright(x, 19 - 4 * r))
-    return F.lpad(F.lower(F.hex(x)), 10, "0")
+        x = (x * S.lit(mul) + S.lit(add)).bitwiseAND(S.lit(_MASK_40))
+        x = x.bitwiseXOR(S.shiftright(x, 19 - 4 * r))
+    return S.lpad(S.lower(S.hex(x)), 10, "0")
 
 
 def seeded_constants(seed: int, salt: str, count: int) -> list[float]:
