@@ -135,7 +135,7 @@ def test_ctrl_c_cancels_the_command_and_a_waiting_client_runs_next(project, driv
         assert "waiting for the driver, busy with: tally backfill card_activity" in told, told
         assert status(project)["busy"][:2] == ["backfill", "card_activity"]
         client.send_signal(signal.SIGINT)
-        _, err = client.communicate(timeout=120)
+        shown, err = client.communicate(timeout=120)
     finally:
         client.kill()
     assert client.returncode == 130 and "aborted" in err, err
@@ -146,6 +146,8 @@ def test_ctrl_c_cancels_the_command_and_a_waiting_client_runs_next(project, driv
     # what was committed is whole: the history the waiting client read lists exactly those days, one commit each
     days = [line for line in out.splitlines() if "WRITE" in line and ("days 2026-02" in line or "days 2026-03" in line)]
     assert len(days) == written, out
+    # and the interrupted client had shown each day as it was committed (the last perhaps not yet when cancelled)
+    assert written - 1 <= shown.count(": written") <= written and shown.count(": written") >= 1, shown
     assert "(the client went away: cancelled)" in Path(driver["log"]).read_text()
 
 

@@ -238,19 +238,28 @@ def backfill(c: Context, views, start, end, step_days, resume, dry_run, quiet, s
                 click.echo(f"  chunk {chunk}: reads {v.source.name} {v.source.timestamp} in "
                            f"[{since}, {hi:%Y-%m-%d %H:%M:%S}] UTC")
             continue
-        show = not quiet and sys.stderr.isatty()
+        # A chunk's line as soon as it is committed, so an interrupted run shows what it kept; the bar only when the
+        # lines go elsewhere (stdout redirected) and someone watches stderr.
+        show = not quiet and sys.stderr.isatty() and not sys.stdout.isatty()
         with click.progressbar(length=len(plan_chunks), label=f"{v.name} v{v.version}", file=sys.stderr,
                                hidden=not show) as bar:
-            results = c.store.backfill([v.name], start, end, step_days=step_days, resume=resume,
-                                       on_chunk=lambda *_: bar.update(1), statistics=statistics)[v.name]
-        for r in results:
-            extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
-            if r.get("retrain_ds"):  # an embedding view's retrain (tally.embeddings)
-                residual = "first snapshot, not aligned" if r["residual"] is None else f"{r['residual']:.4f}"
-                extra += (f"; retrained on {r['events']} events before {r['retrain_ds']} + 1 day, {r['entities']} "
-                          f"vectors in {r['train_seconds']:.1f} s, alignment residual {residual}")
-            if not quiet:
-                click.echo(f"{v.name} v{v.version} {r['chunk']}: {r['status']}{extra}")
+            def committed(r: dict, v=v, bar=bar) -> None:
+                bar.update(1)
+                if not quiet:
+                    click.echo(_chunk_line(v, r))
+
+            c.store.backfill([v.name], start, end, step_days=step_days, resume=resume, on_chunk=committed,
+                             statistics=statistics)
+
+
+def _chunk_line(v, r: dict) -> str:
+    """`tally backfill`'s line for one chunk result (`store.backfill`)."""
+    extra = f" {r['rows']} rows, Delta version {r['delta_version']}" if r["status"] == "written" else ""
+    if r.get("retrain_ds"):  # an embedding view's retrain (tally.embeddings)
+        residual = "first snapshot, not aligned" if r["residual"] is None else f"{r['residual']:.4f}"
+        extra += (f"; retrained on {r['events']} events before {r['retrain_ds']} + 1 day, {r['entities']} "
+                  f"vectors in {r['train_seconds']:.1f} s, alignment residual {residual}")
+    return f"{v.name} v{v.version} {r['chunk']}: {r['status']}{extra}"
 
 
 @cli.command()

@@ -184,7 +184,7 @@ def backfill(spark, view: EmbeddingView, start: dt.date, end: dt.date, *, wareho
             results.append({"chunk": str(chunk), "status": "skipped"})
             previous = None
             if on_chunk:
-                on_chunk(chunk, "skipped")
+                on_chunk(results[-1])
             continue
         cutoff = utc.midnight(g + dt.timedelta(days=1))
         window = training_events(view, events, cutoff)
@@ -220,7 +220,7 @@ def backfill(spark, view: EmbeddingView, start: dt.date, end: dt.date, *, wareho
                         "entities": len(keys), "train_seconds": round(trained_s, 3),
                         "residual": None if fit is None else fit.residual})
         if on_chunk:
-            on_chunk(chunk, "written")
+            on_chunk(results[-1])
     return results
 
 

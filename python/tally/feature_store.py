@@ -130,7 +130,8 @@ class FeatureStore:
                  resume: bool = False, on_chunk=None, statistics: bool = True) -> dict[str, list[dict]]:
         """Daily snapshots of `views` for days start..end (inclusive), one Delta commit per chunk of `step_days`,
         each with the per-day statistics of every feature unless `statistics=False`. Refuses a view whose
-        definition changed under a stored version. Returns each view's chunk results."""
+        definition changed under a stored version. Returns each view's chunk results; `on_chunk(result)` is
+        called with each as soon as its chunk is committed (or skipped)."""
         from tally import registry, store
 
         start, end = _day(start, "start"), _day(end, "end")

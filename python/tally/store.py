@@ -205,7 +205,7 @@ def backfill(
     step_days: int = 7,
     resume: bool = False,
     data: str | Path | None = None,
-    on_chunk: Callable[[Chunk, str], None] | None = None,
+    on_chunk: Callable[[dict], None] | None = None,
     statistics: bool = True,
 ) -> list[dict]:
     """Backfill days [start, end] of `view`; returns one record per chunk (chunk, status, rows, delta version).
@@ -238,7 +238,7 @@ def backfill(
         if chunk not in todo:
             results.append({"chunk": str(chunk), "status": "skipped"})
             if on_chunk:
-                on_chunk(chunk, "skipped")
+                on_chunk(results[-1])
             continue
         lo, hi = source_range(view, chunk)
         frame = snapshot_frame(spark, view, chunk, events.where(_in_range(F.col(view.source.timestamp), lo, hi)))
@@ -274,7 +274,7 @@ def backfill(
         results.append({"chunk": str(chunk), "status": "written", "rows": last["rows"], "delta_version": last["version"],
                         "quarantined": quarantined})
         if on_chunk:
-            on_chunk(chunk, "written")
+            on_chunk(results[-1])
     return results
 
 
