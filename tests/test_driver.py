@@ -81,12 +81,19 @@ def test_commands_run_in_the_driver_with_the_output_and_exit_codes_of_a_local_ru
     built = tally(project, "training-set", "--spine", "spine", "--timestamp", "created", "--features",
                   "card_activity", "--out", "through_driver")
     assert built.returncode == 0, built.stderr[-3000:]
-    assert status(project)["commands"] == before + 2  # both ran there, not in the client
+    after = status(project)
+    assert after["commands"] == before + 2  # both ran there, not in the client
     # relative paths resolve against the client's folder, not the driver's (a project's subfolder finds its toml)
     (root / "sub").mkdir()
     inside = tally(project, "training-set", "--spine", "../spine", "--timestamp", "created", "--features",
                    "card_activity", "--out", "out", cwd=root / "sub")
     assert inside.returncode == 0, inside.stderr[-3000:]
+    # the same backfill again compiles only its plans with new literals (its commit time): the driver keeps what it
+    # compiled (with Spark's default of 100 classes, one backfill's chunks evicted each other's)
+    compiled = status(project)["compiled_classes"]
+    again = tally(project, "backfill", "card_activity", "--start", "2026-01-10", "--end", "2026-01-20", "--step-days", "5")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert status(project)["compiled_classes"] - compiled <= 30  # 14 here; 97 with Spark's default
     assert (root / "sub" / "out" / "_SUCCESS").exists() and (root / "sub" / "out.manifest.json").exists()
     assert not (root / "out").exists()
 

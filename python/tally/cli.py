@@ -759,8 +759,9 @@ def driver_status(c: Context) -> None:
         busy = f"running: tally {' '.join(s['busy'])}" if s["busy"] else "idle"
         if s["idle_timeout_s"]:
             busy += f" (stops after {s['idle_timeout_s'] / 3600:g} h without a command)"
+        compiled = f", {s['compiled_classes']} classes of generated code compiled" if "compiled_classes" in s else ""
         return [f"driver pid {s['pid']} serves {s['warehouse']} (master {s['master']}), up {s['uptime_s']:.0f} s, "
-                f"{s['commands']} commands; {busy}; log {s['log']}"]
+                f"{s['commands']} commands{compiled}; {busy}; log {s['log']}"]
 
     c.output.emit({"running": status is not None, **(status or {})}, text)
     if status is None:

@@ -40,6 +40,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from tally import kernels
 from tally.errors import UsageError
 
 LOCAL_COMMANDS = frozenset({"driver", "stream", "serve", "demo"})
@@ -340,7 +341,8 @@ class Driver:
     def status(self) -> dict:
         return {"pid": os.getpid(), "warehouse": self.store.config.warehouse, "master": self.store.config.master,
                 "started": self.started, "uptime_s": round(time.time() - self.started, 1), "commands": self.served,
-                "busy": self.busy, "idle_timeout_s": self.idle_s, "log": str(self.p.log)}
+                "busy": self.busy, "idle_timeout_s": self.idle_s, "log": str(self.p.log),
+                "compiled_classes": kernels.compiled_classes(self.store.spark)}
 
     def _run(self, request: dict, conn: socket.socket, send, gone: threading.Event) -> None:
         argv = [str(a) for a in request["argv"]]
@@ -455,6 +457,7 @@ def run(store, *, warm_up: bool = True, idle_timeout: str = IDLE_TIMEOUT, announ
     if ask(p, "status") is not None:
         raise UsageError(f"a driver already runs for {store.config.warehouse} (pid {read_info(p).get('pid')})",
                          hint="tally driver status; tally driver stop")
+    store.long_lived = True  # before its session starts: a driver runs call after call
     driver = Driver(store, p, idle_s)
     previous = {s: signal.signal(s, driver.stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -38,6 +38,7 @@ class FeatureStore:
         self._spark = None
         self._owns_spark = False
         self._repo = None
+        self.long_lived = False  # set before the session starts, by a process that serves many calls (the driver)
 
     # ---- what it owns ----
 
@@ -49,7 +50,8 @@ class FeatureStore:
             from tally.spark import running_session, session
 
             self._owns_spark = running_session() is None
-            self._spark = session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse)
+            self._spark = session(self.config.master, self.config.spark_conf, warehouse=self.config.warehouse,
+                                  long_lived=self.long_lived)
         return self._spark
 
     @property

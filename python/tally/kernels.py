@@ -72,6 +72,12 @@ def as_of(spark, spine, spine_time: str, right, right_time: str, keys, values, p
     return DataFrame(jdf, spark)
 
 
+def compiled_classes(spark) -> int:
+    """How many classes of generated code this JVM has compiled (Spark's codegen metrics): what the driver's status
+    shows, since a plan seen before should compile nothing."""
+    return int(spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME().getCount())
+
+
 # Online serving: tiles in, values out. The store is named by URL (`tally.online.store_url`); Scala opens it.
 
 MIN_US = -(2**63)  # `from_us` meaning "what requests at the source's newest event time need"

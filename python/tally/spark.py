@@ -169,17 +169,26 @@ def running_session():
     return None
 
 
+# A session that runs call after call (the driver) keeps 1000 compiled classes of generated code, found again by
+# their source text. Spark keeps 100 per JVM, fewer than one backfill compiles (50-75: its plans, Delta's log replay
+# and commit), so each call compiled all of them anew. Not for every session: a one-shot CLI call reuses few, and a
+# suite of small different plans ran no faster with it (bench/README.md, #17). Static: it counts at the start only.
+LONG_LIVED_CONF = {"spark.sql.codegen.cache.maxEntries": "1000"}
+
+
 def session(
     master: str | None = None,
     conf: dict[str, str] | None = None,
     *,
     warehouse: str | None = None,
     app_name: str = "tally",
+    long_lived: bool = False,
 ):
     """Start (or return) the SparkSession tally works in, with the `tally_*` SQL functions registered.
 
     With no arguments: embedded `local[*]` Spark, Delta, the tally JAR, quiet logs, all traffic on loopback.
     `master=` and `conf=` reach a cluster (pass the JAR there with `spark.jars`); `conf` wins over defaults.
+    `long_lived`: the session will run many calls (`LONG_LIVED_CONF` under `conf`).
     A session that is already running is returned unchanged: its owner's settings stand.
     """
     from pyspark.sql import SparkSession
@@ -192,6 +201,7 @@ def session(
         if is_local(master):
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = SparkSession.builder.appName(app_name).master(master)
+        conf = {**(LONG_LIVED_CONF if long_lived else {}), **(conf or {})}
         for key, value in settings(master, conf, warehouse=warehouse).items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
