@@ -42,8 +42,9 @@ PROBE = "probe"
 
 def run(spark, rate: int, args, seed: int) -> dict:
     """One run at `rate` events/s: per-commit freshness, the achieved rate, the batches' reports."""
+    import numpy as np
+    import pandas as pd
     import tally as tl
-    from pyspark.sql import functions as F
     from tally import online, streaming, utc
 
     root = Path(tempfile.mkdtemp(prefix="tally-bench-stream-"))
@@ -58,17 +59,23 @@ def run(spark, rate: int, args, seed: int) -> dict:
                               tl.Aggregation("sum", column="amount", windows=["1h", "24h"]),
                               tl.Aggregation("approx_distinct", column="merchant", windows=["24h"])])
 
+    schema = "card_id string, created timestamp, amount double, merchant string"
+
     def append(n: int, salt: int) -> None:
-        """n charges (the first for the probe card) within the last second, one Delta commit."""
+        """n charges (the first for the probe card) within the last second, one Delta commit. Drawn in numpy and handed
+        to Spark through Arrow, as an outside producer's rows: a plan built from literals (range, rand seeds, the
+        time) would be compiled again at every commit, CPU no real producer spends on the stream's machine."""
         now_us = utc.micros(dt.datetime.now(dt.timezone.utc))
-        rnd = F.rand(seed * 1_000_003 + salt)
-        spark.range(max(n, 1)).select(
-            F.when(F.col("id") == 0, F.lit(PROBE))
-             .otherwise(F.concat(F.lit("c"), (F.rand(salt) * args.keys).cast("int").cast("string"))).alias("card_id"),
-            F.timestamp_micros(F.lit(now_us) - (rnd * 1e6).cast("long")).alias("created"),
-            F.round(rnd * 500, 2).alias("amount"),
-            F.concat(F.lit("m"), (F.rand(salt + 7) * 50).cast("int").cast("string")).alias("merchant"),
-        ).coalesce(1).write.format("delta").mode("append").save(path)
+        rng = np.random.default_rng(seed * 1_000_003 + salt)
+        n = max(n, 1)
+        cards = np.char.add("c", (rng.random(n) * args.keys).astype(np.int64).astype(str)).astype(object)
+        cards[0] = PROBE
+        rows = pd.DataFrame({
+            "card_id": cards,
+            "created": pd.to_datetime(now_us - (rng.random(n) * 1e6).astype(np.int64), unit="us", utc=True),
+            "amount": np.round(rng.random(n) * 500, 2),
+            "merchant": np.char.add("m", (rng.random(n) * 50).astype(np.int64).astype(str)).astype(object)})
+        spark.createDataFrame(rows, schema).coalesce(1).write.format("delta").mode("append").save(path)
 
     append(rate, 0)  # the bootstrap's commit
     batches: list[dict] = []
@@ -144,7 +151,8 @@ def main() -> None:
     import tally as tl
 
     root = Path(tempfile.mkdtemp(prefix="tally-bench-stream-"))
-    spark = tl.session(conf={"spark.sql.shuffle.partitions": "8"}, warehouse=str(root / "spark"))
+    spark = tl.session(conf={"spark.sql.shuffle.partitions": "8", "spark.sql.execution.arrow.pyspark.enabled": "true"},
+                       warehouse=str(root / "spark"))
     args.redis = None
     if args.store == "redis":
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
