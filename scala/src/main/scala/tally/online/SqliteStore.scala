@@ -2,7 +2,8 @@ package tally.online
 
 import java.nio.file.{Files, Path}
 import java.sql.{Connection, PreparedStatement, SQLException}
-import java.util.concurrent.ConcurrentLinkedQueue
+import java.util.concurrent.{ConcurrentLinkedQueue, Executors, RejectedExecutionException, TimeUnit}
+import java.util.concurrent.atomic.AtomicBoolean
 
 import org.sqlite.SQLiteConfig
 
@@ -26,12 +27,14 @@ import scala.util.Using
   * Writes open `BEGIN IMMEDIATE` themselves (the connection stays in auto-commit between calls: the driver's own
   * transaction mode would open the next transaction eagerly and hold the write lock while idle).
   * `synchronous=NORMAL`: a power loss may drop the last calls but never corrupts; every writer can redo them
-  * (a stream replays its last batch, `tally materialize` re-runs). */
+  * (a stream replays its last batch, `tally materialize` re-runs). The WAL is copied into the file after each write
+  * on a thread of its own ([[Checkpointer]]), not inside the write's commit. */
 final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends OnlineStore {
   import SqliteStore._
 
   private val url = "jdbc:sqlite:" + path.toAbsolutePath
   private val writer = new Writer(connect())
+  private val checkpointer = new Checkpointer
   private val readers = new ConcurrentLinkedQueue[Reader]()
   @volatile private var closed = false
 
@@ -207,6 +210,7 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
 
   def close(): Unit = {
     closed = true
+    checkpointer.close()
     writer.synchronized(writer.conn.close())
     drainReaders()
   }
@@ -225,9 +229,11 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
 
   private def check(): Unit = if (closed) throw new IllegalStateException(s"the SQLite online store $path is closed")
 
-  /** The one connection that writes, with its prepared statements; `transaction` serializes callers. */
+  /** The one connection that writes, with its prepared statements; `transaction` serializes callers. Its commits
+    * leave the WAL's pages to the [[Checkpointer]]. */
   private final class Writer(val conn: Connection) {
     migrate(conn, path)
+    Using.resource(conn.createStatement())(_.execute("PRAGMA wal_autocheckpoint = 0"))
     val upsert: PreparedStatement = conn.prepareStatement(UpsertTile)
     val watermark: PreparedStatement = conn.prepareStatement(RaiseWatermark)
     val batch: PreparedStatement = conn.prepareStatement(SetBatch)
@@ -242,13 +248,43 @@ final class SqliteStore private (val path: Path, busyTimeoutMs: Int) extends Onl
       check()
       Using.resource(conn.createStatement()) { st =>
         st.execute("BEGIN IMMEDIATE")
-        try { val a = f(this); st.execute("COMMIT"); a }
+        try { val a = f(this); st.execute("COMMIT"); checkpointer.soon(); a }
         catch {
           case e: Throwable =>
             try { upsert.clearBatch(); st.execute("ROLLBACK") } catch { case r: SQLException => e.addSuppressed(r) }
             throw e
         }
       }
+    }
+  }
+
+  /** Copies the WAL's committed pages into the database file after each write, on a thread and a connection of its
+    * own. Why: SQLite's automatic checkpoint runs inside the commit that leaves the WAL over 1000 pages, and a stream
+    * batch's close writes tens of thousands of tiles (tens of MB of pages): the copy and its fsyncs were part of
+    * every close, so of every batch's freshness. PASSIVE: it never waits for the writer or a reader; what it cannot
+    * copy yet (pages a reader's snapshot still needs), the next one does, and every commit is in the WAL meanwhile.
+    * One checkpoint runs at a time and at most one more is queued: writes during a checkpoint queue one more. */
+  private final class Checkpointer {
+    private val conn = connect()
+    private val queued = new AtomicBoolean(false)
+    private val thread = Executors.newSingleThreadExecutor { r =>
+      val t = new Thread(r, "tally-sqlite-checkpoint"); t.setDaemon(true); t
+    }
+
+    def soon(): Unit = if (queued.compareAndSet(false, true)) {
+      try thread.execute { () =>
+        queued.set(false)
+        // A failure (another process checkpointing the file) leaves the pages in the WAL for the next one.
+        try Using.resource(conn.createStatement())(_.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        catch { case _: SQLException => () }
+      } catch { case _: RejectedExecutionException => () }  // closing: the writer's close copies the rest
+    }
+
+    /** Waits for the checkpoint running, if any. */
+    def close(): Unit = {
+      thread.shutdown()
+      thread.awaitTermination(1, TimeUnit.MINUTES)
+      conn.close()
     }
   }
 

@@ -74,6 +74,22 @@ class SqliteStoreSuite extends OnlineStoreContract {
     }
   }
 
+  storeTest("a write reaches the database file beside the writer, from its own checkpoint, not inside the commit") { store =>
+    store.write(Seq(tile(card1, 0), tile(card2, 0)))
+    // The main file alone, as a copy: it holds the tiles only once a checkpoint copied them from the WAL. A write this
+    // small never filled SQLite's automatic checkpoint (1000 pages), so only the store's checkpointer copies it.
+    val copy = dir.resolve(s"copy-$n.db")
+    def copied(): Int = {
+      Files.copy(current, copy, java.nio.file.StandardCopyOption.REPLACE_EXISTING)
+      Files.deleteIfExists(Paths.get(s"$copy-wal"))
+      try Using.resource(DriverManager.getConnection("jdbc:sqlite:" + copy))(count)
+      catch { case _: java.sql.SQLException => 0 }  // not even the layout yet
+    }
+    val deadline = System.nanoTime() + 10L * 1000000000L
+    while (copied() < 2 && System.nanoTime() < deadline) Thread.sleep(50)
+    assertEquals(copied(), 2)
+  }
+
   storeTest("a file with a newer layout is refused, naming the file") { store =>
     store.close()
     Using.resource(raw())(_.createStatement().execute("PRAGMA user_version = 99"))
