@@ -443,15 +443,19 @@ def test_events_older_than_the_horizon_are_counted_left_alone_and_healed_by_mate
     old = ("c0", from_micros(T0_US - 60 * DAY), 9.5, 4, None, "m1", False, None, 0.5)  # 60 days before the rest
     fresh = ("c0", from_micros(micros(events[-1][1]) - MINUTE), 1.0, 1, None, "m2", False, None, 0.1)
     append(spark, tmp_path / "charges", [old, fresh])
-    reports = []
+    reports, managers = [], []
 
     def slow(report: dict) -> None:  # the batch is still in foreachBatch when max_batches asks its query to stop
+        managers.append(spark.streams.active[0]._jsq.streamingQuery().offsetLog().fileManager().getClass().getSimpleName())
         time.sleep(1.0)
         reports.append(report)
 
     # a running stream (1 s trigger) stopped after its first batch
     streaming.stream(spark, [view], warehouse=wh, store_url=url, trigger="1s", max_batches=1, on_batch=slow)
     assert [(r["events"], r["late"]) for r in reports] == [(2, 1)]
+    # its checkpoint went through the FileSystem-based manager, and the session's setting is as it was
+    assert managers == ["FileSystemBasedCheckpointFileManager"]
+    assert spark.conf.get(streaming._CHECKPOINT_MANAGER[0], None) is None
     # the stop waited for the batch to end (not interrupting foreachBatch): Spark's checkpoint committed it
     assert (streaming.checkpoint_dir(wh, view) / "spark" / "commits" / str(reports[0]["batch_id"])).is_file()
     assert reports[0]["horizon_us"] > micros(old[1])

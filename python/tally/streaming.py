@@ -30,6 +30,13 @@ from tally.errors import DataError, TallyError, UsageError
 
 DEFAULT_TRIGGER = "1s"
 
+# Spark's default checkpoint file manager writes through Hadoop's FileContext, which on the local file system without
+# Hadoop's native library (pip's pyspark has none) spawns a `chmod` and a `readlink` process for each file it writes:
+# measured on the 2-core machine, the offset and commit logs' writes took ~250 ms of every batch that way and ~50 ms
+# with the FileSystem-based manager (bench/README.md, "Streaming freshness"). A local rename is atomic either way.
+_CHECKPOINT_MANAGER = ("spark.sql.streaming.checkpointFileManagerClass",
+                       "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager")
+
 
 def checkpoint_dir(warehouse: str | Path, view: FeatureView) -> Path:
     """One checkpoint per view version: a new version (a new definition) streams from its own bootstrap."""
@@ -196,7 +203,8 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
                   .option("checkpointLocation", str(checkpoint_dir(warehouse, v) / "spark")))
         every = f"{trigger_us // 1000} milliseconds"
         writer = writer.trigger(availableNow=True) if until_idle else writer.trigger(processingTime=every)
-        queries.append((v, writer.start()))
+        with _local_checkpoints(spark):  # the query's logs take their manager as it starts
+            queries.append((v, writer.start()))
 
     # A view starts once its source has a commit after its bootstrap; until then it waits (or, until idle, is done)
     # without holding back the others.
@@ -235,6 +243,22 @@ def stream(spark, views: Sequence[FeatureView], *, warehouse: str | Path = "ware
     if unflushed is not None:
         raise unflushed
     return [last[v.name] for v in views if v.name in last]
+
+
+@contextmanager
+def _local_checkpoints(spark):
+    """The FileSystem-based checkpoint manager while a query starts (checkpoints are under the warehouse, a local
+    folder), the session's own setting again after."""
+    key, manager = _CHECKPOINT_MANAGER
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, manager)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 def fold_batch(spark, batch, view: FeatureView, store_url: str, table: str, stream: str, batch_id: int, stamp_base: int,
